@@ -1,0 +1,40 @@
+"""Which encoder stages get product-unit blocks.
+
+Stage 0 is the full-resolution stage; each later stage halves the resolution and (in nnU-Net's
+plans) widens the features. PU-UNet reports PU blocks strongest in the "rich low-resolution
+stages", so the default puts them in the deepest half of the encoder.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+# named placements; explicit lists of stage indices are accepted too
+PLACEMENTS = ("deepest_half", "shallowest_half", "all", "none")
+DEFAULT_PLACEMENT = "deepest_half"
+
+StageSpec = Union[str, Sequence[int]]
+
+
+def resolve_pu_stages(spec: StageSpec, n_stages: int) -> tuple[int, ...]:
+    """Stage indices for a placement name or an explicit list, validated against n_stages.
+
+    ``deepest_half``: the last n_stages // 2 stages (at least one);
+    ``shallowest_half``: all the others, the high-resolution stages (the ablation).
+    """
+    n_deep = max(1, n_stages // 2)
+    if isinstance(spec, str):
+        if spec == "deepest_half":
+            return tuple(range(n_stages - n_deep, n_stages))
+        if spec == "shallowest_half":
+            return tuple(range(0, n_stages - n_deep))
+        if spec == "all":
+            return tuple(range(n_stages))
+        if spec == "none":
+            return ()
+        raise ValueError(f"pu_stages must be one of {PLACEMENTS} or a list of stage indices, got {spec!r}")
+    stages = tuple(sorted({int(s) for s in spec}))
+    bad = [s for s in stages if not 0 <= s < n_stages]
+    if bad:
+        raise ValueError(f"pu_stages {bad} out of range for a network with {n_stages} stages (0..{n_stages - 1})")
+    return stages

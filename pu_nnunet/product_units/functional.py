@@ -1,0 +1,55 @@
+"""The product unit as a plain composition of torch ops: the reference formulation.
+
+    y = exp( clip_out( conv( clip_in( log(pos(x)) ), W ) ) )
+
+A product unit prod_i x_i ** w_i is a convolution in the log domain. Zero padding of the log
+input is padding with the multiplicative identity (x = 1), as a product unit needs.
+Every other implementation (a fused autograd path, a compiled one) is tested against this.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+_CONV_BY_DIM = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def positive(x: torch.Tensor, positivity: str, eps: float, theta: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Maps any real input to (0, inf).
+
+    ``softplus``: smooth, every input keeps a non-zero gradient (the stable choice).
+    ``threshold``: PURe's floor, max(x, softplus(theta) + eps); inputs below it get no gradient.
+    """
+    if positivity == "softplus":
+        return F.softplus(x) + eps
+    if positivity == "threshold":
+        if theta is None:
+            raise ValueError("positivity='threshold' needs the trainable threshold theta")
+        floor = F.softplus(theta) + eps
+        return torch.maximum(x, floor)
+    raise ValueError(f"positivity must be 'softplus' or 'threshold', got {positivity!r}")
+
+
+def _clip(z: torch.Tensor, bound: Optional[float]) -> torch.Tensor:
+    return z if bound is None else torch.clamp(z, -bound, bound)
+
+
+def log_input(x: torch.Tensor, positivity: str, eps: float, log_input_clip: Optional[float],
+              theta: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """clip_in(log(pos(x))): the log-domain input of the product unit."""
+    return _clip(torch.log(positive(x, positivity, eps, theta)), log_input_clip)
+
+
+def product_unit_conv(x: torch.Tensor, weight: torch.Tensor, *, stride: Sequence[int] | int = 1,
+                      padding: Sequence[int] | int = 0, dilation: Sequence[int] | int = 1, groups: int = 1,
+                      positivity: str = "softplus", eps: float = 1e-7, log_input_clip: Optional[float] = None,
+                      log_output_clip: Optional[float] = None, theta: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Reference product-unit convolution in the dtype of ``x`` (callers pick float32/float64)."""
+    ndim = weight.dim() - 2
+    conv = _CONV_BY_DIM[ndim]
+    z = log_input(x, positivity, eps, log_input_clip, theta)
+    aggregate = conv(z, weight, None, stride, padding, dilation, groups)
+    return torch.exp(_clip(aggregate, log_output_clip))

@@ -1,0 +1,119 @@
+"""nnU-Net trainers for the PU residual-encoder U-Net and its matched plain baseline.
+
+nnU-Net finds them by class name through ``nnUNet_extTrainer`` (see ``trainer-path``); apart
+from the network they are nnU-Net's own nnUNetTrainer: data, augmentation, loss, optimiser,
+schedule, checkpoints, validation and prediction are untouched. Every trainer here builds the
+same residual-encoder U-Net from the plans; they differ only in where PU blocks sit and how the
+PU is stabilised, so ``nnUNetTrainerPURe`` vs ``nnUNetTrainerPUReBaseline`` isolates the PU.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from torch import nn
+
+from pu_nnunet.architectures import DEFAULT_PLACEMENT, PUResidualEncoderUNet
+from pu_nnunet.product_units import LOG_INPUT_CLIP, LOG_OUTPUT_CLIP
+from pu_nnunet.trainers.plans_to_network import residual_unet_kwargs
+
+__all__ = ["nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline", "nnUNetTrainerPURe_AllStages",
+           "nnUNetTrainerPURe_HighResStages", "nnUNetTrainerPURe_Unstabilised", "nnUNetTrainerPURe_tiny",
+           "nnUNetTrainerPUReBaseline_tiny"]
+
+
+class nnUNetTrainerPURe(nnUNetTrainer):
+    """Stable PU residual blocks in the deepest half of the encoder (PU-UNet's placement)."""
+
+    pu_stages = DEFAULT_PLACEMENT
+    pu_positivity = "softplus"
+    pu_log_input_clip: Optional[float] = LOG_INPUT_CLIP
+    pu_log_output_clip: Optional[float] = LOG_OUTPUT_CLIP
+    pu_nonlin_after_add = True
+
+    # Schedule overrides for short variants; None keeps nnU-Net's (1000 epochs x 250 iterations).
+    schedule_num_epochs: Optional[int] = None
+    schedule_iterations_per_epoch: Optional[int] = None
+    schedule_val_iterations_per_epoch: Optional[int] = None
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        # nnU-Net records __init__'s parameters by name: this signature must stay nnUNetTrainer's
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.schedule_num_epochs is not None:
+            self.num_epochs = self.schedule_num_epochs
+            # short runs would otherwise write their first checkpoint_latest only at epoch 50
+            self.save_every = 1
+        if self.schedule_iterations_per_epoch is not None:
+            self.num_iterations_per_epoch = self.schedule_iterations_per_epoch
+        if self.schedule_val_iterations_per_epoch is not None:
+            self.num_val_iterations_per_epoch = self.schedule_val_iterations_per_epoch
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
+        # a classmethod (nnU-Net declares a staticmethod) so that variants only set class attributes;
+        # nnU-Net calls it on the class at inference and on the instance in training: both bind cls
+        kwargs = residual_unet_kwargs(configuration_manager.network_arch_class_name,
+                                      configuration_manager.network_arch_init_kwargs,
+                                      configuration_manager.network_arch_init_kwargs_req_import)
+        network = PUResidualEncoderUNet(
+            input_channels=num_input_channels, num_classes=num_output_channels,
+            deep_supervision=enable_deep_supervision, **kwargs, **cls.pu_network_options())
+        network.apply(network.initialize)
+        return network
+
+    @classmethod
+    def pu_network_options(cls) -> dict:
+        return dict(pu_stages=cls.pu_stages, pu_positivity=cls.pu_positivity,
+                    pu_log_input_clip=cls.pu_log_input_clip, pu_log_output_clip=cls.pu_log_output_clip,
+                    pu_nonlin_after_add=cls.pu_nonlin_after_add)
+
+
+class nnUNetTrainerPUReBaseline(nnUNetTrainerPURe):
+    """The matched baseline: the same residual-encoder U-Net with plain residual blocks everywhere."""
+
+    pu_stages = "none"
+
+
+# --- ablations -------------------------------------------------------------------------------
+
+class nnUNetTrainerPURe_AllStages(nnUNetTrainerPURe):
+    """Ablation: PU blocks in every encoder stage."""
+
+    pu_stages = "all"
+
+
+class nnUNetTrainerPURe_HighResStages(nnUNetTrainerPURe):
+    """Ablation: PU blocks only in the high-resolution stages (those the default leaves plain)."""
+
+    pu_stages = "shallowest_half"
+
+
+class nnUNetTrainerPURe_Unstabilised(nnUNetTrainerPURe):
+    """Ablation: PURe's original PU (hard threshold positivity, no log-domain clipping)."""
+
+    pu_positivity = "threshold"
+    pu_log_input_clip = None
+    pu_log_output_clip = None
+
+
+# --- short schedules (tests, demo) ---------------------------------------------------------
+# nnU-Net's _1epoch variants still run 250 training + 50 validation iterations per epoch.
+
+class _TinySchedule:
+    """2 epochs x 10 iterations: proves the pipeline runs (tests), learns little."""
+
+    schedule_num_epochs = 2
+    schedule_iterations_per_epoch = 10
+    schedule_val_iterations_per_epoch = 2
+
+
+class nnUNetTrainerPURe_tiny(_TinySchedule, nnUNetTrainerPURe):
+    pass
+
+
+class nnUNetTrainerPUReBaseline_tiny(_TinySchedule, nnUNetTrainerPUReBaseline):
+    pass
