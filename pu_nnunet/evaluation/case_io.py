@@ -1,0 +1,202 @@
+"""Finding, pairing and reading cases with nnU-Net's own readers.
+
+Predictions and references are read with the reader nnU-Net itself would use for the dataset:
+the ``overwrite_image_reader_writer`` of the dataset's ``dataset.json`` when one names it, else
+the first of nnU-Net's readers that supports the file ending and opens a reference file
+(``SimpleITKIO`` for .nii.gz, ``NaturalImage2DIO`` for .png, ...).
+
+``dataset.json`` default: ``PRED_DIR/dataset.json`` (``nnUNetv2_predict`` copies it there), else
+``REF_DIR/../dataset.json`` (the nnU-Net raw layout), else none: the file ending is inferred
+from the reference files and the labels from the label values found.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pu_nnunet.evaluation.confusion import as_label_map
+from pu_nnunet.evaluation.errors import EvaluationError
+from pu_nnunet.evaluation.jsonio import read_json
+
+# Longest first, so that "x.nii.gz" is not taken for a ".gz" or ".nii" file.
+KNOWN_FILE_ENDINGS = (".nii.gz", ".nrrd", ".mha", ".gipl", ".nii", ".png", ".bmp", ".tif", ".tiff")
+
+# nnU-Net's verify_dataset_integrity compares geometry with np.allclose; the absolute tolerance
+# is raised to 1e-4 (mm) because headers store float32 and converters round-trip through them.
+GEOMETRY_RTOL = 1e-5
+GEOMETRY_ATOL = 1e-4
+
+# nnU-Net names image channels CASE_0000.ext, CASE_0001.ext, ...; overlays use the first.
+FIRST_CHANNEL_SUFFIX = "_0000"
+
+
+@dataclass
+class DatasetInfo:
+    """What evaluation needs to know about the dataset, from dataset.json or the files."""
+
+    file_ending: str
+    reader_class: type
+    dataset_json_path: str | None = None
+    label_names: dict[int, str] = field(default_factory=dict)
+    ignore_label: int | None = None
+
+
+@dataclass
+class CasePair:
+    """One case's label maps (spatial axes only) and voxel geometry."""
+
+    case: str
+    pred: np.ndarray | None  # None when the prediction is missing
+    ref: np.ndarray
+    spacing: tuple[float, ...]  # nnU-Net order (z, y, x) in mm; 2D readers put 999 in z
+    is_2d: bool
+
+
+def _file_ending(name: str) -> str | None:
+    for ending in KNOWN_FILE_ENDINGS:
+        if name.lower().endswith(ending):
+            return ending
+    return None
+
+
+def find_dataset_json(pred_dir: Path, ref_dir: Path, dataset_json: str | None) -> Path | None:
+    if dataset_json is not None:
+        if not Path(dataset_json).is_file():
+            raise EvaluationError(f"dataset.json not found: {dataset_json}")
+        return Path(dataset_json)
+    for candidate in (pred_dir / "dataset.json", ref_dir.parent / "dataset.json"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _labels_from_dataset_json(content: dict, path: Path) -> tuple[dict[int, str], int | None]:
+    names, ignore = {}, None
+    for name, value in content.get("labels", {}).items():
+        if not isinstance(value, int):
+            warnings.warn(f"{path}: label {name!r} is a region {value}; regions are not evaluated, "
+                          "labels are taken from the label values in the files")
+            return {}, None
+        if name == "ignore":
+            ignore = value
+        elif value != 0:
+            names[value] = name
+    return names, ignore
+
+
+def describe_dataset(pred_dir: Path, ref_dir: Path, dataset_json: str | None = None) -> DatasetInfo:
+    """File ending, reader class, label names and ignore label for a reference folder."""
+    from nnunetv2.imageio.reader_writer_registry import (
+        determine_reader_writer_from_dataset_json, determine_reader_writer_from_file_ending)
+
+    if not ref_dir.is_dir():
+        raise EvaluationError(f"reference folder not found: {ref_dir}")
+    if not pred_dir.is_dir():
+        raise EvaluationError(f"prediction folder not found: {pred_dir}")
+    json_path = find_dataset_json(pred_dir, ref_dir, dataset_json)
+    content = read_json(json_path, "dataset.json") if json_path else {}
+    ending = content.get("file_ending")
+    if ending is None:
+        endings = [e for e in (_file_ending(p.name) for p in ref_dir.iterdir() if p.is_file()) if e]
+        if not endings:
+            raise EvaluationError(f"no segmentation files ({', '.join(KNOWN_FILE_ENDINGS)}) in {ref_dir}")
+        ending = max(set(endings), key=endings.count)
+    references = sorted(ref_dir.glob(f"*{ending}"))
+    if not references:
+        raise EvaluationError(f"no reference files ending in {ending} in {ref_dir}")
+    example = str(references[0])
+    try:
+        if content:
+            reader = determine_reader_writer_from_dataset_json(content, example, verbose=False)
+        else:
+            reader = determine_reader_writer_from_file_ending(ending, example, verbose=False)
+    except RuntimeError as error:
+        raise EvaluationError(f"no nnU-Net reader opens {example}: {error}") from None
+    names, ignore = _labels_from_dataset_json(content, json_path) if content else ({}, None)
+    return DatasetInfo(ending, reader, str(json_path) if json_path else None, names, ignore)
+
+
+def pair_cases(pred_dir: Path, ref_dir: Path, file_ending: str) -> tuple[list[str], list[str], list[str]]:
+    """(reference cases, those without a prediction, predictions without a reference)."""
+    strip = lambda paths: {p.name[: -len(file_ending)] for p in paths if p.is_file()}
+    refs = strip(ref_dir.glob(f"*{file_ending}"))
+    preds = strip(pred_dir.glob(f"*{file_ending}"))
+    return sorted(refs), sorted(refs - preds), sorted(preds - refs)
+
+
+def _read(reader_class: type, path: Path, case: str, role: str) -> tuple[np.ndarray, dict]:
+    try:
+        array, properties = reader_class().read_seg(str(path))
+    except Exception as error:  # nnU-Net's readers raise anything from RuntimeError to ITK errors
+        raise EvaluationError(f"case {case}: cannot read {role} {path}: {type(error).__name__}: {error}") from None
+    if array.shape[0] != 1:
+        raise EvaluationError(f"case {case}: {role} {path} has {array.shape[0]} channels; a label map has 1")
+    return as_label_map(array[0], f"case {case}: {role} {path}"), properties
+
+
+def _geometry(properties: dict) -> dict[str, np.ndarray]:
+    geometry = {"spacing": np.asarray(properties["spacing"], dtype=float)}
+    for key in ("sitk_stuff", "nibabel_stuff"):
+        for name, value in properties.get(key, {}).items():
+            if name != "spacing":
+                geometry[name] = np.asarray(value, dtype=float)
+    return geometry
+
+
+def read_case(case: str, pred_dir: Path | None, ref_dir: Path, info: DatasetInfo) -> CasePair:
+    """Reads one case's pair; ``pred_dir`` None means the prediction is missing."""
+    ref, ref_props = _read(info.reader_class, ref_dir / f"{case}{info.file_ending}", case, "reference")
+    pred = None
+    if pred_dir is not None:
+        pred_path = pred_dir / f"{case}{info.file_ending}"
+        pred, pred_props = _read(info.reader_class, pred_path, case, "prediction")
+        if pred.shape != ref.shape:
+            raise EvaluationError(f"case {case}: prediction shape {pred.shape} != reference shape {ref.shape}")
+        ref_geometry, pred_geometry = _geometry(ref_props), _geometry(pred_props)
+        for name, expected in ref_geometry.items():
+            found = pred_geometry.get(name)
+            if found is not None and (found.shape != expected.shape or
+                                      not np.allclose(found, expected, rtol=GEOMETRY_RTOL, atol=GEOMETRY_ATOL)):
+                raise EvaluationError(f"case {case}: prediction {name} {found.tolist()} != reference "
+                                      f"{name} {expected.tolist()}")
+    spacing = tuple(float(s) for s in ref_props["spacing"])
+    # nnU-Net reads 2D files as a single slice (shape 1, X, Y)
+    return CasePair(case, pred, ref, spacing, is_2d=ref.shape[0] == 1)
+
+
+def read_meta(meta: str | Path | dict | None) -> dict[str, dict[str, Any]]:
+    """cases.json (case id -> {"class": ..., "split": ..., ...}) or an already loaded dict."""
+    if meta is None:
+        return {}
+    content = meta if isinstance(meta, dict) else read_json(meta, "cases.json")
+    if not isinstance(content, dict) or not all(isinstance(v, dict) for v in content.values()):
+        raise EvaluationError(f"cases.json {meta}: expected an object mapping case id -> object")
+    for case, entry in content.items():
+        if "class" not in entry:
+            raise EvaluationError(f"cases.json {meta}: case {case} has no \"class\"")
+    return content
+
+
+def read_display_image(images_dir: Path | None, case: str, info: DatasetInfo) -> np.ndarray | None:
+    """The case's first image channel (or RGB for natural images), spatial axes, for overlays.
+
+    Returns None when no image folder was given or it has no CASE_0000 file: the overlay is
+    then drawn on a blank background.
+    """
+    if images_dir is None:
+        return None
+    path = images_dir / f"{case}{FIRST_CHANNEL_SUFFIX}{info.file_ending}"
+    if not path.is_file():
+        warnings.warn(f"case {case}: no image {path}; overlay drawn on a blank background")
+        return None
+    try:
+        image, _ = info.reader_class().read_images((str(path),))
+    except Exception as error:
+        raise EvaluationError(f"case {case}: cannot read image {path}: {type(error).__name__}: {error}") from None
+    # NaturalImage2DIO returns RGB(A) as channels (3 or 4, 1, X, Y): keep colour for display
+    return np.moveaxis(image[:3], 0, -1) if image.shape[0] in (3, 4) else image[0]

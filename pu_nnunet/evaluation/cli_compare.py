@@ -1,0 +1,37 @@
+"""``pu-nnunet compare EVAL_A EVAL_B -o OUT_DIR``: paired comparison of two evaluations."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Compare two evaluate outputs case by case: Dice/IoU differences with paired tests, FP-rate difference."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("eval_a", metavar="EVAL_A", help="output folder (or metrics.json) of the first evaluate run")
+    parser.add_argument("eval_b", metavar="EVAL_B", help="output folder (or metrics.json) of the second run")
+    parser.add_argument("-o", "--output", dest="out_dir", required=True, metavar="OUT_DIR",
+                        help="folder for comparison.json, per_case_paired.csv, report.md and plots/")
+    parser.add_argument("--names", nargs=2, default=("A", "B"), metavar=("A", "B"),
+                        help="names of the two runs in the report (default A B); differences are B - A")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--overwrite", action="store_true", help="replace results already in OUT_DIR")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pu_nnunet.evaluation.compare import compare_evaluations
+    from pu_nnunet.evaluation.errors import call_for_command_line
+    from pu_nnunet.evaluation.markdown import number, p_value
+
+    result = call_for_command_line("compare", compare_evaluations, args.eval_a, args.eval_b, args.out_dir,
+                                   names=tuple(args.names), overwrite=args.overwrite, plots=not args.no_plots)
+    if result is None:
+        return 1
+    a, b = result["names"]
+    dice = result["overall"]["foreground"]["dice"]
+    fp = result["overall"]["foreground"]["false_positive"]
+    print(f"{result['n_cases_compared']} cases: foreground Dice {a} {number(dice['mean_a'])}, "
+          f"{b} {number(dice['mean_b'])} ({b} - {a} {number(dice['mean_difference'])}, "
+          f"Wilcoxon p {p_value(dice['wilcoxon_p'])}); FP rate {a} {number(fp['rate_a'])}, {b} {number(fp['rate_b'])}")
+    print(f"wrote {args.out_dir}/report.md")
+    return 0

@@ -1,0 +1,57 @@
+"""``pu-nnunet evaluate PRED_DIR REF_DIR -o OUT_DIR``: Dice, IoU and case-level FP/FN rates."""
+
+from __future__ import annotations
+
+import argparse
+
+from pu_nnunet.evaluation.metrics import DEFAULT_MIN_SIZE
+
+HELP = "Score predictions against references: Dice, IoU, case-level false-positive rate, report and plots."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pred_dir", metavar="PRED_DIR", help="folder of predicted segmentations (CASE.ext)")
+    parser.add_argument("ref_dir", metavar="REF_DIR", help="folder of reference segmentations (e.g. labelsTr)")
+    parser.add_argument("-o", "--output", dest="out_dir", required=True, metavar="OUT_DIR",
+                        help="folder for metrics.json, per_case.csv, report.md and plots/")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where label counts are computed: auto = CUDA when torch sees a GPU (default)")
+    parser.add_argument("--labels", type=int, nargs="+", metavar="L",
+                        help="label values to evaluate (default: dataset.json's labels, else every non-zero "
+                             "value found)")
+    parser.add_argument("--min-size", type=int, default=DEFAULT_MIN_SIZE, metavar="K",
+                        help="predicted voxels that make a reference-empty case a false positive, and below "
+                             f"which a case counts as predicted empty (default {DEFAULT_MIN_SIZE})")
+    parser.add_argument("--meta", metavar="cases.json",
+                        help="case id -> {\"class\": ..., \"split\": ...}; adds per-class aggregates")
+    parser.add_argument("--images", metavar="DIR",
+                        help="nnU-Net images folder (CASE_0000 files) for the overlays; without it the "
+                             "contours are drawn on a blank background")
+    parser.add_argument("--dataset-json", metavar="FILE",
+                        help="dataset.json (labels, file ending, reader); default PRED_DIR/dataset.json, "
+                             "else REF_DIR/../dataset.json, else inferred from the files")
+    parser.add_argument("-np", "--num-processes", type=int, default=1, metavar="N",
+                        help="processes reading cases (default 1)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--overwrite", action="store_true", help="replace results already in OUT_DIR")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pu_nnunet.evaluation.errors import call_for_command_line
+    from pu_nnunet.evaluation.evaluate import evaluate_folders
+    from pu_nnunet.evaluation.markdown import number
+
+    results = call_for_command_line(
+        "evaluate", evaluate_folders, args.pred_dir, args.ref_dir, args.out_dir, device=args.device,
+        labels=args.labels, min_size=args.min_size, meta=args.meta, num_processes=args.num_processes,
+        overwrite=args.overwrite, images=args.images, dataset_json=args.dataset_json, plots=not args.no_plots)
+    if results is None:
+        return 1
+    fg = results["aggregates"]["foreground"]
+    print(f"{len(results['cases'])} cases ({len(results['missing_predictions'])} missing predictions), "
+          f"device {results['settings']['device_used']}: foreground Dice {number(fg['dice_mean'])}, "
+          f"IoU {number(fg['iou_mean'])}, FP rate {number(fg['false_positive_rate'])} "
+          f"({fg['false_positive_cases']}/{fg['n_reference_empty']}), "
+          f"FN rate {number(fg['false_negative_rate'])}")
+    print(f"wrote {args.out_dir}/report.md")
+    return 0

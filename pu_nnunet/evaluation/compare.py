@@ -1,0 +1,153 @@
+"""``compare_evaluations``: two evaluate outputs on the same references, case by case.
+
+Only cases present in both evaluations are paired (the others are listed and warned about);
+both must have scored them against the same reference (equal reference voxel counts), else the
+comparison is refused. Differences are B - A: positive Dice differences favour B, positive
+false-positive-rate differences count against B.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+from typing import Any
+
+from pu_nnunet.evaluation.errors import EvaluationError
+from pu_nnunet.evaluation.evaluate import prepare_output_dir
+from pu_nnunet.evaluation.evaluation_outputs import METRICS_FILE, PLOTS_DIR, REPORT_FILE
+from pu_nnunet.evaluation.jsonio import read_json, write_json
+from pu_nnunet.evaluation.metrics import FOREGROUND, UNKNOWN_CLASS
+from pu_nnunet.evaluation.paired_stats import paired_flags, paired_scores
+
+COMPARISON_FILE = "comparison.json"
+PAIRED_CSV_FILE = "per_case_paired.csv"
+COMPARE_OUTPUTS = (COMPARISON_FILE, PAIRED_CSV_FILE, REPORT_FILE, PLOTS_DIR)
+COMPARISON_FORMAT = "pu-nnunet-comparison/1"
+SCORES = ("dice", "iou")
+
+
+def load_evaluation(source: str | Path | dict) -> tuple[dict[str, Any], str]:
+    """An evaluate output folder, its metrics.json, or the dict evaluate_folders returned."""
+    if isinstance(source, dict):
+        return source, "(in memory)"
+    path = Path(source)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    content = read_json(path, "evaluation metrics")
+    if not isinstance(content, dict) or "cases" not in content or "labels" not in content:
+        raise EvaluationError(f"{path} is not a pu-nnunet evaluate metrics.json")
+    return content, str(path.resolve())
+
+
+def _common_cases(a: dict, b: dict, names: tuple[str, str]) -> tuple[list[str], list[str], list[str]]:
+    cases_a = {c["case"] for c in a["cases"]}
+    cases_b = {c["case"] for c in b["cases"]}
+    common, only_a, only_b = sorted(cases_a & cases_b), sorted(cases_a - cases_b), sorted(cases_b - cases_a)
+    if not common:
+        raise EvaluationError(f"evaluations {names[0]} and {names[1]} share no case")
+    for name, only in ((names[0], only_a), (names[1], only_b)):
+        if only:
+            warnings.warn(f"{len(only)} case(s) only in {name} are not compared: {', '.join(only[:10])}")
+    return common, only_a, only_b
+
+
+def _label_keys(a: dict, b: dict) -> list[str]:
+    keys_a = [str(label) for label in a["labels"]]
+    keys_b = {str(label) for label in b["labels"]}
+    common = [key for key in keys_a if key in keys_b]
+    if set(keys_a) != keys_b:
+        warnings.warn(f"the evaluations scored different labels; compared: {common}; the foreground of each "
+                      "run is the union of its own labels")
+    return common + [FOREGROUND]
+
+
+def _check_same_references(pairs: list[tuple[dict, dict]], keys: list[str]) -> None:
+    for case_a, case_b in pairs:
+        for key in keys:
+            if case_a["labels"][key]["n_ref"] != case_b["labels"][key]["n_ref"]:
+                raise EvaluationError(f"case {case_a['case']}, label {key}: the reference has "
+                                      f"{case_a['labels'][key]['n_ref']} voxels in one evaluation and "
+                                      f"{case_b['labels'][key]['n_ref']} in the other; not the same references")
+
+
+def _group_statistics(pairs: list[tuple[dict, dict]], keys: list[str]) -> dict[str, Any]:
+    stats = {}
+    for key in keys:
+        entries = [(a["labels"][key], b["labels"][key]) for a, b in pairs]
+        scored = [(x, y) for x, y in entries if not x["ref_empty"]]
+        empty = [(x, y) for x, y in entries if x["ref_empty"]]
+        stats[key] = {score: paired_scores([x[score] for x, _ in scored], [y[score] for _, y in scored])
+                      for score in SCORES}
+        stats[key]["false_positive"] = paired_flags([x["false_positive"] for x, _ in empty],
+                                                    [y["false_positive"] for _, y in empty])
+        stats[key]["false_negative"] = paired_flags([x["false_negative"] for x, _ in scored],
+                                                    [y["false_negative"] for _, y in scored])
+    return stats
+
+
+def _write_paired_csv(pairs: list[tuple[dict, dict]], keys: list[str], names: tuple[str, str], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case", "class", "label", f"dice_{names[0]}", f"dice_{names[1]}", "dice_difference",
+                         f"false_positive_{names[0]}", f"false_positive_{names[1]}"])
+        for a, b in pairs:
+            for key in keys:
+                x, y = a["labels"][key], b["labels"][key]
+                difference = None if x["dice"] is None or y["dice"] is None else y["dice"] - x["dice"]
+                writer.writerow([a["case"], a.get("class") or "", key,
+                                 *("" if v is None else v for v in (x["dice"], y["dice"], difference,
+                                                                    x["false_positive"], y["false_positive"]))])
+
+
+def compare_evaluations(eval_a: str | Path | dict, eval_b: str | Path | dict, out_dir: str | Path,
+                        names: tuple[str, str] = ("A", "B"), overwrite: bool = False,
+                        plots: bool = True) -> dict[str, Any]:
+    """Paired comparison of two evaluations; writes comparison.json, per_case_paired.csv,
+    report.md and plots/. Returns the content of comparison.json.
+
+    For all cases and for each class of cases.json, per label key: Dice and IoU paired
+    statistics over cases whose reference has the label, and the false-positive (false-
+    negative) rates over the reference-empty (non-empty) cases, all as B - A.
+    """
+    names = (str(names[0]), str(names[1]))
+    if names[0] == names[1]:
+        raise EvaluationError(f"the two runs need different names, got {names[0]!r} twice")
+    out_dir = Path(out_dir)
+    prepare_output_dir(out_dir, overwrite, COMPARE_OUTPUTS, clear=False)
+    (a, source_a), (b, source_b) = load_evaluation(eval_a), load_evaluation(eval_b)
+    common, only_a, only_b = _common_cases(a, b, names)
+    keys = _label_keys(a, b)
+    by_case_a = {c["case"]: c for c in a["cases"]}
+    by_case_b = {c["case"]: c for c in b["cases"]}
+    pairs = [(by_case_a[case], by_case_b[case]) for case in common]
+    _check_same_references(pairs, keys[:-1])
+    min_sizes = (a["settings"]["min_size"], b["settings"]["min_size"])
+    if min_sizes[0] != min_sizes[1]:
+        warnings.warn(f"the runs used different --min-size ({min_sizes[0]} vs {min_sizes[1]}); "
+                      "false-positive flags are compared as each run computed them")
+    classes: dict[str, list[tuple[dict, dict]]] = {}
+    if any(x.get("class") or y.get("class") for x, y in pairs):
+        for pair in pairs:
+            classes.setdefault(pair[0].get("class") or pair[1].get("class") or UNKNOWN_CLASS, []).append(pair)
+    result = {
+        "format": COMPARISON_FORMAT,
+        "names": list(names),
+        "sources": {names[0]: source_a, names[1]: source_b},
+        "difference": f"{names[1]} - {names[0]}",
+        "label_keys": keys,
+        "label_names": {key: a["label_names"].get(key, key) for key in keys},
+        "n_cases_compared": len(common),
+        "only_in": {names[0]: only_a, names[1]: only_b},
+        "missing_predictions": {names[0]: a["missing_predictions"], names[1]: b["missing_predictions"]},
+        "min_size": {names[0]: min_sizes[0], names[1]: min_sizes[1]},
+        "overall": _group_statistics(pairs, keys),
+        "per_class": {name: _group_statistics(classes[name], keys) for name in sorted(classes)},
+    }
+    prepare_output_dir(out_dir, overwrite, COMPARE_OUTPUTS, clear=True)
+    write_json(out_dir / COMPARISON_FILE, result)
+    _write_paired_csv(pairs, keys, names, out_dir / PAIRED_CSV_FILE)
+    from pu_nnunet.evaluation.compare_report import write_compare_report
+
+    write_compare_report(result, pairs, out_dir, plots=plots)
+    return result

@@ -1,0 +1,163 @@
+"""report.md and plots of ``compare``: both runs side by side, differences as B - A."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pu_nnunet.evaluation import markdown as md
+from pu_nnunet.evaluation.evaluation_outputs import PLOTS_DIR, REPORT_FILE
+from pu_nnunet.evaluation.evaluation_plots import FIGURE_DPI, pyplot_agg
+from pu_nnunet.evaluation.metrics import FOREGROUND
+from pu_nnunet.evaluation.paired_stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE_LEVEL
+
+PAIRED_PLOT_FILE = "paired_dice.png"
+DIFFERENCE_PLOT_FILE = "mean_difference.png"
+# Scatter panels per row in the paired plot, and their size.
+PANELS_PER_ROW = 5
+PANEL_INCHES = 2.6
+SCORE_NAMES = {"dice": "Dice", "iou": "IoU"}
+
+
+def _label(result: dict[str, Any], key: str) -> str:
+    name = result["label_names"].get(key, key)
+    return f"**{key}**" if key == FOREGROUND else (key if name == key else f"{key} ({name})")
+
+
+def _signed(value: float | None) -> str:
+    return md.NOT_AVAILABLE if value is None else f"{value:+.{md.SCORE_DIGITS}f}"
+
+
+def _score_table(result: dict[str, Any], stats: dict[str, Any], score: str) -> str:
+    a, b = result["names"]
+    rows = []
+    for key in result["label_keys"]:
+        s = stats[key][score]
+        ci = md.NOT_AVAILABLE if s["ci_low"] is None else f"[{s['ci_low']:+.4f}, {s['ci_high']:+.4f}]"
+        rows.append([_label(result, key), s["n"], md.number(s["mean_a"]), md.number(s["mean_b"]),
+                     _signed(s["mean_difference"]), ci, md.p_value(s["wilcoxon_p"]),
+                     f"{s['a_better']} / {s['ties']} / {s['b_better']}"])
+    name = SCORE_NAMES[score]
+    header = ["label", "cases", f"{name} {a}", f"{name} {b}", f"{b} - {a}",
+              f"{CONFIDENCE_LEVEL:.0%} CI", "Wilcoxon p", f"{a} better / tie / {b} better"]
+    return md.table(header, rows)
+
+
+def _flag_table(result: dict[str, Any], stats: dict[str, Any], flag: str, cases: str) -> str:
+    a, b = result["names"]
+    rows = []
+    for key in result["label_keys"]:
+        s = stats[key][flag]
+        rows.append([_label(result, key), s["n"], md.rate(s["rate_a"], s["cases_a"], s["n"]),
+                     md.rate(s["rate_b"], s["cases_b"], s["n"]), _signed(s["difference"]),
+                     f"{s['only_a']} / {s['only_b']}", md.p_value(s["mcnemar_p"])])
+    return md.table(["label", cases, f"rate {a}", f"rate {b}", f"{b} - {a}", f"only {a} / only {b}",
+                     "McNemar p"], rows)
+
+
+def _group_sections(result: dict[str, Any], stats: dict[str, Any], title: str) -> list[str]:
+    return [
+        f"## {title}: Dice", "", _score_table(result, stats, "dice"), "",
+        f"## {title}: IoU", "", _score_table(result, stats, "iou"), "",
+        f"## {title}: case-level false-positive rate", "",
+        _flag_table(result, stats, "false_positive", "reference-empty cases"), "",
+        f"## {title}: case-level false-negative rate", "",
+        _flag_table(result, stats, "false_negative", "cases with the label"), "",
+    ]
+
+
+def report_markdown(result: dict[str, Any], plot_files: list[str]) -> str:
+    a, b = result["names"]
+    lines = [
+        f"# Comparison: {a} vs {b}", "",
+        f"- {a}: `{result['sources'][a]}` (missing predictions: {len(result['missing_predictions'][a])}, "
+        f"min size {result['min_size'][a]})",
+        f"- {b}: `{result['sources'][b]}` (missing predictions: {len(result['missing_predictions'][b])}, "
+        f"min size {result['min_size'][b]})",
+        f"- cases compared: {result['n_cases_compared']}; only in {a}: {len(result['only_in'][a])}; "
+        f"only in {b}: {len(result['only_in'][b])}",
+        "",
+        f"Differences are {b} - {a}. Scores are paired over cases whose reference has the label; the CI is a "
+        f"paired bootstrap percentile interval of the mean difference ({BOOTSTRAP_RESAMPLES} resamples, seed "
+        f"{BOOTSTRAP_SEED}); p is the two-sided Wilcoxon signed-rank test. Rates are paired over reference-empty "
+        "(false positives) or reference-non-empty (false negatives) cases; p is McNemar's exact test.", "",
+    ]
+    lines += _group_sections(result, result["overall"], "All cases")
+    for name, stats in result["per_class"].items():
+        lines += _group_sections(result, stats, f"Class {name}")
+    for name in (a, b):
+        if result["only_in"][name]:
+            lines += [f"## Cases only in {name} (not compared)", "",
+                      ", ".join(f"`{c}`" for c in result["only_in"][name]), ""]
+        if result["missing_predictions"][name]:
+            lines += [f"## Missing predictions of {name} (scored as failures)", "",
+                      ", ".join(f"`{c}`" for c in result["missing_predictions"][name]), ""]
+    if plot_files:
+        lines += ["## Plots", ""] + [f"![{Path(f).stem}]({f})" for f in plot_files] + [""]
+    return "\n".join(lines)
+
+
+def plot_paired_dice(result: dict[str, Any], pairs: list[tuple[dict, dict]], path: Path) -> None:
+    """One scatter panel per label: Dice of A (x) against B (y) per case; above the line, B wins."""
+    plt = pyplot_agg()
+    a, b = result["names"]
+    keys = result["label_keys"]
+    columns = min(PANELS_PER_ROW, len(keys))
+    rows = math.ceil(len(keys) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(PANEL_INCHES * columns, PANEL_INCHES * rows + 0.4),
+                             squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        points = np.array([(x["labels"][key]["dice"], y["labels"][key]["dice"]) for x, y in pairs
+                           if not x["labels"][key]["ref_empty"]], dtype=float).reshape(-1, 2)
+        ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, zorder=1)
+        ax.scatter(points[:, 0], points[:, 1], s=10, alpha=0.7, color="tab:blue", zorder=2)
+        difference = result["overall"][key]["dice"]["mean_difference"]
+        name = result["label_names"].get(key, key)
+        ax.set_title(f"{name}\n{b} - {a}: {_signed(difference)}", fontsize=8)
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_axis_off()
+    fig.supxlabel(f"Dice {a}", fontsize=9)
+    fig.supylabel(f"Dice {b}", fontsize=9)
+    fig.suptitle(f"Per-case Dice, {a} vs {b} (cases whose reference has the label)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=FIGURE_DPI)
+    plt.close(fig)
+
+
+def plot_mean_difference(result: dict[str, Any], path: Path) -> None:
+    """Mean Dice difference per label with its bootstrap interval; right of zero, B is better."""
+    plt = pyplot_agg()
+    a, b = result["names"]
+    keys = [k for k in result["label_keys"] if result["overall"][k]["dice"]["n"] > 0]
+    stats = [result["overall"][k]["dice"] for k in keys]
+    means = np.array([s["mean_difference"] for s in stats])
+    errors = np.array([[m - s["ci_low"] for m, s in zip(means, stats)], [s["ci_high"] - m for m, s in zip(means, stats)]])
+    fig, ax = plt.subplots(figsize=(6, 1.0 + 0.32 * max(len(keys), 1)))
+    positions = np.arange(len(keys))[::-1]
+    ax.errorbar(means, positions, xerr=errors.reshape(2, -1), fmt="o", color="tab:blue", capsize=3)
+    ax.axvline(0.0, color="grey", linewidth=0.8)
+    ax.set_yticks(positions, [result["label_names"].get(k, k) for k in keys], fontsize=8)
+    ax.set_xlabel(f"mean Dice difference {b} - {a} ({CONFIDENCE_LEVEL:.0%} paired bootstrap CI)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=FIGURE_DPI)
+    plt.close(fig)
+
+
+def write_compare_report(result: dict[str, Any], pairs: list[tuple[dict, dict]], out_dir: Path,
+                         plots: bool = True) -> None:
+    plot_files = []
+    if plots:
+        plots_dir = out_dir / PLOTS_DIR
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        plot_paired_dice(result, pairs, plots_dir / PAIRED_PLOT_FILE)
+        plot_mean_difference(result, plots_dir / DIFFERENCE_PLOT_FILE)
+        plot_files = [f"{PLOTS_DIR}/{PAIRED_PLOT_FILE}", f"{PLOTS_DIR}/{DIFFERENCE_PLOT_FILE}"]
+    (out_dir / REPORT_FILE).write_text(report_markdown(result, plot_files), encoding="utf-8")

@@ -1,0 +1,183 @@
+"""``evaluate_folders``: a prediction folder against a reference folder -> metrics and report.
+
+Bad input is never skipped silently: a reference case without a prediction is scored as an
+all-background prediction (Dice 0 where the reference has the label) and listed as missing;
+predictions without a reference are ignored with a warning; unreadable files and shape or
+geometry mismatches raise :class:`EvaluationError` naming the case.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from pu_nnunet.evaluation.case_io import CasePair, DatasetInfo, describe_dataset, pair_cases, read_case, read_meta
+from pu_nnunet.evaluation.confusion import LabelConfusion, label_confusion, resolve_device
+from pu_nnunet.evaluation.errors import EvaluationError
+from pu_nnunet.evaluation.evaluation_outputs import EVALUATION_OUTPUTS, write_evaluation_outputs
+from pu_nnunet.evaluation.metrics import (DEFAULT_MIN_SIZE, FOREGROUND, aggregate_by_class, aggregate_cases,
+                                          case_record)
+
+# Identifies the layout of metrics.json for compare and later readers.
+METRICS_FORMAT = "pu-nnunet-evaluation/1"
+
+
+@dataclass
+class CaseCounts:
+    case: str
+    confusion: LabelConfusion
+    spacing: tuple[float, ...]
+    is_2d: bool
+    missing_prediction: bool
+
+
+def prepare_output_dir(out_dir: Path, overwrite: bool, outputs: tuple[str, ...], clear: bool) -> None:
+    """Refuses to replace earlier results unless ``overwrite``; with ``clear``, removes them.
+
+    Called once before any work (so a refusal is instant) and once, clearing, just before
+    writing (so bad input never costs the user their previous results).
+    """
+    existing = [name for name in outputs if (out_dir / name).exists()]
+    if existing and not overwrite:
+        raise EvaluationError(f"output folder {out_dir} already holds results ({', '.join(existing)}); "
+                              "pass --overwrite to replace them")
+    if not clear:
+        return
+    for name in existing:
+        path = out_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _count(pair: CasePair, device: str) -> CaseCounts:
+    pred = pair.pred if pair.pred is not None else np.zeros_like(pair.ref)
+    return CaseCounts(pair.case, label_confusion(pred, pair.ref, device), pair.spacing, pair.is_2d,
+                      missing_prediction=pair.pred is None)
+
+
+def _case_job(job: tuple) -> CasePair | CaseCounts:
+    """Worker: reads a case and, for CPU evaluation, counts it there; GPU counting stays in the parent."""
+    case, pred_dir, ref_dir, info, count_device = job
+    pair = read_case(case, pred_dir, ref_dir, info)
+    return pair if count_device is None else _count(pair, count_device)
+
+
+def _count_all(jobs: list[tuple], device: str, num_processes: int) -> Iterator[CaseCounts]:
+    if num_processes <= 1:
+        for job in jobs:
+            yield _count(read_case(*job[:4]), device)
+        return
+    import multiprocessing
+
+    # workers read (and on CPU count) in parallel; CUDA is used by this process only
+    in_worker = device if device == "cpu" else None
+    with multiprocessing.get_context("spawn").Pool(num_processes) as pool:
+        for result in pool.imap(_case_job, [(*job, in_worker) for job in jobs]):
+            yield result if in_worker else _count(result, device)
+
+
+def _choose_labels(labels: list[int] | None, info: DatasetInfo, counted: list[CaseCounts]) -> list[int]:
+    present = set().union(*(c.confusion.present_labels() for c in counted)) - {0}
+    if info.ignore_label is not None:
+        present.discard(info.ignore_label)
+    if labels:
+        chosen = sorted({int(label) for label in labels})
+        if 0 in chosen:
+            raise EvaluationError("label 0 is the background and is not evaluated; the foreground is")
+    elif info.label_names:
+        chosen = sorted(info.label_names)
+    else:
+        chosen = sorted(present)
+    if not chosen:
+        raise EvaluationError("no foreground label in any reference or prediction; name them with --labels")
+    unlisted = sorted(present - set(chosen))
+    if unlisted and not labels:
+        warnings.warn(f"label values {unlisted} occur in the files but not in dataset.json; "
+                      "they count as background")
+    return chosen
+
+
+def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | Path, device: str = "auto",
+                     labels: list[int] | None = None, min_size: int = DEFAULT_MIN_SIZE,
+                     meta: str | Path | dict | None = None, num_processes: int = 1, overwrite: bool = False,
+                     images: str | Path | None = None, dataset_json: str | Path | None = None,
+                     plots: bool = True) -> dict[str, Any]:
+    """Scores every reference case; writes metrics.json, per_case.csv, report.md and plots/.
+
+    Args:
+        device: 'auto' (CUDA when available), 'cpu' (numpy), 'cuda', 'cuda:N', or
+            'torch-cpu' (the GPU code path on the CPU).
+        labels: label values to evaluate; default the non-background labels of dataset.json,
+            else every non-zero value found in the references and predictions.
+        min_size: K, the predicted voxels that make a reference-empty case a false positive.
+        meta: cases.json (case id -> {"class": ..., "split": ...}) for per-class aggregates.
+        num_processes: processes reading (and on CPU, counting) cases.
+        images: nnU-Net images folder (CASE_0000 files) to draw overlays on; blank without it.
+        dataset_json: default PRED_DIR/dataset.json, else REF_DIR/../dataset.json, else none.
+        plots: False skips the PNGs (metrics.json, per_case.csv and report.md still written).
+
+    Returns: the content of metrics.json.
+    """
+    pred_dir, ref_dir, out_dir = Path(pred_dir), Path(ref_dir), Path(out_dir)
+    if min_size < 1:
+        raise EvaluationError(f"--min-size must be at least 1 voxel, got {min_size}")
+    if num_processes < 1:
+        raise EvaluationError(f"the number of processes must be at least 1, got {num_processes}")
+    if images is not None and not Path(images).is_dir():
+        raise EvaluationError(f"images folder not found: {images}")
+    prepare_output_dir(out_dir, overwrite, EVALUATION_OUTPUTS, clear=False)
+    info = describe_dataset(pred_dir, ref_dir, None if dataset_json is None else str(dataset_json))
+    cases, missing, extra = pair_cases(pred_dir, ref_dir, info.file_ending)
+    if len(missing) == len(cases):
+        raise EvaluationError(f"none of the {len(cases)} reference cases in {ref_dir} has a prediction "
+                              f"({info.file_ending}) in {pred_dir}")
+    if extra:
+        warnings.warn(f"{len(extra)} prediction(s) without a reference are ignored: {', '.join(extra[:10])}"
+                      + (" ..." if len(extra) > 10 else ""))
+    case_meta = read_meta(meta)
+    if case_meta:
+        unclassified = [case for case in cases if case not in case_meta]
+        if unclassified:
+            warnings.warn(f"{len(unclassified)} case(s) not in cases.json, grouped as 'unknown': "
+                          f"{', '.join(unclassified[:10])}")
+    used_device = resolve_device(device)
+
+    jobs = [(case, None if case in missing else pred_dir, ref_dir, info) for case in cases]
+    counted = list(_count_all(jobs, used_device, num_processes))
+    chosen = _choose_labels(labels, info, counted)
+    records = [case_record(c.case, c.confusion.without_reference(info.ignore_label), chosen, c.spacing,
+                           c.is_2d, min_size, case_meta.get(c.case), c.missing_prediction) for c in counted]
+    label_keys = [str(label) for label in chosen] + [FOREGROUND]
+    results = {
+        "format": METRICS_FORMAT,
+        "settings": {
+            "pred_dir": str(pred_dir.resolve()),
+            "ref_dir": str(ref_dir.resolve()),
+            "images_dir": str(Path(images).resolve()) if images else None,
+            "dataset_json": info.dataset_json_path,
+            "file_ending": info.file_ending,
+            "reader": info.reader_class.__name__,
+            "device_requested": device,
+            "device_used": used_device,
+            "min_size": min_size,
+            "ignore_label": info.ignore_label,
+            "meta": str(meta) if meta is not None and not isinstance(meta, dict) else None,
+        },
+        "labels": chosen,
+        "label_names": {str(label): info.label_names.get(label, str(label)) for label in chosen},
+        "volume_unit": records[0]["volume_unit"],
+        "n_reference_cases": len(cases),
+        "missing_predictions": missing,
+        "extra_predictions": extra,
+        "aggregates": aggregate_cases(records, label_keys),
+        "per_class": aggregate_by_class(records, label_keys),
+        "cases": records,
+    }
+    prepare_output_dir(out_dir, overwrite, EVALUATION_OUTPUTS, clear=True)
+    write_evaluation_outputs(results, out_dir, info, plots=plots)
+    return results

@@ -1,0 +1,134 @@
+"""Files written by ``evaluate``: metrics.json, per_case.csv, report.md and plots/."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from pu_nnunet.evaluation import markdown as md
+from pu_nnunet.evaluation.case_io import DatasetInfo
+from pu_nnunet.evaluation.jsonio import write_json
+from pu_nnunet.evaluation.metrics import FOREGROUND
+
+METRICS_FILE = "metrics.json"
+PER_CASE_FILE = "per_case.csv"
+REPORT_FILE = "report.md"
+PLOTS_DIR = "plots"
+# What one evaluation writes; an output folder holding any of them needs overwrite=True.
+EVALUATION_OUTPUTS = (METRICS_FILE, PER_CASE_FILE, REPORT_FILE, PLOTS_DIR)
+
+# per_case.csv: one row per case and label key (labels, then "foreground").
+CSV_CASE_COLUMNS = ("case", "class", "split", "missing_prediction")
+CSV_LABEL_COLUMNS = ("dice", "iou", "tp", "fp", "fn", "n_ref", "n_pred", "ref_volume", "pred_volume",
+                     "ref_empty", "false_positive", "false_negative")
+
+# Cases listed in the report's table of lowest foreground Dice.
+WORST_CASES_LISTED = 10
+
+
+def label_keys(results: dict[str, Any]) -> list[str]:
+    return [str(label) for label in results["labels"]] + [FOREGROUND]
+
+
+def display_name(results: dict[str, Any], key: str) -> str:
+    name = results["label_names"].get(key, key)
+    return key if key == FOREGROUND or name == key else f"{key} ({name})"
+
+
+def write_per_case_csv(results: dict[str, Any], path: Path) -> None:
+    keys = label_keys(results)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*CSV_CASE_COLUMNS, "label", "label_name", *CSV_LABEL_COLUMNS, "volume_unit"])
+        for case in results["cases"]:
+            for key in keys:
+                values = case["labels"][key]
+                writer.writerow([*("" if case[c] is None else case[c] for c in CSV_CASE_COLUMNS), key,
+                                 results["label_names"].get(key, key),
+                                 *("" if values[c] is None else values[c] for c in CSV_LABEL_COLUMNS),
+                                 case["volume_unit"]])
+
+
+def aggregate_table(results: dict[str, Any], aggregates: dict[str, Any]) -> str:
+    rows = []
+    for key in label_keys(results):
+        a = aggregates[key]
+        rows.append([
+            f"**{key}**" if key == FOREGROUND else display_name(results, key),
+            a["n_reference_nonempty"],
+            md.mean_std(a["dice_mean"], a["dice_std"]),
+            md.number(a["dice_median"]),
+            md.mean_std(a["iou_mean"], a["iou_std"]),
+            md.rate(a["false_positive_rate"], a["false_positive_cases"], a["n_reference_empty"]),
+            md.rate(a["false_negative_rate"], a["false_negative_cases"], a["n_reference_nonempty"]),
+            md.number(a["dice_mean_nnunet"]),
+        ])
+    over = aggregates["mean_over_labels"]
+    rows.append(["mean over labels", "", md.number(over["dice_mean"]), "", md.number(over["iou_mean"]), "", "",
+                 md.number(over["dice_mean_nnunet"])])
+    header = ["label", "cases with label", "Dice mean ± std", "Dice median", "IoU mean ± std",
+              "FP rate (cases)", "FN rate (cases)", "nnU-Net mean Dice"]
+    return md.table(header, rows)
+
+
+def _case_note(case: dict[str, Any]) -> str:
+    if case["missing_prediction"]:
+        return "missing prediction"
+    return "reference empty: false positive" if case["labels"][FOREGROUND]["ref_empty"] else ""
+
+
+def _worst_cases_table(results: dict[str, Any]) -> str:
+    scored = [c for c in results["cases"] if c["labels"][FOREGROUND]["dice"] is not None]
+    scored.sort(key=lambda c: c["labels"][FOREGROUND]["dice"])
+    unit = results["volume_unit"]
+    rows = [[c["case"], c["class"] or "", md.number(c["labels"][FOREGROUND]["dice"]),
+             md.number(c["labels"][FOREGROUND]["iou"]),
+             md.number(c["labels"][FOREGROUND]["ref_volume"], md.VOLUME_DIGITS),
+             md.number(c["labels"][FOREGROUND]["pred_volume"], md.VOLUME_DIGITS),
+             _case_note(c)]
+            for c in scored[:WORST_CASES_LISTED]]
+    return md.table(["case", "class", "Dice", "IoU", f"reference ({unit})", f"prediction ({unit})", "note"], rows)
+
+
+def report_markdown(results: dict[str, Any], plot_files: list[str]) -> str:
+    s = results["settings"]
+    k = s["min_size"]
+    lines = [
+        "# Evaluation report", "",
+        f"- predictions: `{s['pred_dir']}`",
+        f"- references: `{s['ref_dir']}` ({results['n_reference_cases']} cases, {s['file_ending']}, "
+        f"read with nnU-Net's {s['reader']})",
+        f"- missing predictions (scored as empty, Dice 0): {len(results['missing_predictions'])}; "
+        f"extra predictions ignored: {len(results['extra_predictions'])}",
+        f"- device: {s['device_used']} (asked: {s['device_requested']}); volumes in {results['volume_unit']}",
+        "",
+        "Dice and IoU: mean ± sample std over cases whose reference has the label. FP rate: share of "
+        f"reference-empty cases with at least K = {k} predicted voxel(s). FN rate: share of cases whose reference "
+        f"has the label with fewer than {k} voxel(s) of it predicted. Foreground: all labels merged into one. "
+        "nnU-Net mean Dice: nnU-Net's own average (reference-empty false positives count as 0).", "",
+        "## All cases", "", aggregate_table(results, results["aggregates"]), "",
+    ]
+    for name, aggregates in results["per_class"].items():
+        lines += [f"## Class: {name}", "", aggregate_table(results, aggregates), ""]
+    if results["missing_predictions"]:
+        lines += ["## Missing predictions (counted as failures)", "",
+                  ", ".join(f"`{c}`" for c in results["missing_predictions"]), ""]
+    if results["extra_predictions"]:
+        lines += ["## Predictions without a reference (ignored)", "",
+                  ", ".join(f"`{c}`" for c in results["extra_predictions"]), ""]
+    lines += [f"## Lowest foreground Dice ({WORST_CASES_LISTED} at most)", "", _worst_cases_table(results), ""]
+    if plot_files:
+        lines += ["## Plots", ""] + [f"![{Path(f).stem}]({f})" for f in plot_files] + [""]
+    return "\n".join(lines)
+
+
+def write_evaluation_outputs(results: dict[str, Any], out_dir: Path, info: DatasetInfo, plots: bool = True) -> None:
+    write_json(out_dir / METRICS_FILE, results)
+    write_per_case_csv(results, out_dir / PER_CASE_FILE)
+    plot_files = []
+    if plots:
+        from pu_nnunet.evaluation.evaluation_plots import write_evaluation_plots
+
+        plot_files = write_evaluation_plots(results, out_dir, out_dir / PLOTS_DIR, info)
+    (out_dir / REPORT_FILE).write_text(report_markdown(results, plot_files), encoding="utf-8")

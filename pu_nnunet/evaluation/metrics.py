@@ -1,0 +1,149 @@
+"""Case metrics (Dice, IoU, counts, volumes, detection flags) and their aggregates.
+
+Definitions, per label and for the foreground (the union of all evaluated labels as one label):
+
+- Dice = 2TP / (2TP + FP + FN), IoU = TP / (TP + FP + FN); undefined (null) when reference and
+  prediction are both empty, 0 when only one of them is (as nnU-Net's evaluator).
+- A case is *reference-empty* for a label when the reference has no voxel of it. There it is a
+  false positive when the prediction has at least ``min_size`` voxels (K, default 1). Where the
+  reference is not empty it is a false negative when the prediction has fewer than K voxels.
+- Aggregates: mean/median/std of Dice and IoU over reference-non-empty cases; the case-level
+  false-positive rate = false positives / reference-empty cases; the false-negative rate =
+  false negatives / reference-non-empty cases. ``dice_mean_nnunet`` is nnU-Net's own mean
+  (over every case where Dice is defined, so reference-empty false positives count as 0).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterable
+
+import numpy as np
+
+from pu_nnunet.evaluation.confusion import LabelConfusion
+
+FOREGROUND = "foreground"
+
+# mm^3 per millilitre: spacings are in mm, volumes are reported in ml.
+MM3_PER_ML = 1000.0
+
+# Default K of the false-positive rate: any predicted voxel on a reference-empty case counts.
+DEFAULT_MIN_SIZE = 1
+
+# Classes of cases absent from cases.json are grouped under this name.
+UNKNOWN_CLASS = "unknown"
+
+
+def overlap_scores(tp: int, fp: int, fn: int) -> tuple[float | None, float | None]:
+    """(Dice, IoU), None for both when reference and prediction are empty."""
+    if tp + fp + fn == 0:
+        return None, None
+    return 2 * tp / (2 * tp + fp + fn), tp / (tp + fp + fn)
+
+
+def label_record(counts: dict[str, int], voxel_volume: float, min_size: int) -> dict[str, Any]:
+    """Per-case metrics of one label (or the foreground) from its TP/FP/FN/n_pred/n_ref."""
+    dice, iou = overlap_scores(counts["tp"], counts["fp"], counts["fn"])
+    ref_empty = counts["n_ref"] == 0
+    predicted = counts["n_pred"] >= min_size
+    return {
+        "dice": dice,
+        "iou": iou,
+        **counts,
+        "ref_volume": counts["n_ref"] * voxel_volume,
+        "pred_volume": counts["n_pred"] * voxel_volume,
+        "ref_empty": ref_empty,
+        "false_positive": predicted if ref_empty else None,
+        "false_negative": None if ref_empty else not predicted,
+    }
+
+
+def case_record(case: str, confusion: LabelConfusion, labels: list[int], spacing: tuple[float, ...],
+                is_2d: bool, min_size: int, meta_entry: dict | None, missing_prediction: bool) -> dict[str, Any]:
+    """Everything reported about one case; ``labels`` are the evaluated label values."""
+    voxel_volume = 1.0 if is_2d else float(np.prod(spacing)) / MM3_PER_ML
+    per_label = {str(label): label_record(confusion.counts([label]), voxel_volume, min_size) for label in labels}
+    per_label[FOREGROUND] = label_record(confusion.counts(labels), voxel_volume, min_size)
+    meta_entry = meta_entry or {}
+    return {
+        "case": case,
+        "class": meta_entry.get("class"),
+        "split": meta_entry.get("split"),
+        "missing_prediction": missing_prediction,
+        "spacing": list(spacing),
+        "volume_unit": "pixels" if is_2d else "ml",
+        "labels": per_label,
+    }
+
+
+def _summary(values: list[float]) -> tuple[float | None, float | None, float | None]:
+    """(mean, median, sample std); std needs two values."""
+    if not values:
+        return None, None, None
+    array = np.asarray(values, dtype=float)
+    std = float(array.std(ddof=1)) if len(array) > 1 else None
+    return float(array.mean()), float(np.median(array)), std
+
+
+def _rate(hits: int, total: int) -> float | None:
+    return hits / total if total else None
+
+
+def aggregate_label(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Aggregates of one label's per-case records (see the module docstring)."""
+    nonempty = [r for r in records if not r["ref_empty"]]
+    empty = [r for r in records if r["ref_empty"]]
+    dice_mean, dice_median, dice_std = _summary([r["dice"] for r in nonempty])
+    iou_mean, iou_median, iou_std = _summary([r["iou"] for r in nonempty])
+    defined = [r for r in records if r["dice"] is not None]
+    false_positives = sum(bool(r["false_positive"]) for r in empty)
+    false_negatives = sum(bool(r["false_negative"]) for r in nonempty)
+    return {
+        "n_cases": len(records),
+        "n_reference_nonempty": len(nonempty),
+        "n_reference_empty": len(empty),
+        "dice_mean": dice_mean,
+        "dice_median": dice_median,
+        "dice_std": dice_std,
+        "iou_mean": iou_mean,
+        "iou_median": iou_median,
+        "iou_std": iou_std,
+        "dice_mean_nnunet": _summary([r["dice"] for r in defined])[0],
+        "iou_mean_nnunet": _summary([r["iou"] for r in defined])[0],
+        "false_positive_cases": false_positives,
+        "false_positive_rate": _rate(false_positives, len(empty)),
+        "false_negative_cases": false_negatives,
+        "false_negative_rate": _rate(false_negatives, len(nonempty)),
+    }
+
+
+def _mean_of(values: Iterable[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def aggregate_cases(cases: list[dict[str, Any]], label_keys: list[str]) -> dict[str, Any]:
+    """Per label key (label values as strings, then "foreground") aggregates over ``cases``.
+
+    ``mean_over_labels`` averages the per-label means (nnU-Net's ``foreground_mean`` is this
+    average of its own means); the foreground entry instead scores the union as one label.
+    """
+    result = {key: aggregate_label([c["labels"][key] for c in cases]) for key in label_keys}
+    per_label = [result[key] for key in label_keys if key != FOREGROUND]
+    result["mean_over_labels"] = {
+        "dice_mean": _mean_of(a["dice_mean"] for a in per_label),
+        "iou_mean": _mean_of(a["iou_mean"] for a in per_label),
+        "dice_mean_nnunet": _mean_of(a["dice_mean_nnunet"] for a in per_label),
+        "iou_mean_nnunet": _mean_of(a["iou_mean_nnunet"] for a in per_label),
+    }
+    return result
+
+
+def aggregate_by_class(cases: list[dict[str, Any]], label_keys: list[str]) -> dict[str, Any]:
+    """Aggregates per case class (cases.json "class"); empty when no case has a class."""
+    if all(c["class"] is None for c in cases):
+        return {}
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for case in cases:
+        groups[case["class"] if case["class"] is not None else UNKNOWN_CLASS].append(case)
+    return {name: aggregate_cases(groups[name], label_keys) for name in sorted(groups)}

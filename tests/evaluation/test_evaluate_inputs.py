@@ -1,0 +1,114 @@
+"""evaluate_folders on bad or unusual input: missing, extra, mismatched, unreadable cases."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from pu_nnunet.evaluation import EvaluationError, evaluate_folders
+
+
+@pytest.fixture
+def folders(tmp_path, synth):
+    refs, preds = synth.hand_checked_3d()
+    synth.write_cases(tmp_path / "ref", refs, ".nii.gz")
+    synth.write_cases(tmp_path / "pred", preds, ".nii.gz")
+    return tmp_path
+
+
+def test_missing_prediction_is_a_failure(folders):
+    (folders / "pred" / "overlap.nii.gz").unlink()
+    results = evaluate_folders(folders / "pred", folders / "ref", folders / "out", device="cpu", plots=False)
+    assert results["missing_predictions"] == ["overlap"]
+    overlap = next(c for c in results["cases"] if c["case"] == "overlap")
+    assert overlap["missing_prediction"] is True
+    assert overlap["labels"]["1"]["dice"] == 0.0 and overlap["labels"]["1"]["fn"] == 24
+    assert overlap["labels"]["foreground"]["false_negative"] is True
+    # overlap and missed both scored 0 for label 1
+    assert results["aggregates"]["1"]["dice_mean"] == 0.0
+    report = (folders / "out" / "report.md").read_text()
+    assert "Missing predictions" in report and "`overlap`" in report
+
+
+def test_extra_prediction_is_ignored_with_warning(folders, synth):
+    synth.write_nifti(folders / "pred" / "stray.nii.gz", np.ones(synth.SHAPE_3D, np.uint8))
+    with pytest.warns(UserWarning, match="stray"):
+        results = evaluate_folders(folders / "pred", folders / "ref", folders / "out", device="cpu", plots=False)
+    assert results["extra_predictions"] == ["stray"]
+    assert "stray" not in {c["case"] for c in results["cases"]}
+
+
+def test_shape_mismatch_names_the_case(folders, synth):
+    synth.write_nifti(folders / "pred" / "missed.nii.gz", np.zeros((6, 10, 11), np.uint8))
+    with pytest.raises(EvaluationError, match="case missed: prediction shape"):
+        evaluate_folders(folders / "pred", folders / "ref", folders / "out", device="cpu", plots=False)
+    assert not (folders / "out" / "metrics.json").exists()
+
+
+def test_geometry_mismatch_names_the_case(folders, synth):
+    synth.write_nifti(folders / "pred" / "normal.nii.gz", np.zeros(synth.SHAPE_3D, np.uint8), spacing=(0.8, 0.9, 3.0))
+    with pytest.raises(EvaluationError, match="case normal: prediction spacing"):
+        evaluate_folders(folders / "pred", folders / "ref", folders / "out", device="cpu", plots=False)
+    synth.write_nifti(folders / "pred" / "normal.nii.gz", np.zeros(synth.SHAPE_3D, np.uint8), origin=(5.0, 0.0, 0.0))
+    with pytest.raises(EvaluationError, match="case normal: prediction origin"):
+        evaluate_folders(folders / "pred", folders / "ref", folders / "out", device="cpu", plots=False)
+
+
+def test_unreadable_file_names_the_case(folders):
+    (folders / "pred" / "fp_only.nii.gz").write_bytes(b"not a nifti file")
+    with pytest.raises(EvaluationError, match="case fp_only: cannot read prediction"):
+        evaluate_folders(folders / "pred", folders / "ref", folders / "out", device="cpu", plots=False)
+
+
+def test_no_matching_prediction_at_all(folders, tmp_path):
+    (tmp_path / "empty_pred").mkdir()
+    with pytest.raises(EvaluationError, match="none of the 4 reference cases"):
+        evaluate_folders(tmp_path / "empty_pred", folders / "ref", folders / "out", device="cpu", plots=False)
+
+
+def test_existing_results_need_overwrite(folders):
+    evaluate_folders(folders / "pred", folders / "ref", folders / "out", device="cpu", plots=False)
+    marker = (folders / "out" / "metrics.json").read_text()
+    with pytest.raises(EvaluationError, match="--overwrite"):
+        evaluate_folders(folders / "pred", folders / "ref", folders / "out", device="cpu", min_size=5, plots=False)
+    assert (folders / "out" / "metrics.json").read_text() == marker
+    results = evaluate_folders(folders / "pred", folders / "ref", folders / "out", device="cpu", min_size=5,
+                               overwrite=True, plots=False)
+    assert json.loads((folders / "out" / "metrics.json").read_text())["settings"]["min_size"] == 5
+    # K = 5 > the 3 voxels predicted in fp_only: no false positive left
+    assert results["aggregates"]["foreground"]["false_positive_cases"] == 0
+
+
+def test_dataset_json_names_labels_and_ignore_label(folders, synth):
+    (folders / "dataset.json").write_text(json.dumps({
+        "labels": {"background": 0, "liver": 1, "tumour": 2, "ignore": 4}, "file_ending": ".nii.gz"}))
+    # voxels marked 4 (ignore) in the reference are not scored: the prediction's label 1 there is no FP
+    synth.write_nifti(folders / "ref" / "normal.nii.gz", synth.box(synth.SHAPE_3D, slice(0, 2), slice(0, 2), slice(0, 2), label=4))
+    synth.write_nifti(folders / "pred" / "normal.nii.gz", synth.box(synth.SHAPE_3D, slice(0, 2), slice(0, 2), slice(0, 2), label=1))
+    results = evaluate_folders(folders / "pred", folders / "ref", folders / "out", device="cpu", plots=False)
+    assert results["settings"]["dataset_json"] == str(folders / "dataset.json")  # found as REF_DIR/../
+    assert results["labels"] == [1, 2]
+    assert results["label_names"] == {"1": "liver", "2": "tumour"}
+    normal = next(c for c in results["cases"] if c["case"] == "normal")["labels"]["1"]
+    assert (normal["fp"], normal["false_positive"]) == (0, False)
+
+
+def test_per_case_csv_rows(folders):
+    evaluate_folders(folders / "pred", folders / "ref", folders / "out", device="cpu", labels=[1, 2], plots=False)
+    rows = list(csv.DictReader(open(folders / "out" / "per_case.csv")))
+    assert len(rows) == 4 * 3  # cases x (labels 1, 2, foreground)
+    overlap_one = next(r for r in rows if r["case"] == "overlap" and r["label"] == "1")
+    assert float(overlap_one["dice"]) == pytest.approx(24 / 42)
+    assert (overlap_one["tp"], overlap_one["fp"], overlap_one["fn"]) == ("12", "6", "12")
+    normal_fg = next(r for r in rows if r["case"] == "normal" and r["label"] == "foreground")
+    assert normal_fg["dice"] == "" and normal_fg["false_positive"] == "False"
+
+
+def test_invalid_arguments(folders):
+    with pytest.raises(EvaluationError, match="min-size"):
+        evaluate_folders(folders / "pred", folders / "ref", folders / "out", min_size=0)
+    with pytest.raises(EvaluationError, match="background"):
+        evaluate_folders(folders / "pred", folders / "ref", folders / "out", device="cpu", labels=[0, 1])
+    with pytest.raises(EvaluationError, match="reference folder not found"):
+        evaluate_folders(folders / "pred", folders / "nowhere", folders / "out")
