@@ -1,6 +1,11 @@
-"""Shared fixtures: nnU-Net plans as nnU-Net's planners write them, for in-process tests."""
+"""Shared fixtures: nnU-Net plans as nnU-Net's planners write them, and a tiny trained model."""
 
 import copy
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +61,72 @@ def resenc_plans() -> dict:
     """A ResEnc preset (nnUNetResEncUNetMPlans layout): ResidualEncoderUNet, blocks 1,3,4,6,6."""
     return copy.deepcopy(_plans("dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
                                 {"n_blocks_per_stage": [1, 3, 4, 6, 6]}, "nnUNetResEncUNetMPlans"))
+
+
+# the tiny trained model: one nnU-Net pipeline run shared by the tests that need a trained model
+TINY_DATASET_ID = 990
+TINY_TRAINER = "nnUNetTrainerPURe_tiny"
+NNUNET_BIN = Path(sys.executable).parent
+
+
+def nnunet_env(root: Path, **extra) -> dict:
+    from pu_nnunet.trainers import EXT_TRAINER_DIR
+
+    env = dict(os.environ, nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "preprocessed"),
+               nnUNet_results=str(root / "results"), nnUNet_extTrainer=EXT_TRAINER_DIR, nnUNet_def_n_proc="1",
+               PYTHONUNBUFFERED="1")
+    env.pop("nnUNet_n_proc_DA", None)  # the planner fails with 0; set per command below
+    env.update(extra)
+    return env
+
+
+def run(cmd: list, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(NNUNET_BIN / cmd[0]), *cmd[1:]], env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def train_until_epoch_1_starts(env: dict) -> str:
+    """Runs nnUNetv2_train and kills it once epoch 0 is done and its checkpoint written."""
+    proc = subprocess.Popen([str(NNUNET_BIN / "nnUNetv2_train"), str(TINY_DATASET_ID), "2d", "0", "-tr", TINY_TRAINER,
+                             "-device", "cpu"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "Epoch 1" in line:  # printed after epoch 0's checkpoint_latest.pth is saved
+                break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    output = "".join(seen)
+    assert "Epoch 1" in output, f"training did not reach epoch 1:\n{output[-3000:]}"
+    return output
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_model(tmp_path_factory):
+    """A 2-epoch nnUNetTrainerPURe_tiny model on a generated CT dataset, trained through nnU-Net's
+    console scripts (interrupted after epoch 0 and resumed with --c), with nnUNetv2_predict's
+    predictions (default settings, mirroring TTA) of the held-out volumes. ~3 min on 2 cores."""
+    from pu_nnunet.datasets.synthetic_ct import generate_synthetic_ct
+
+    root = tmp_path_factory.mktemp("nnunet")
+    dataset = generate_synthetic_ct(root / "raw", TINY_DATASET_ID, num_cases=8, num_test=2, shape=(16, 48, 48),
+                                    num_organs=2, seed=0)
+    env = nnunet_env(root)
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(TINY_DATASET_ID), "-c", "2d", "-np", "1",
+         "--verify_dataset_integrity"], env)
+    train_env = nnunet_env(root, nnUNet_n_proc_DA="0")
+    first_run = train_until_epoch_1_starts(train_env)
+    fold = root / "results" / f"Dataset{TINY_DATASET_ID:03d}_SynthCT" / f"{TINY_TRAINER}__nnUNetPlans__2d" / "fold_0"
+    assert (fold / "checkpoint_latest.pth").is_file() and not (fold / "checkpoint_final.pth").exists()
+    resumed = run(["nnUNetv2_train", str(TINY_DATASET_ID), "2d", "0", "-tr", TINY_TRAINER, "-device", "cpu", "--c"],
+                  train_env).stdout
+    predictions = root / "predictions"
+    run(["nnUNetv2_predict", "-i", str(dataset / "imagesTs"), "-o", str(predictions), "-d", str(TINY_DATASET_ID),
+         "-c", "2d", "-f", "0", "-tr", TINY_TRAINER, "-device", "cpu", "-npp", "1", "-nps", "1"], env)
+    return dict(root=root, dataset=dataset, dataset_id=TINY_DATASET_ID, trainer=TINY_TRAINER, fold=fold,
+                first_run=first_run, resumed=resumed, predictions=predictions, env=env, bin=NNUNET_BIN)

@@ -21,7 +21,7 @@ from pu_nnunet.trainers.plans_to_network import residual_unet_kwargs
 
 __all__ = ["nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline", "nnUNetTrainerPURe_AllStages",
            "nnUNetTrainerPURe_HighResStages", "nnUNetTrainerPURe_Unstabilised", "nnUNetTrainerPURe_tiny",
-           "nnUNetTrainerPUReBaseline_tiny"]
+           "nnUNetTrainerPUReBaseline_tiny", "nnUNetTrainerPURe_demo", "nnUNetTrainerPUReBaseline_demo"]
 
 
 class nnUNetTrainerPURe(nnUNetTrainer):
@@ -116,4 +116,20 @@ class nnUNetTrainerPURe_tiny(_TinySchedule, nnUNetTrainerPURe):
 
 
 class nnUNetTrainerPUReBaseline_tiny(_TinySchedule, nnUNetTrainerPUReBaseline):
+    pass
+
+
+class _DemoSchedule:
+    """12 epochs x 20 iterations: enough for the synthetic CT demo to learn, minutes on a CPU."""
+
+    schedule_num_epochs = 12
+    schedule_iterations_per_epoch = 20
+    schedule_val_iterations_per_epoch = 4
+
+
+class nnUNetTrainerPURe_demo(_DemoSchedule, nnUNetTrainerPURe):
+    pass
+
+
+class nnUNetTrainerPUReBaseline_demo(_DemoSchedule, nnUNetTrainerPUReBaseline):
     pass

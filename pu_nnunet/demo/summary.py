@@ -1,0 +1,60 @@
+"""The demo's closing table: PURe next to its matched baseline, and where the outputs are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+FOREGROUND = "foreground"
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def count_parameters(checkpoint_path: Path) -> int:
+    import torch
+
+    weights = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["network_weights"]
+    return int(sum(t.numel() for t in weights.values() if t.is_floating_point()))
+
+
+def summary_rows(pure: dict, baseline: dict) -> list[tuple[str, ...]]:
+    rows = []
+    for key in [str(label) for label in pure["labels"]] + [FOREGROUND]:
+        a, b = pure["aggregates"][key], baseline["aggregates"][key]
+        name = pure["label_names"].get(key, key) if key != FOREGROUND else "foreground (all organs)"
+        rows.append((name, _fmt(a["dice_mean"]), _fmt(b["dice_mean"]), _fmt(a["iou_mean"]), _fmt(b["iou_mean"]),
+                     _fmt(a["false_positive_rate"], 2), _fmt(b["false_positive_rate"], 2)))
+    return rows
+
+
+def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *[line(r) for r in rows]])
+
+
+def format_summary(result: dict, demo) -> str:
+    pure, baseline = result["first"], result["second"]
+    first, second = demo.s.runs
+    header = ("label", f"Dice {first}", f"Dice {second}", f"IoU {first}", f"IoU {second}", f"FPR {first}",
+              f"FPR {second}")
+    table = format_table(header, summary_rows(pure, baseline))
+    timings = result["timings"]
+    cost = format_table(("run", "trainer", "parameters", "training s", "prediction s"), [
+        (name, trainer, f"{count_parameters(demo.fold_folder(trainer) / 'checkpoint_final.pth'):,}",
+         _fmt(timings.get(f"train_{name}"), 0), _fmt(timings.get(f"predict_{name}"), 0))
+        for name, trainer in demo.s.runs.items()])
+    n_cases = pure["n_reference_cases"]
+    where = "\n".join([
+        f"  work folder:      {demo.workdir}",
+        f"  nnU-Net results:  {demo.results}",
+        f"  predictions:      {demo.workdir / 'predictions'}",
+        f"  reports:          {demo.workdir / 'evaluation' / first / 'report.md'}, "
+        f"{demo.workdir / 'evaluation' / second / 'report.md'}",
+        f"  comparison:       {demo.workdir / 'comparison' / 'report.md'} (paired statistics, plots)",
+        f"  logs:             {demo.logs}",
+    ])
+    return (f"\nHeld-out synthetic CT volumes: {n_cases}, scored per 3D case "
+            f"(Dice/IoU: mean over cases containing the label; FPR: share of cases without the label "
+            f"where it was predicted).\n\n{table}\n\n{cost}\n\nWhere everything is:\n{where}\n")

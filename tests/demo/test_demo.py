@@ -1,0 +1,66 @@
+"""pu-nnunet demo: CPU plans, environment, and the whole pipeline with the short test schedules."""
+
+import json
+import os
+
+import pytest
+
+from pu_nnunet.demo.cpu_plans import CPU_BATCH_SIZE, CPU_PLANS, write_cpu_plans
+from pu_nnunet.demo.nnunet_runner import nnunet_environment
+from pu_nnunet.trainers import EXT_TRAINER_DIR
+
+
+def test_cpu_plans_narrow_the_network_and_reuse_the_preprocessed_data(tmp_path, plain_plans):
+    plain_plans["configurations"]["2d"]["batch_size"] = 33
+    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(plain_plans))
+    written = json.loads(write_cpu_plans(tmp_path).read_text())
+    config = written["configurations"]["2d"]
+    assert written["plans_name"] == CPU_PLANS
+    assert config["architecture"]["arch_kwargs"]["features_per_stage"] == [16, 32, 64, 128, 256]
+    assert config["batch_size"] == CPU_BATCH_SIZE
+    assert config["data_identifier"] == plain_plans["configurations"]["2d"]["data_identifier"]
+    assert json.loads((tmp_path / "nnUNetPlans.json").read_text()) == plain_plans  # the original is untouched
+
+
+def test_environment_keeps_the_users_folders_and_trainer_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("nnUNet_raw", "/data/raw")
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+    monkeypatch.delenv("nnUNet_results", raising=False)
+    monkeypatch.setenv("nnUNet_extTrainer", "/my/trainers")
+    env = nnunet_environment(tmp_path)
+    assert env["nnUNet_raw"] == "/data/raw"
+    assert env["nnUNet_preprocessed"] == str(tmp_path / "nnUNet_preprocessed")
+    assert env["nnUNet_results"] == str(tmp_path / "nnUNet_results")
+    assert env["nnUNet_extTrainer"].split(os.pathsep) == ["/my/trainers", EXT_TRAINER_DIR]
+
+
+@pytest.mark.slow
+def test_demo_pipeline_runs_end_to_end_and_reuses_finished_steps(tmp_path, monkeypatch, capsys):
+    from pu_nnunet.demo.pipeline import Demo, DemoSettings
+    from pu_nnunet.demo.summary import format_summary
+
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("nnUNet_def_n_proc", "1")
+    settings = DemoSettings(workdir=tmp_path / "demo", dataset_id=991, num_cases=8, num_test=2, shape=(16, 48, 48),
+                            num_organs=2, runs={"PURe": "nnUNetTrainerPURe_tiny",
+                                                "Baseline": "nnUNetTrainerPUReBaseline_tiny"})
+    demo = Demo(settings)
+    result = demo.run()
+    workdir = tmp_path / "demo"
+    for name in ("PURe", "Baseline"):
+        assert len(list((workdir / "predictions" / name).glob("*.nii.gz"))) == 2
+        metrics = json.loads((workdir / "evaluation" / name / "metrics.json").read_text())
+        assert metrics["n_reference_cases"] == 2 and metrics["missing_predictions"] == []
+    assert (workdir / "comparison" / "report.md").is_file()
+    assert result["first"]["settings"]["pred_dir"].endswith("PURe")
+    assert set(result["timings"]) >= {"generate", "plan_and_preprocess", "train_PURe", "train_Baseline"}
+
+    capsys.readouterr()
+    again = Demo(settings).run()
+    printed = capsys.readouterr().out
+    assert printed.count("reusing") == 6  # dataset, plans, 2 trainings, 2 prediction folders
+    assert again["first"]["aggregates"]["foreground"]["dice_mean"] == result["first"]["aggregates"]["foreground"][
+        "dice_mean"]
+    summary = format_summary(again, demo)
+    assert "foreground (all organs)" in summary and "nnUNetTrainerPUReBaseline_tiny" in summary
