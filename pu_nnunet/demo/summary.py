@@ -15,7 +15,10 @@ def count_parameters(checkpoint_path: Path) -> int:
     import torch
 
     weights = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["network_weights"]
-    return int(sum(t.numel() for t in weights.values() if t.is_floating_point()))
+    # a state dict names some tensors twice (ConvDropoutNormReLU's conv is also all_modules.0, the
+    # decoder holds the encoder); torch.save keeps such aliases sharing storage, so count storages
+    unique = {t.untyped_storage().data_ptr(): t.numel() for t in weights.values() if t.is_floating_point()}
+    return int(sum(unique.values()))
 
 
 def summary_rows(pure: dict, baseline: dict) -> list[tuple[str, ...]]:

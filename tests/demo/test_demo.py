@@ -64,3 +64,17 @@ def test_demo_pipeline_runs_end_to_end_and_reuses_finished_steps(tmp_path, monke
         "dice_mean"]
     summary = format_summary(again, demo)
     assert "foreground (all organs)" in summary and "nnUNetTrainerPUReBaseline_tiny" in summary
+
+
+def test_parameter_count_from_a_checkpoint_counts_each_tensor_once(tmp_path, plain_plans):
+    import torch
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from pu_nnunet.demo.summary import count_parameters
+    from pu_nnunet.trainers.pure_trainers import nnUNetTrainerPUReBaseline
+
+    manager = PlansManager(plain_plans)
+    network = nnUNetTrainerPUReBaseline.build_network_architecture(manager, manager.get_configuration("2d"), 1, 3)
+    torch.save({"network_weights": network.state_dict()}, tmp_path / "checkpoint.pth")
+    # the state dict lists the encoder twice and every conv twice; the count must not
+    assert count_parameters(tmp_path / "checkpoint.pth") == sum(p.numel() for p in network.parameters())

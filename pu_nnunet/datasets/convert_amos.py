@@ -1,0 +1,167 @@
+"""AMOS 2022 (Ji et al., NeurIPS 2022), CT part: abdominal CT with 15 organ labels.
+
+Source layout (``amos22/``): ``dataset.json``, ``imagesTr``, ``labelsTr``, ``imagesVa``,
+``labelsVa``, ``imagesTs``, files ``amos_XXXX.nii.gz``. Case ids up to 500 are CT; higher ids are
+MRI and are left out (counted in the summary). Labels are taken from AMOS's own dataset.json,
+spelling kept. Files are copied byte for byte (original geometry kept) after checking that each
+reads, that image and label shapes agree and that labels hold only the listed values; nnU-Net
+reads them with ``NibabelIOWithReorient``, as its own AMOS converter (Dataset218) does.
+
+Default (as nnU-Net's Dataset218): training and validation cases both go to imagesTr/labelsTr;
+the split file's fold 0 trains on the official training cases and validates on the official
+validation cases; the unlabelled official test images go to imagesTs. With ``val_as_test`` the
+validation cases go to imagesTs/labelsTs instead (the unlabelled test images are then left out)
+and the split file holds nnU-Net's seeded 5-fold split of the training cases.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from pu_nnunet.datasets.conversion import CaseJob, ConversionSummary, require_source, run_cases, timer
+from pu_nnunet.datasets.errors import BadCaseError, SourceLayoutError
+from pu_nnunet.datasets.raw_folder import (atomic_dataset_folder, dataset_folder_name, make_raw_layout,
+                                           raw_root_from_environment)
+from pu_nnunet.datasets.splits import cross_validation_splits, write_splits
+
+FILE_NAME = re.compile(r"^amos_(\d{4})\.nii\.gz$")
+NIFTI = ".nii.gz"
+# AMOS numbers its CT scans 1..500 and its MRI scans above 500 (AMOS paper; nnU-Net's Dataset218)
+MAX_CT_CASE_ID = 500
+# image and label affines further apart than this (mm, or direction cosines) are reported
+AFFINE_TOLERANCE = 1e-3
+# (image folder, label folder or None) of each official part
+PARTS = {"training": ("imagesTr", "labelsTr"), "validation": ("imagesVa", "labelsVa"), "test": ("imagesTs", None)}
+REFERENCE = "https://amos22.grand-challenge.org/"
+
+
+def read_amos_labels(source: Path) -> dict[str, int]:
+    """nnU-Net's {name: value} from AMOS's dataset.json {"value": "name"}; names as AMOS spells them."""
+    path = source / "dataset.json"
+    try:
+        labels = json.loads(path.read_text())["labels"]
+        result = {str(name): int(value) for value, name in labels.items()}
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
+        raise SourceLayoutError(f"{path}: cannot read the AMOS labels ({type(error).__name__}: {error}); "
+                                f"expected a 'labels' object like {{\"0\": \"background\", \"1\": \"spleen\"}}")
+    if sorted(result.values()) != list(range(len(result))) or result.get("background", 0) != 0:
+        raise SourceLayoutError(f"{path}: labels must be 0 (background), 1, 2, ... without gaps; got {labels}")
+    return result
+
+
+def _part_files(source: Path, part: str) -> tuple[list[tuple[int, Path]], list[str]]:
+    """([(case number, image)], ignored names) of one official part; ([], []) when absent."""
+    folder = source / PARTS[part][0]
+    if not folder.is_dir():
+        return [], []
+    found, ignored = [], []
+    for path in sorted(folder.iterdir()):
+        match = FILE_NAME.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+        else:  # e.g. macOS "._amos_0001.nii.gz" resource files
+            ignored.append(f"{folder.name}/{path.name}")
+    return found, ignored
+
+
+def convert_amos_case(job: CaseJob, out_folder: Path) -> dict:
+    """Worker: reads image (and label), checks them, then copies the files unchanged."""
+    import nibabel
+
+    image_path = job.sources[0]
+    label_path = job.sources[1] if len(job.sources) > 1 else None
+    if label_path is not None and not Path(label_path).is_file():
+        raise BadCaseError(label_path, f"label not found for image {image_path}")
+    volumes = {}
+    for path in job.sources:
+        try:
+            volume = nibabel.load(path)
+            # reading the voxels (not just the header) is what finds truncated or corrupt files
+            volumes[path] = (volume, np.asanyarray(volume.dataobj))
+        except Exception as error:  # nibabel/gzip raise many types for broken files
+            raise BadCaseError(path, f"cannot be read as NIfTI ({type(error).__name__}: {error})") from None
+    affine_differs = False
+    if label_path is not None:
+        (image, image_voxels), (label, label_voxels) = volumes[image_path], volumes[label_path]
+        if image_voxels.shape != label_voxels.shape:
+            raise BadCaseError(label_path, f"label shape {label_voxels.shape} differs from image shape "
+                                           f"{image_voxels.shape} of {image_path}")
+        allowed = set(job.extra["label_values"])
+        unexpected = sorted(set(np.unique(label_voxels).tolist()) - allowed)
+        if unexpected:
+            raise BadCaseError(label_path, f"unexpected label values {unexpected[:8]} (dataset.json lists "
+                                           f"{min(allowed)}..{max(allowed)})")
+        affine_differs = not np.allclose(image.affine, label.affine, atol=AFFINE_TOLERANCE)
+    shutil.copyfile(image_path, out_folder / f"images{job.part}" / f"{job.case_id}_0000{NIFTI}")
+    if label_path is not None:
+        shutil.copyfile(label_path, out_folder / f"labels{job.part}" / f"{job.case_id}{NIFTI}")
+    return {"affine_differs": affine_differs}
+
+
+def convert_amos(source_dir: str | Path, dataset_id: int, name: str = "AMOS2022CT", raw_root: str | Path | None = None,
+                 overwrite: bool = False, skip_bad: bool = False, num_processes: int = 1,
+                 val_as_test: bool = False) -> ConversionSummary:
+    """Writes ``raw_root/DatasetIII_name`` (raw_root defaults to $nnUNet_raw) from an ``amos22`` folder."""
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    elapsed = timer()
+    raw_root = Path(raw_root) if raw_root is not None else raw_root_from_environment()
+    required = ["dataset.json", "imagesTr", "labelsTr"] + (["imagesVa", "labelsVa"] if val_as_test else [])
+    source = require_source(source_dir, required, "AMOS 2022 (amos22)")
+    labels = read_amos_labels(source)
+    if (source / "imagesVa").is_dir() and not (source / "labelsVa").is_dir():
+        raise SourceLayoutError(f"{source / 'labelsVa'}: not found, but imagesVa is there")
+    destination = {"training": "Tr", "validation": "Ts" if val_as_test else "Tr", "test": None if val_as_test else "Ts"}
+    jobs, ignored, mri, official = [], [], {}, {}
+    for part, (image_folder, label_folder) in PARTS.items():
+        files, part_ignored = _part_files(source, part)
+        ignored += part_ignored
+        mri[part] = sum(number > MAX_CT_CASE_ID for number, _ in files)
+        ct = [(number, path) for number, path in files if number <= MAX_CT_CASE_ID]
+        official[part] = [f"amos_{number:04d}" for number, _ in ct]
+        if destination[part] is None:
+            continue
+        for number, path in ct:
+            sources = (str(path),) + ((str(source / label_folder / path.name),) if label_folder else ())
+            jobs.append(CaseJob(f"amos_{number:04d}", destination[part], sources,
+                                {"label_values": sorted(labels.values())}))
+    if not official["training"]:
+        raise SourceLayoutError(f"{source / 'imagesTr'}: no CT images amos_XXXX.nii.gz (XXXX <= {MAX_CT_CASE_ID})")
+    with atomic_dataset_folder(raw_root, dataset_id, name, overwrite) as work:
+        has_test = any(job.part == "Ts" for job in jobs)
+        make_raw_layout(work, with_test_images=has_test, with_test_labels=val_as_test)
+        results, skipped = run_cases(convert_amos_case, jobs, work, num_processes, skip_bad, "AMOS 2022")
+        kept = {part: [c for c in official[part] if c in results] for part in PARTS}
+        training = sorted(kept["training"] + ([] if val_as_test else kept["validation"]))
+        test = kept["validation"] if val_as_test else kept["test"]
+        if kept["validation"] and not val_as_test:
+            splits = [{"train": kept["training"], "val": kept["validation"]}]
+        else:
+            splits = cross_validation_splits(kept["training"])
+        write_splits(work, splits)
+        generate_dataset_json(str(work), {0: "CT"}, labels, num_training_cases=len(training), file_ending=NIFTI,
+                              dataset_name=name, reference=REFERENCE, release="https://zenodo.org/record/7262581",
+                              license="CC BY 4.0 (see the AMOS release)", converted_by="pu-nnunet convert amos",
+                              overwrite_image_reader_writer="NibabelIOWithReorient", numTest=len(test),
+                              description=("AMOS 2022 CT; official validation cases in imagesTs/labelsTs"
+                                           if val_as_test else "AMOS 2022 CT; official training + validation "
+                                           "in imagesTr (fold 0 of splits_final.json = official split), "
+                                           "unlabelled official test images in imagesTs"))
+    notes = ["CT cases found: " + ", ".join(f"{part} {len(official[part])}" for part in PARTS),
+             "MRI cases left out: " + ", ".join(f"{part} {mri[part]}" for part in PARTS),
+             ("validation cases kept aside as the labelled test set (--val-as-test); unlabelled test images "
+              f"left out: {len(official['test'])}") if val_as_test else
+             "training + validation used for training (fold 0 = official split); unlabelled test images in imagesTs"]
+    misaligned = sorted(c for c, r in results.items() if r["affine_differs"])
+    if misaligned:
+        notes.append(f"{len(misaligned)} case(s) whose image and label affines differ (copied as they are), "
+                     f"e.g. {misaligned[0]}")
+    if ignored:
+        notes.append(f"ignored {len(ignored)} file(s) not named amos_XXXX.nii.gz, e.g. {ignored[0]}")
+    return ConversionSummary(dataset_id, raw_root / dataset_folder_name(dataset_id, name), len(training),
+                             len(test), elapsed(), skipped, notes)

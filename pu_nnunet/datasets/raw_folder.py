@@ -1,0 +1,117 @@
+"""Where a dataset goes in nnUNet_raw, and writing it there all at once.
+
+A dataset is built in a hidden sibling folder and renamed into place at the end, so an interrupted
+run never leaves a half-written ``DatasetIII_Name`` that nnU-Net would pick up.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pu_nnunet.datasets.errors import DatasetError, EnvironmentNotSetError, TargetExistsError
+
+NNUNET_RAW_ENV = "nnUNet_raw"
+NNUNET_PREPROCESSED_ENV = "nnUNet_preprocessed"
+# nnU-Net names datasets with a three-digit id (Dataset%03d_Name), so ids run from 1 to 999
+MIN_DATASET_ID = 1
+MAX_DATASET_ID = 999
+# letters, digits, '-' and '_': the name becomes part of folder names and nnU-Net's result paths
+DATASET_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+# a leading dot keeps the folder out of nnU-Net's "Dataset%03d_" look-up while it is being written
+TEMPORARY_PREFIX = "."
+
+
+def folder_from_environment(variable: str) -> Path:
+    """The folder an nnU-Net environment variable names, read now (not at import time)."""
+    value = os.environ.get(variable)
+    if not value:
+        raise EnvironmentNotSetError(
+            f"the environment variable {variable} is not set; set it to nnU-Net's {variable} folder, "
+            f"e.g. export {variable}=/data/{variable}"
+        )
+    return Path(value)
+
+
+def raw_root_from_environment() -> Path:
+    return folder_from_environment(NNUNET_RAW_ENV)
+
+
+def dataset_folder_name(dataset_id: int, name: str) -> str:
+    """nnU-Net's folder name for a dataset, e.g. (5, "BUSI") -> "Dataset005_BUSI"."""
+    if not MIN_DATASET_ID <= int(dataset_id) <= MAX_DATASET_ID:
+        raise DatasetError(f"dataset id {dataset_id} is out of range: nnU-Net ids run from "
+                           f"{MIN_DATASET_ID} to {MAX_DATASET_ID}")
+    if not DATASET_NAME_PATTERN.match(name):
+        raise DatasetError(f"dataset name {name!r} is not usable: use letters, digits, '-' and '_' "
+                           f"(starting with a letter or digit)")
+    return f"Dataset{int(dataset_id):03d}_{name}"
+
+
+def _same_id_folders(raw_root: Path, dataset_id: int) -> list[Path]:
+    prefix = f"Dataset{int(dataset_id):03d}_"
+    if not raw_root.is_dir():
+        return []
+    return sorted(p for p in raw_root.iterdir() if p.is_dir() and p.name.startswith(prefix))
+
+
+def check_target_free(raw_root: str | Path, dataset_id: int, name: str, overwrite: bool) -> Path:
+    """The target folder; refuses an existing one unless overwrite, and always refuses a second
+    dataset with the same id (nnU-Net could no longer tell which one ``-d ID`` means)."""
+    raw_root = Path(raw_root)
+    target = raw_root / dataset_folder_name(dataset_id, name)
+    for existing in _same_id_folders(raw_root, dataset_id):
+        if existing.name != target.name:
+            raise TargetExistsError(
+                f"{existing} already uses dataset id {dataset_id}; nnU-Net needs ids to be unique. "
+                f"Choose another id with -d, or remove that folder first")
+    if target.exists() and not overwrite:
+        raise TargetExistsError(f"{target} already exists; pass --overwrite (overwrite=True) to replace it")
+    return target
+
+
+@contextmanager
+def atomic_dataset_folder(raw_root: str | Path, dataset_id: int, name: str,
+                          overwrite: bool = False) -> Iterator[Path]:
+    """Yields an empty temporary folder; on success it replaces ``raw_root/DatasetIII_name``.
+
+    On any exception the temporary folder is removed and an existing target is left untouched.
+    """
+    raw_root = Path(raw_root)
+    target = check_target_free(raw_root, dataset_id, name, overwrite)
+    raw_root.mkdir(parents=True, exist_ok=True)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    work = raw_root / f"{TEMPORARY_PREFIX}{target.name}.partial-{token}"
+    work.mkdir()
+    try:
+        yield work
+        # checked again: another run may have created the target meanwhile
+        check_target_free(raw_root, dataset_id, name, overwrite)
+        if target.exists():
+            trash = raw_root / f"{TEMPORARY_PREFIX}{target.name}.replaced-{token}"
+            target.rename(trash)
+            work.rename(target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            work.rename(target)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def make_raw_layout(folder: Path, with_test_images: bool, with_test_labels: bool) -> dict[str, Path]:
+    """Creates nnU-Net's raw sub-folders and returns them by name."""
+    names = ["imagesTr", "labelsTr"]
+    if with_test_images:
+        names.append("imagesTs")
+    if with_test_labels:
+        names.append("labelsTs")
+    folders = {n: folder / n for n in names}
+    for path in folders.values():
+        path.mkdir(parents=True, exist_ok=True)
+    return folders
