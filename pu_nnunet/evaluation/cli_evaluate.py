@@ -32,19 +32,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "else REF_DIR/../dataset.json, else inferred from the files")
     parser.add_argument("-np", "--num-processes", type=int, default=1, metavar="N",
                         help="processes reading cases (default 1)")
+    parser.add_argument("--split-file", metavar="splits_final.json",
+                        help="with --fold: evaluate only that fold's validation cases (e.g. Kvasir-SEG's 120 "
+                             "test images, nnU-Net's fold_0/validation predictions)")
+    parser.add_argument("--fold", type=int, metavar="F", help="fold of --split-file")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in OUT_DIR")
 
 
 def run(args: argparse.Namespace) -> int:
     from pu_nnunet.evaluation.errors import call_for_command_line
-    from pu_nnunet.evaluation.evaluate import evaluate_folders
+    from pu_nnunet.evaluation.evaluate import cases_of_fold, evaluate_folders
     from pu_nnunet.evaluation.markdown import number
 
+    if (args.split_file is None) != (args.fold is None):
+        print("pu-nnunet evaluate: error: --split-file and --fold go together")
+        return 1
+    cases = None
+    if args.split_file is not None:
+        cases = call_for_command_line("evaluate", cases_of_fold, args.split_file, args.fold)
+        if cases is None:
+            return 1
     results = call_for_command_line(
         "evaluate", evaluate_folders, args.pred_dir, args.ref_dir, args.out_dir, device=args.device,
         labels=args.labels, min_size=args.min_size, meta=args.meta, num_processes=args.num_processes,
-        overwrite=args.overwrite, images=args.images, dataset_json=args.dataset_json, plots=not args.no_plots)
+        overwrite=args.overwrite, images=args.images, dataset_json=args.dataset_json, plots=not args.no_plots,
+        cases=cases)
     if results is None:
         return 1
     fg = results["aggregates"]["foreground"]

@@ -8,6 +8,8 @@ geometry mismatches raise :class:`EvaluationError` naming the case.
 
 from __future__ import annotations
 
+import json
+
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -106,7 +108,7 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
                      labels: list[int] | None = None, min_size: int = DEFAULT_MIN_SIZE,
                      meta: str | Path | dict | None = None, num_processes: int = 1, overwrite: bool = False,
                      images: str | Path | None = None, dataset_json: str | Path | None = None,
-                     plots: bool = True) -> dict[str, Any]:
+                     plots: bool = True, cases: list[str] | None = None) -> dict[str, Any]:
     """Scores every reference case; writes metrics.json, per_case.csv, report.md and plots/.
 
     Args:
@@ -120,10 +122,13 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
         images: nnU-Net images folder (CASE_0000 files) to draw overlays on; blank without it.
         dataset_json: default PRED_DIR/dataset.json, else REF_DIR/../dataset.json, else none.
         plots: False skips the PNGs (metrics.json, per_case.csv and report.md still written).
+        cases: evaluate only these reference cases (e.g. one fold's validation cases, see
+            ``cases_of_fold``); every one of them must be in REF_DIR.
 
     Returns: the content of metrics.json.
     """
     pred_dir, ref_dir, out_dir = Path(pred_dir), Path(ref_dir), Path(out_dir)
+    selected = None if cases is None else set(cases)
     if min_size < 1:
         raise EvaluationError(f"--min-size must be at least 1 voxel, got {min_size}")
     if num_processes < 1:
@@ -133,6 +138,14 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
     prepare_output_dir(out_dir, overwrite, EVALUATION_OUTPUTS, clear=False)
     info = describe_dataset(pred_dir, ref_dir, None if dataset_json is None else str(dataset_json))
     cases, missing, extra = pair_cases(pred_dir, ref_dir, info.file_ending)
+    if selected is not None:
+        unknown = sorted(set(selected) - set(cases))
+        if unknown:
+            raise EvaluationError(f"{len(unknown)} selected case(s) have no reference in {ref_dir}: "
+                                  f"{', '.join(unknown[:10])}")
+        cases = sorted(set(selected))
+        missing = [case for case in missing if case in selected]
+        extra = [case for case in extra if case not in selected]
     if len(missing) == len(cases):
         raise EvaluationError(f"none of the {len(cases)} reference cases in {ref_dir} has a prediction "
                               f"({info.file_ending}) in {pred_dir}")
@@ -181,3 +194,16 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
     prepare_output_dir(out_dir, overwrite, EVALUATION_OUTPUTS, clear=True)
     write_evaluation_outputs(results, out_dir, info, plots=plots)
     return results
+
+
+def cases_of_fold(split_file: str | Path, fold: int) -> list[str]:
+    """The validation cases of one fold of an nnU-Net splits_final.json."""
+    split_file = Path(split_file)
+    try:
+        splits = json.loads(split_file.read_text())
+        return list(splits[fold]["val"])
+    except FileNotFoundError:
+        raise EvaluationError(f"split file not found: {split_file}") from None
+    except (ValueError, IndexError, KeyError, TypeError) as error:
+        raise EvaluationError(f"{split_file} has no fold {fold} with 'val' cases "
+                              f"({type(error).__name__}: {error})") from None

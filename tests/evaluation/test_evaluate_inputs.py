@@ -112,3 +112,25 @@ def test_invalid_arguments(folders):
         evaluate_folders(folders / "pred", folders / "ref", folders / "out", device="cpu", labels=[0, 1])
     with pytest.raises(EvaluationError, match="reference folder not found"):
         evaluate_folders(folders / "pred", folders / "nowhere", folders / "out")
+
+
+def test_fold_selection_evaluates_only_that_folds_validation_cases(folders):
+    from pu_nnunet.cli import main
+
+    refs = sorted(p.name[:-len(".nii.gz")] for p in (folders / "ref").glob("*.nii.gz"))
+    chosen = refs[:2]
+    for case in refs[2:]:  # the other cases were never predicted, as in nnU-Net's fold_0/validation
+        (folders / "pred" / f"{case}.nii.gz").unlink()
+    splits = folders / "splits_final.json"
+    splits.write_text(json.dumps([{"train": refs[2:], "val": chosen}]))
+    assert main(["evaluate", str(folders / "pred"), str(folders / "ref"), "-o", str(folders / "out"),
+                 "--split-file", str(splits), "--fold", "0", "--no-plots", "--device", "cpu"]) == 0
+    results = json.loads((folders / "out" / "metrics.json").read_text())
+    assert [c["case"] for c in results["cases"]] == chosen and results["missing_predictions"] == []
+    # a fold naming a case without a reference is an error that names it
+    splits.write_text(json.dumps([{"train": [], "val": chosen + ["ghost"]}]))
+    with pytest.raises(EvaluationError, match="ghost"):
+        evaluate_folders(folders / "pred", folders / "ref", folders / "out2", device="cpu", plots=False,
+                         cases=chosen + ["ghost"])
+    assert main(["evaluate", str(folders / "pred"), str(folders / "ref"), "-o", str(folders / "out3"),
+                 "--split-file", str(splits), "--fold", "3"]) == 1
