@@ -149,8 +149,9 @@ class Demo:
                 self.prediction_folder(name), self.raw / "labelsTs", self.workdir / "evaluation" / name,
                 device=device, images=self.raw / "imagesTs", dataset_json=self.raw / "dataset.json", overwrite=True)
         first, second = self.s.runs
-        comparison = compare_evaluations(self.workdir / "evaluation" / first, self.workdir / "evaluation" / second,
-                                         self.workdir / "comparison", names=(first, second), overwrite=True)
+        # the baseline goes first so that the report's differences read PURe - baseline
+        comparison = compare_evaluations(self.workdir / "evaluation" / second, self.workdir / "evaluation" / first,
+                                         self.workdir / "comparison", names=(second, first), overwrite=True)
         return evaluations[first], evaluations[second], comparison
 
     def run(self) -> dict:
