@@ -24,5 +24,10 @@ THRESHOLD_INIT = 0.0
 
 POSITIVITY_CHOICES = ("softplus", "threshold")
 
+# "fused": the autograd Function of fused.py (saves x, y and a bool mask; the default, tested equal
+# to the reference); "reference": autograd on the plain composition of functional.py.
+IMPLEMENTATION_CHOICES = ("fused", "reference")
+DEFAULT_IMPLEMENTATION = "fused"
+
 FP16_MAX_LOG = math.log(65504.0)
 assert LOG_OUTPUT_CLIP < FP16_MAX_LOG, "the output clip must keep exp() inside float16"

@@ -47,9 +47,10 @@ def product_unit_conv(x: torch.Tensor, weight: torch.Tensor, *, stride: Sequence
                       padding: Sequence[int] | int = 0, dilation: Sequence[int] | int = 1, groups: int = 1,
                       positivity: str = "softplus", eps: float = 1e-7, log_input_clip: Optional[float] = None,
                       log_output_clip: Optional[float] = None, theta: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Reference product-unit convolution in the dtype of ``x`` (callers pick float32/float64)."""
+    """Reference product-unit convolution in the dtype of ``weight`` (callers pick float32/float64);
+    a lower-precision ``x`` is cast to it first."""
     ndim = weight.dim() - 2
     conv = _CONV_BY_DIM[ndim]
-    z = log_input(x, positivity, eps, log_input_clip, theta)
+    z = log_input(x.to(weight.dtype), positivity, eps, log_input_clip, theta)
     aggregate = conv(z, weight, None, stride, padding, dilation, groups)
     return torch.exp(_clip(aggregate, log_output_clip))

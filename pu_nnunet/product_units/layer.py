@@ -9,8 +9,10 @@ from torch import nn
 
 from pu_nnunet.product_units import constants as C
 from pu_nnunet.product_units.functional import product_unit_conv
+from pu_nnunet.product_units.fused import fused_product_unit_conv
 
 _DIM_BY_CONV_OP = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
+_FUNCTION_BY_IMPLEMENTATION = {"fused": fused_product_unit_conv, "reference": product_unit_conv}
 
 IntOrSeq = Union[int, Sequence[int]]
 
@@ -50,6 +52,8 @@ class ProductUnitConv(nn.Module):
         log_output_clip: bound of the aggregate before exp; ``None`` switches it off.
         eps: added to the positive input before the log.
         exponent_init_a: ``a`` of the Kaiming-uniform init of the exponents.
+        implementation: ``"fused"`` (default: an autograd Function saving x, y and a bool mask,
+            equal to the reference) or ``"reference"`` (autograd on the plain composition).
 
     The log, conv and exp run in float32 (float64 for float64 inputs) with autocast disabled;
     the output has the input's dtype.
@@ -59,7 +63,7 @@ class ProductUnitConv(nn.Module):
                  stride: IntOrSeq = 1, padding: Optional[IntOrSeq] = None, dilation: IntOrSeq = 1, groups: int = 1,
                  positivity: str = "softplus", log_input_clip: Optional[float] = C.LOG_INPUT_CLIP,
                  log_output_clip: Optional[float] = C.LOG_OUTPUT_CLIP, eps: float = C.POSITIVITY_EPS,
-                 exponent_init_a: float = C.EXPONENT_INIT_A):
+                 exponent_init_a: float = C.EXPONENT_INIT_A, implementation: str = C.DEFAULT_IMPLEMENTATION):
         super().__init__()
         if conv_op not in _DIM_BY_CONV_OP:
             raise ValueError(f"conv_op must be nn.Conv1d, nn.Conv2d or nn.Conv3d, got {conv_op!r}")
@@ -71,6 +75,8 @@ class ProductUnitConv(nn.Module):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+        if implementation not in C.IMPLEMENTATION_CHOICES:
+            raise ValueError(f"implementation must be one of {C.IMPLEMENTATION_CHOICES}, got {implementation!r}")
         if not (isinstance(eps, (int, float)) and eps > 0):
             raise ValueError(f"eps must be a positive number, got {eps!r}")
 
@@ -91,6 +97,7 @@ class ProductUnitConv(nn.Module):
         self.log_output_clip = _check_clip("log_output_clip", log_output_clip)
         self.eps = float(eps)
         self.exponent_init_a = float(exponent_init_a)
+        self.implementation = implementation
 
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
         # PURe learns one threshold per PU layer; the smooth mapping has nothing to learn
@@ -107,8 +114,10 @@ class ProductUnitConv(nn.Module):
         compute_dtype = torch.promote_types(x.dtype, torch.float32)
         with torch.autocast(device_type=x.device.type, enabled=False):
             theta = None if self.theta is None else self.theta.to(compute_dtype)
-            y = product_unit_conv(
-                x.to(compute_dtype), self.weight.to(compute_dtype), stride=self.stride, padding=self.padding,
+            # x goes in as it is: both paths compute in the weight's dtype, and the fused one then
+            # keeps a 16-bit x for backward in 16 bits
+            y = _FUNCTION_BY_IMPLEMENTATION[self.implementation](
+                x, self.weight.to(compute_dtype), stride=self.stride, padding=self.padding,
                 dilation=self.dilation, groups=self.groups, positivity=self.positivity, eps=self.eps,
                 log_input_clip=self.log_input_clip, log_output_clip=self.log_output_clip, theta=theta)
         return y.to(x.dtype)
@@ -117,4 +126,4 @@ class ProductUnitConv(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
                 f"positivity={self.positivity!r}, log_input_clip={self.log_input_clip}, "
-                f"log_output_clip={self.log_output_clip}")
+                f"log_output_clip={self.log_output_clip}, implementation={self.implementation!r}")
