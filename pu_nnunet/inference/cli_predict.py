@@ -1,0 +1,47 @@
+"""``pu-nnunet predict -i INPUT -o OUTPUT_DIR -m MODEL_DIR``: segment CT volumes with a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = ("Segment NIfTI volumes or a DICOM series with a trained nnU-Net model folder (2d models: many slices "
+        "per forward pass); agrees with nnUNetv2_predict.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-i", "--input", required=True, metavar="INPUT",
+                        help="a NIfTI file (.nii, .nii.gz), a folder of them (CASE_0000.nii.gz or CASE.nii.gz), or "
+                             "a folder holding a DICOM series")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTPUT_DIR",
+                        help="folder for the segmentations, CASE.nii.gz, with each input's geometry")
+    parser.add_argument("-m", "--model", required=True, metavar="MODEL_DIR",
+                        help="trained model folder: nnUNet_results/DatasetX/<trainer>__<plans>__<configuration>")
+    parser.add_argument("-f", "--folds", nargs="+", metavar="F",
+                        help="folds to ensemble (numbers or 'all'; default: every fold_N with the checkpoint)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto = CUDA when torch sees a GPU (default)")
+    parser.add_argument("--chk", default="checkpoint_final.pth", metavar="NAME",
+                        help="checkpoint file in each fold folder (default checkpoint_final.pth)")
+    parser.add_argument("--disable_tta", action="store_true",
+                        help="no mirroring test-time augmentation (faster, as nnUNetv2_predict --disable_tta)")
+    parser.add_argument("--batch-size", type=int, metavar="N",
+                        help="2d models: patches per forward pass (default: as many as fit a memory budget)")
+    parser.add_argument("--overwrite", action="store_true", help="replace segmentations already in OUTPUT_DIR")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pu_nnunet.inference.errors import call_for_command_line
+    from pu_nnunet.inference.predict import predict
+
+    if args.batch_size is not None and args.batch_size < 1:
+        print(f"pu-nnunet predict: error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
+        return 1
+    result = call_for_command_line(
+        "predict", predict, args.input, args.output, args.model, folds=args.folds, device=args.device,
+        checkpoint=args.chk, use_mirroring=not args.disable_tta, batch_size=args.batch_size,
+        overwrite=args.overwrite)
+    if result is None:
+        return 1
+    print(f"wrote {len(result.outputs)} segmentation(s) to {args.output} in {sum(result.case_seconds):.1f} s")
+    return 0

@@ -1,0 +1,210 @@
+"""What ``pu-nnunet predict`` reads: a NIfTI file, a folder of them, or a DICOM series folder.
+
+Each input becomes an :class:`InputCase`: its output name and the files holding its channels,
+in channel order. Files follow nnU-Net's naming where they can (``CASE_0000.nii.gz``,
+``CASE_0001.nii.gz``, ... for a model with several channels) but a plain ``CASE.nii.gz`` is a
+case too. Headers are read here, before any model is loaded, so that an unreadable file or a
+wrong channel count stops the command at once with the file named.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pu_nnunet.inference.errors import PredictionError
+
+# longest first: "x.nii.gz" also ends with ".gz" but never with ".nii"
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+# every segmentation is written as compressed NIfTI, whatever the model was trained on
+OUTPUT_ENDING = ".nii.gz"
+# nnU-Net's channel suffix: CASE_XXXX with four digits (documentation/dataset_format.md)
+CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+# SimpleITK stores several channels in one file as a 4th image dimension (nnU-Net's SimpleITKIO
+# reads them as channels)
+CHANNEL_DIMENSION = 4
+
+
+@dataclass(frozen=True)
+class InputCase:
+    """One volume to segment; the segmentation goes to ``OUTPUT_DIR/case_id.nii.gz``.
+
+    A NIfTI case lists its channel files; a DICOM case names its folder and series instead.
+    """
+
+    case_id: str
+    source: Path
+    channel_files: tuple[Path, ...] = ()
+    dicom_series_id: str | None = None
+
+    @property
+    def is_dicom(self) -> bool:
+        return self.dicom_series_id is not None
+
+    @property
+    def output_name(self) -> str:
+        return self.case_id + OUTPUT_ENDING
+
+
+def nifti_stem(path: Path) -> str | None:
+    """The file name without its NIfTI ending, or None for a file that is not NIfTI."""
+    for ending in NIFTI_ENDINGS:
+        if path.name.lower().endswith(ending):
+            return path.name[: -len(ending)]
+    return None
+
+
+def _split_channel(stem: str) -> tuple[str, int | None]:
+    match = CHANNEL_SUFFIX.match(stem)
+    if match is None:
+        return stem, None
+    return match["case"], int(match["channel"])
+
+
+def _group_nifti_files(files: list[Path], num_channels: int) -> list[InputCase]:
+    """Groups CASE_0000 .. CASE_{n-1} into one case; every other NIfTI file is a case of its own.
+
+    Only a file ending in _0000 opens a group, so numbered case names such as ``amos_0001`` are
+    cases, not channels, for a one-channel model.
+    """
+    by_stem: dict[str, Path] = {}
+    for path in files:
+        if nifti_stem(path) in by_stem:  # CASE.nii beside CASE.nii.gz
+            case_id, channel = _split_channel(nifti_stem(path))
+            output = (case_id if channel == 0 else nifti_stem(path)) + OUTPUT_ENDING
+            raise PredictionError(f"{by_stem[nifti_stem(path)]} and {path} would both be written to {output}; "
+                                  "rename one of them")
+        by_stem[nifti_stem(path)] = path
+    cases, used = [], set()
+    for stem, path in sorted(by_stem.items()):
+        case_id, channel = _split_channel(stem)
+        if channel != 0:
+            continue
+        channel_files = [path]
+        for index in range(1, num_channels):
+            sibling = by_stem.get(f"{case_id}_{index:04d}")
+            if sibling is None:
+                ending = path.name[len(stem):]
+                raise PredictionError(
+                    f"{path.parent / f'{case_id}_{index:04d}{ending}'} is missing: the model expects "
+                    f"{num_channels} channels, one file each ({case_id}_0000 .. {case_id}_{num_channels - 1:04d})")
+            channel_files.append(sibling)
+        used.update(channel_files)
+        cases.append(InputCase(case_id, path, tuple(channel_files)))
+    for stem, path in sorted(by_stem.items()):
+        if path not in used:
+            cases.append(InputCase(stem, path, (path,)))
+    return sorted(cases, key=lambda case: case.case_id)
+
+
+def _dicom_cases(folder: Path) -> list[InputCase]:
+    import SimpleITK as sitk
+
+    # ITK warns on stderr for a folder without a series; our own message says it better
+    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        series_ids = sorted(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
+    if len(series_ids) == 1:
+        # the usual layout, one series per folder: the folder names the patient or study
+        return [InputCase(folder.name, folder, dicom_series_id=series_ids[0])]
+    return [InputCase(series_id, folder, dicom_series_id=series_id) for series_id in series_ids]
+
+
+def find_input_cases(input_path: str | Path, num_channels: int) -> list[InputCase]:
+    """The cases in INPUT (a NIfTI file, a folder of NIfTI files, or a DICOM series folder).
+
+    ``num_channels`` is the model's (dataset.json ``channel_names``): it decides which
+    ``CASE_XXXX`` files belong together.
+    """
+    path = Path(input_path)
+    if not path.exists():
+        raise PredictionError(f"input {path} does not exist")
+    if path.is_file():
+        if nifti_stem(path) is None:
+            raise PredictionError(f"input {path} is not a NIfTI file (.nii, .nii.gz); give a NIfTI file, a folder "
+                                  "of them or a DICOM series folder")
+        case_id, channel = _split_channel(nifti_stem(path))
+        if channel == 0:
+            siblings = [f for f in path.parent.iterdir() if f.is_file() and nifti_stem(f) is not None
+                        and _split_channel(nifti_stem(f))[0] == case_id]
+            return [case for case in _group_nifti_files(siblings, num_channels) if case.source == path]
+        return [InputCase(nifti_stem(path), path, (path,))]
+    nifti_files = sorted(f for f in path.iterdir() if f.is_file() and nifti_stem(f) is not None)
+    cases = _group_nifti_files(nifti_files, num_channels) if nifti_files else _dicom_cases(path)
+    if not cases:
+        raise PredictionError(f"no NIfTI images (.nii, .nii.gz) and no DICOM series in {path}")
+    _check_unique_outputs(cases)
+    return cases
+
+
+def _check_unique_outputs(cases: list[InputCase]) -> None:
+    seen: dict[str, InputCase] = {}
+    for case in cases:
+        if case.case_id in seen:
+            raise PredictionError(f"{seen[case.case_id].source} and {case.source} would both be written to "
+                                  f"{case.output_name}; rename one of them")
+        seen[case.case_id] = case
+
+
+def count_channels(case: InputCase) -> int:
+    """Channels in the case's files, from their headers; an unreadable file is a PredictionError."""
+    if case.is_dicom:
+        return 1
+    import SimpleITK as sitk
+
+    total = 0
+    for path in case.channel_files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as error:
+            raise PredictionError(f"cannot read {path}: {_first_line(error)}") from None
+        total += reader.GetSize()[-1] if reader.GetDimension() == CHANNEL_DIMENSION else 1
+    return total
+
+
+def check_channels(cases: list[InputCase], channel_names: dict[str, str]) -> None:
+    """Every case must hold as many channels as the model was trained on."""
+    expected = len(channel_names)
+    for case in cases:
+        found = count_channels(case)
+        if found != expected:
+            names = ", ".join(channel_names.values())
+            raise PredictionError(f"{case.source}: the model expects {expected} channel(s) ({names}) but this input "
+                                  f"has {found}")
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # SimpleITK's messages start with the C++ source location; the reason is on the last line
+    return lines[-1] if lines else type(error).__name__
+
+
+def read_dicom_series(case: InputCase):
+    """The case's DICOM series as one SimpleITK image (geometry from the slice positions)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(case.source), case.dicom_series_id))
+    try:
+        return reader.Execute()
+    except RuntimeError as error:
+        raise PredictionError(f"cannot read the DICOM series {case.dicom_series_id} in {case.source}: "
+                              f"{_first_line(error)}") from None
+
+
+def materialise_case(case: InputCase, scratch: Path) -> list[str]:
+    """Files nnU-Net's reader can open for the case: its NIfTI files, or its DICOM series written
+    to one NIfTI file in ``scratch`` (so both go through the model's own reader)."""
+    if not case.is_dicom:
+        return [str(f) for f in case.channel_files]
+    import SimpleITK as sitk
+
+    target = scratch / f"{case.case_id}_0000{OUTPUT_ENDING}"
+    sitk.WriteImage(read_dicom_series(case), str(target), True)
+    return [str(target)]

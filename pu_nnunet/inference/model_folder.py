@@ -1,0 +1,149 @@
+"""A trained nnU-Net model folder (``nnUNet_results/DatasetX/<trainer>__<plans>__<config>``):
+checked before anything heavy runs, then loaded into nnU-Net's own ``nnUNetPredictor``.
+
+Loading goes through ``nnUNetPredictor.initialize_from_trained_model_folder``, so the network is
+built exactly as ``nnUNetv2_predict`` builds it: nnU-Net reads the trainer's name from the
+checkpoint and looks the class up again, which finds this package's trainers through
+``nnUNet_extTrainer``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+from pu_nnunet.inference.errors import PredictionError
+
+DEFAULT_CHECKPOINT = "checkpoint_final.pth"
+# nnUNetv2_predict's default -step_size: tiles overlap by half a patch
+TILE_STEP_SIZE = 0.5
+# nnU-Net's folder for a model trained on all training cases (auto-detection skips it, as nnU-Net does)
+FOLD_ALL = "all"
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """What ``pu-nnunet predict`` needs to know about a model before loading its weights."""
+
+    path: Path
+    dataset_json: dict
+    plans: dict
+    folds: tuple[int | str, ...]
+    checkpoint: str
+
+    @property
+    def channel_names(self) -> dict[str, str]:
+        return self.dataset_json["channel_names"]
+
+    def checkpoint_path(self, fold: int | str) -> Path:
+        return self.path / f"fold_{fold}" / self.checkpoint
+
+
+def _load_json(path: Path) -> dict:
+    if not path.is_file():
+        raise PredictionError(f"{path} is missing: MODEL_DIR must be a trained nnU-Net model folder "
+                              "(nnUNet_results/DatasetX/<trainer>__<plans>__<configuration>)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise PredictionError(f"cannot read {path}: {error}") from None
+
+
+def _parse_fold(fold: int | str) -> int | str:
+    if str(fold) == FOLD_ALL:
+        return FOLD_ALL
+    try:
+        return int(fold)
+    except ValueError:
+        raise PredictionError(f"fold {fold!r} is neither a number nor '{FOLD_ALL}'") from None
+
+
+def _detect_folds(model_dir: Path, checkpoint: str) -> tuple[int, ...]:
+    """Numbered fold folders holding the checkpoint, as nnUNetPredictor.auto_detect_available_folds."""
+    folds = []
+    for child in model_dir.glob("fold_*"):
+        suffix = child.name[len("fold_"):]
+        if suffix.isdigit() and (child / checkpoint).is_file():
+            folds.append(int(suffix))
+    return tuple(sorted(folds))
+
+
+def inspect_model_folder(model_dir: str | Path, folds: list[int | str] | None = None,
+                         checkpoint: str = DEFAULT_CHECKPOINT) -> ModelFolder:
+    """Checks MODEL_DIR holds dataset.json, plans.json and the checkpoint of every fold used.
+
+    ``folds=None`` uses every ``fold_N`` folder that holds the checkpoint (nnU-Net's
+    auto-detection); several folds are ensembled.
+    """
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise PredictionError(f"model folder {path} does not exist")
+    dataset_json = _load_json(path / "dataset.json")
+    plans = _load_json(path / "plans.json")
+    if folds is None:
+        chosen = _detect_folds(path, checkpoint)
+        if not chosen:
+            raise PredictionError(f"no checkpoint in {path}: expected {path / 'fold_0' / checkpoint} (or another "
+                                  f"fold_N/{checkpoint}); has training finished?")
+    else:
+        chosen = tuple(_parse_fold(fold) for fold in folds)
+    model = ModelFolder(path, dataset_json, plans, chosen, checkpoint)
+    for fold in chosen:
+        if not model.checkpoint_path(fold).is_file():
+            raise PredictionError(f"checkpoint {model.checkpoint_path(fold)} does not exist")
+    if "channel_names" not in dataset_json:
+        raise PredictionError(f"{path / 'dataset.json'} has no channel_names")
+    return model
+
+
+def ensure_trainer_lookup_path() -> None:
+    """Adds this package's trainer folder to ``nnUNet_extTrainer``, keeping the user's folders,
+    so that nnU-Net finds a pu-nnunet trainer named in a checkpoint."""
+    from pu_nnunet.trainers import EXT_TRAINER_DIR
+
+    current = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
+    if EXT_TRAINER_DIR not in current:
+        os.environ["nnUNet_extTrainer"] = os.pathsep.join([*current, EXT_TRAINER_DIR])
+
+
+def resolve_device(name: str):
+    """``auto`` is CUDA when torch sees a GPU, else the CPU."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PredictionError("--device cuda was asked for but torch sees no GPU; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise PredictionError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def load_predictor(model: ModelFolder, device, use_mirroring: bool = True):
+    """nnU-Net's predictor with the model's network and every chosen fold's weights loaded."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    ensure_trainer_lookup_path()
+    # nnU-Net narrates the CPU fallback and the trainer lookup on stdout: not for our users
+    with contextlib.redirect_stdout(io.StringIO()):
+        predictor = nnUNetPredictor(tile_step_size=TILE_STEP_SIZE, use_gaussian=True, use_mirroring=use_mirroring,
+                                    perform_everything_on_device=device.type == "cuda", device=device,
+                                    verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            predictor.initialize_from_trained_model_folder(str(model.path), list(model.folds), model.checkpoint)
+    except (RuntimeError, KeyError, OSError, EOFError, pickle.UnpicklingError) as error:
+        # a trainer nnU-Net cannot find, or a checkpoint that is truncated or from another model
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise PredictionError(f"cannot load the model in {model.path} (folds {', '.join(map(str, model.folds))}, "
+                              f"{model.checkpoint}): {reason}") from None
+    previous_stage = predictor.configuration_manager.previous_stage_name
+    if previous_stage is not None:
+        raise PredictionError(f"{model.path} is a cascade stage (needs {previous_stage} predictions first); "
+                              "pu-nnunet predict runs single-stage models")
+    return predictor

@@ -1,0 +1,103 @@
+"""Batched 2d sliding window vs nnU-Net's one-patch-at-a-time predictor, on untrained networks.
+
+No training needed: both run the same network (random weights) on the same preprocessed volume,
+so any difference comes from the batching alone.
+"""
+
+import pytest
+import torch
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from pu_nnunet.inference.sliding_window_2d import FALLBACK_BATCH, BatchedSlicePredictor, default_batch_size
+from pu_nnunet.trainers.pure_trainers import nnUNetTrainerPURe
+
+NUM_CLASSES = 3
+DATASET_JSON = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1, "spleen": 2},
+                "numTraining": 1, "file_ending": ".nii.gz"}
+# (channels, slices, rows, columns): rows below the 64x64 patch (padded), columns needing 3 tiles;
+# 9 patches in all
+VOLUME_SHAPE = (1, 3, 40, 100)
+# fp16 accumulation: one unit in the last place of a logit of magnitude ~4 is ~0.004
+FP16_TOLERANCE = 1e-2
+
+
+def make_predictor(trainer_class, plans: dict, use_mirroring: bool, folds: int) -> nnUNetPredictor:
+    plans_manager = PlansManager(plans)
+    configuration = plans_manager.get_configuration("2d")
+    torch.manual_seed(0)
+    network = trainer_class.build_network_architecture(plans_manager, configuration, 1, NUM_CLASSES, False)
+    # cloned, as checkpoints hold their own tensors: state_dict() aliases the live weights
+    parameters = [{k: v.clone() for k, v in network.state_dict().items()}]
+    for fold in range(1, folds):
+        # another fold: the same weights, perturbed, so that averaging the folds matters
+        parameters.append({k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v
+                           for k, v in network.state_dict().items()})
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=use_mirroring,
+                                perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
+    predictor.manual_initialization(network, plans_manager, configuration, parameters, DATASET_JSON,
+                                    trainer_class.__name__, (0, 1))
+    return predictor
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread, above all on a shared, busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def small_resenc_plans(resenc_plans):
+    """The ResEnc plans with one block per stage: the same PU placement, a fraction of the compute."""
+    resenc_plans["configurations"]["2d"]["architecture"]["arch_kwargs"]["n_blocks_per_stage"] = [1] * 5
+    return resenc_plans
+
+
+@pytest.mark.parametrize("trainer_class, plans_fixture, use_mirroring, folds", [
+    (nnUNetTrainer, "plain_plans", False, 2),  # nnU-Net's network, two folds averaged
+    (nnUNetTrainerPURe, "small_resenc_plans", True, 1),  # the PU network, mirroring TTA
+])
+def test_batched_logits_match_nnunet(request, trainer_class, plans_fixture, use_mirroring, folds):
+    predictor = make_predictor(trainer_class, request.getfixturevalue(plans_fixture), use_mirroring, folds)
+    volume = torch.randn(VOLUME_SHAPE, generator=torch.Generator().manual_seed(1))
+    expected = predictor.predict_logits_from_preprocessed_data(volume)
+    assert expected.shape == (NUM_CLASSES, *VOLUME_SHAPE[1:])
+
+    # batch 1 repeats nnU-Net's arithmetic step for step
+    one_at_a_time = BatchedSlicePredictor(predictor, batch_size=1).predict_logits(volume)
+    assert torch.equal(one_at_a_time, expected)
+    for batch_size in (4, 9):  # batches across slice boundaries; all patches in one pass
+        batched = BatchedSlicePredictor(predictor, batch_size=batch_size).predict_logits(volume)
+        assert batched.dtype == expected.dtype and batched.shape == expected.shape
+        torch.testing.assert_close(batched.float(), expected.float(), rtol=0, atol=FP16_TOLERANCE)
+        agreement = (batched.argmax(0) == expected.argmax(0)).float().mean().item()
+        assert agreement >= 0.999, f"batch {batch_size}: argmax agrees on {agreement:.4%} of voxels"
+
+
+def test_mirroring_changes_the_logits(plain_plans):
+    """Guards the test above: mirroring on and off must differ, or the comparison proves nothing."""
+    volume = torch.randn(VOLUME_SHAPE, generator=torch.Generator().manual_seed(1))
+    with_tta = BatchedSlicePredictor(make_predictor(nnUNetTrainer, plain_plans, True, 1), 8).predict_logits(volume)
+    without = BatchedSlicePredictor(make_predictor(nnUNetTrainer, plain_plans, False, 1), 8).predict_logits(volume)
+    assert (with_tta.float() - without.float()).abs().max() > FP16_TOLERANCE
+
+
+def test_default_batch_size_follows_the_memory_budget(plain_plans):
+    predictor = make_predictor(nnUNetTrainer, plain_plans, True, 1)
+    patch = predictor.configuration_manager.patch_size
+    elements = predictor.network.compute_conv_feature_map_size(tuple(patch))
+    size = default_batch_size(predictor.network, patch, torch.device("cpu"))
+    # 1 GiB of fp32 feature maps, at most 256 patches
+    assert size == min(256, (1 << 30) // (int(elements) * 4))
+    assert default_batch_size(torch.nn.Identity(), patch, torch.device("cpu")) == FALLBACK_BATCH
+
+
+def test_rejects_a_3d_configuration(plain_plans):
+    predictor = make_predictor(nnUNetTrainer, plain_plans, True, 1)
+    predictor.configuration_manager.configuration["patch_size"] = [32, 32, 32]
+    with pytest.raises(AssertionError, match="2d configuration"):
+        BatchedSlicePredictor(predictor, 4)
