@@ -1,5 +1,5 @@
 """The demo: synthetic CT -> nnU-Net plan/preprocess -> train PURe and its matched baseline ->
-predict held-out volumes -> evaluate per 3D case -> compare, each step reused when already done."""
+predict held-out volumes (pu-nnunet predict) -> evaluate per 3D case -> compare, each step reused when already done."""
 
 from __future__ import annotations
 
@@ -129,12 +129,14 @@ class Demo:
         if out.is_dir() and len(list(out.glob("*.nii.gz"))) == n_cases:
             self._say(f"5/6 predictions of {name}: reusing {out}")
             return
-        self._say(f"5/6 nnUNetv2_predict {trainer} on the {n_cases} held-out volumes")
+        # pu-nnunet predict: nnU-Net's preprocessing, sliding window, mirroring and export, with
+        # many slices per forward pass (agrees with nnUNetv2_predict, see tests/inference)
+        self._say(f"5/6 pu-nnunet predict {trainer} on the {n_cases} held-out volumes")
         start = time.perf_counter()
-        run_logged(["nnUNetv2_predict", "-i", str(self.raw / "imagesTs"), "-o", str(out), "-d", str(self.s.dataset_id),
-                    "-c", CONFIGURATION, "-f", str(FOLD), "-tr", trainer, "-p", CPU_PLANS, "-device", self.s.device,
-                    "-npp", "1", "-nps", "1"], self.env, self.logs / f"predict_{name}.log",
-                   f"predict {name} (cases)", progress_pattern=r"^done with ", progress_total=n_cases)
+        run_logged(["pu-nnunet", "predict", "-i", str(self.raw / "imagesTs"), "-o", str(out),
+                    "-m", str(self.fold_folder(trainer).parent), "-f", str(FOLD), "--device", self.s.device,
+                    "--overwrite"], self.env, self.logs / f"predict_{name}.log", f"predict {name} (cases)",
+                   progress_pattern=r"^\[\d+/\d+\]", progress_total=n_cases)
         self._done(f"predict_{name}", time.perf_counter() - start)
 
     def evaluate_and_compare(self) -> tuple[dict, dict, dict]:
