@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pu_nnunet.user_errors import UserInputError
 
-class DatasetError(Exception):
+
+class DatasetError(UserInputError):
     """Base class: the message is meant for the user as it stands."""
 
 
