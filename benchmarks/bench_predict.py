@@ -49,8 +49,6 @@ NUM_ORGANS = 3
 DATASET_ID = 981
 TRAINER = "nnUNetTrainerPURe_tiny"
 FOLD = "0"
-# slices predicted, untimed, by each tool before the in-process timing
-WARM_UP_SLICES = 2
 BIN = Path(sys.executable).parent
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "predict.json"
 
@@ -120,8 +118,13 @@ def time_commands(model_dir: Path, images: Path, work: Path, device: str, repeat
     return results
 
 
-def time_sliding_window(model_dir: Path, images: Path, device: str, threads: int, folds: list[str]) -> dict:
-    """Seconds of nnU-Net's and our sliding window on each preprocessed volume, in this process."""
+def time_sliding_window(model_dir: Path, images: Path, device: str, threads: int, folds: list[str],
+                        repeats: int) -> dict:
+    """Seconds of nnU-Net's and our sliding window over all preprocessed volumes, in this process.
+
+    Both first predict the first volume untimed (first calls are slow: kernels, allocator); then
+    each volume is predicted ``repeats`` times by each, in alternating order. Reports the median
+    over repeats of the total."""
     import torch
 
     from pu_nnunet.inference.inputs import find_input_cases
@@ -133,30 +136,31 @@ def time_sliding_window(model_dir: Path, images: Path, device: str, threads: int
     predictor = load_predictor(model, resolve_device(device))
     batched = BatchedSlicePredictor(predictor)
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
-    seconds = {"nnUNetv2_predict": 0.0, "pu-nnunet predict": 0.0}
-    tools = (("nnUNetv2_predict", predictor.predict_logits_from_preprocessed_data),
-             ("pu-nnunet predict", batched.predict_logits))
+    tools = [("nnUNetv2_predict", predictor.predict_logits_from_preprocessed_data),
+             ("pu-nnunet predict", batched.predict_logits)]
+    totals = {tool: [0.0] * repeats for tool, _ in tools}
     agreement = []
     for index, case in enumerate(find_input_cases(images, len(model.channel_names))):
         data, _, _ = preprocessor.run_case([str(f) for f in case.channel_files], None, predictor.plans_manager,
                                            predictor.configuration_manager, model.dataset_json)
         volume = torch.from_numpy(data)
         if index == 0:
-            # untimed warm-up of both (first-call costs: kernels, caches, allocator) on a thin slab
             for _, function in tools:
-                function(volume[:, :WARM_UP_SLICES])
+                function(volume)
         logits = {}
-        for tool, function in tools:
-            if device == "cuda":
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-            logits[tool] = function(volume)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            seconds[tool] += time.perf_counter() - started
+        for repeat in range(repeats):
+            for tool, function in (tools if repeat % 2 == 0 else tools[::-1]):
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                started = time.perf_counter()
+                logits[tool] = function(volume)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                totals[tool][repeat] += time.perf_counter() - started
         agreement.append(float((logits["nnUNetv2_predict"].argmax(0) == logits["pu-nnunet predict"].argmax(0))
                                .float().mean()))
-    return {"seconds": seconds, "batch_size": batched.batch_size,
+    return {"seconds": {tool: float(np.median(values)) for tool, values in totals.items()},
+            "seconds_per_repeat": totals, "batch_size": batched.batch_size,
             "patch_size": list(predictor.configuration_manager.patch_size),
             "argmax_agreement_min": min(agreement)}
 
@@ -215,7 +219,8 @@ def main() -> None:
     parser.add_argument("--folds", nargs="+", default=[FOLD], help="folds to use (default 0)")
     parser.add_argument("--cases", type=int, default=DEFAULT_CASES, help="volumes to predict when making a model")
     parser.add_argument("--shape", type=int, nargs=3, default=DEFAULT_SHAPE_ZYX, metavar=("Z", "Y", "X"))
-    parser.add_argument("--repeats", type=int, default=1, help="runs of each command (median reported)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each command, and predictions of each volume in process (median reported)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads for both tools")
     parser.add_argument("--workdir", type=Path, help="keep the dataset, model and outputs here")
     parser.add_argument("--output", type=Path, default=RESULTS_FILE)
@@ -247,7 +252,7 @@ def main() -> None:
         results["devices"] = {}
         for device in devices:
             end_to_end = time_commands(model_dir, images, work, device, args.repeats, args.threads, args.folds)
-            window = time_sliding_window(model_dir, images, device, args.threads, args.folds)
+            window = time_sliding_window(model_dir, images, device, args.threads, args.folds, args.repeats)
             results["devices"][device] = {
                 "end_to_end": {tool: {k: v for k, v in r.items() if k != "output"} for tool, r in end_to_end.items()},
                 "sliding_window": window,
