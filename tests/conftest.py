@@ -81,8 +81,9 @@ def nnunet_env(root: Path, **extra) -> dict:
 
 
 def run(cmd: list, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    # explicit encoding: SimpleITK's DICOM writer can switch the process to the "C" locale
     result = subprocess.run([str(NNUNET_BIN / cmd[0]), *cmd[1:]], env=env, capture_output=True, text=True,
-                            timeout=timeout)
+                            encoding="utf-8", timeout=timeout)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
 
@@ -91,7 +92,7 @@ def train_until_epoch_1_starts(env: dict) -> str:
     """Runs nnUNetv2_train and kills it once epoch 0 is done and its checkpoint written."""
     proc = subprocess.Popen([str(NNUNET_BIN / "nnUNetv2_train"), str(TINY_DATASET_ID), "2d", "0", "-tr", TINY_TRAINER,
                              "-device", "cpu"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            encoding="utf-8", start_new_session=True)
     seen = []
     try:
         for line in proc.stdout:
