@@ -77,7 +77,7 @@ def run(command: list[str], env: dict) -> float:
 
 def make_model(root: Path, cases: int, shape_zyx: tuple[int, int, int]) -> tuple[Path, Path, dict]:
     """Synthetic CT, 2d plans, a tiny trained PU model: (model folder, test images, seconds per step)."""
-    from pu_nnunet.datasets.synthetic_ct import generate_synthetic_ct
+    from pu_nnunet.datasets.synthetic.ct import generate_synthetic_ct
 
     seconds = {}
     started = time.perf_counter()

@@ -112,7 +112,7 @@ def tiny_trained_model(tmp_path_factory):
     """A 2-epoch nnUNetTrainerPURe_tiny model on a generated CT dataset, trained through nnU-Net's
     console scripts (interrupted after epoch 0 and resumed with --c), with nnUNetv2_predict's
     predictions (default settings, mirroring TTA) of the held-out volumes. ~3 min on 2 cores."""
-    from pu_nnunet.datasets.synthetic_ct import generate_synthetic_ct
+    from pu_nnunet.datasets.synthetic.ct import generate_synthetic_ct
 
     root = tmp_path_factory.mktemp("nnunet")
     dataset = generate_synthetic_ct(root / "raw", TINY_DATASET_ID, num_cases=8, num_test=2, shape=(16, 48, 48),

@@ -1,6 +1,7 @@
 """Packaging: architectures/ and trainers/ at the repository root install as pu_nnunet.architectures
 and pu_nnunet.trainers, in a wheel and in an editable install, without bare top-level modules."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -50,9 +51,13 @@ def _probe(env_python: str, cwd: Path, pythonpath: str | None = None) -> list[st
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # build from a copy: a build/ folder left in the checkout can hold modules that moved away
+    source = out / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info",
+                                                                "__pycache__", "pu_nnunet_demo", "benchmarks"))
     # --no-build-isolation: build with the environment's setuptools, no registry access needed
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                             "-w", str(out), str(REPO)], capture_output=True, text=True, encoding="utf-8",
+                             "-w", str(out), str(source)], capture_output=True, text=True, encoding="utf-8",
                             timeout=300)
     assert result.returncode == 0, result.stderr
     (built,) = out.glob("pu_nnunet-*.whl")

@@ -13,14 +13,14 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "generate_synthetic_ct": "pu_nnunet.datasets.synthetic_ct",
-    "generate_synthetic_ultrasound": "pu_nnunet.datasets.synthetic_ultrasound",
-    "convert_amos": "pu_nnunet.datasets.convert_amos",
-    "convert_isic2018": "pu_nnunet.datasets.convert_isic2018",
-    "convert_kvasir": "pu_nnunet.datasets.convert_kvasir",
-    "convert_busi": "pu_nnunet.datasets.convert_busi",
-    "install_splits": "pu_nnunet.datasets.splits",
-    "ConversionSummary": "pu_nnunet.datasets.conversion",
+    "generate_synthetic_ct": "pu_nnunet.datasets.synthetic.ct",
+    "generate_synthetic_ultrasound": "pu_nnunet.datasets.synthetic.ultrasound",
+    "convert_amos": "pu_nnunet.datasets.converters.amos",
+    "convert_isic2018": "pu_nnunet.datasets.converters.isic2018",
+    "convert_kvasir": "pu_nnunet.datasets.converters.kvasir",
+    "convert_busi": "pu_nnunet.datasets.converters.busi",
+    "install_splits": "pu_nnunet.datasets.shared.splits",
+    "ConversionSummary": "pu_nnunet.datasets.shared.conversion",
     "DatasetError": "pu_nnunet.datasets.errors",
     "BadCaseError": "pu_nnunet.datasets.errors",
     "SourceLayoutError": "pu_nnunet.datasets.errors",

@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--five-fold", action="store_true",
                            help="write a seeded 5-fold cross-validation instead of the 880/120 split")
         if key == "busi":
-            from pu_nnunet.datasets.convert_busi import DEFAULT_TEST_FRACTION
+            from pu_nnunet.datasets.converters.busi import DEFAULT_TEST_FRACTION
 
             p.add_argument("--seed", type=int, default=0, help="seed of the splits (default: 0)")
             p.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
@@ -71,18 +71,18 @@ def _convert(args: argparse.Namespace):
                   skip_bad=args.skip_bad,
                   num_processes=args.num_processes if args.num_processes is not None else _default_processes())
     if args.dataset == "amos":
-        from pu_nnunet.datasets.convert_amos import convert_amos
+        from pu_nnunet.datasets.converters.amos import convert_amos
 
         return convert_amos(**common, val_as_test=args.val_as_test)
     if args.dataset == "isic2018":
-        from pu_nnunet.datasets.convert_isic2018 import convert_isic2018
+        from pu_nnunet.datasets.converters.isic2018 import convert_isic2018
 
         return convert_isic2018(**common)
     if args.dataset == "kvasir":
-        from pu_nnunet.datasets.convert_kvasir import convert_kvasir
+        from pu_nnunet.datasets.converters.kvasir import convert_kvasir
 
         return convert_kvasir(**common, seed=args.seed, five_fold=args.five_fold)
-    from pu_nnunet.datasets.convert_busi import convert_busi
+    from pu_nnunet.datasets.converters.busi import convert_busi
 
     return convert_busi(**common, seed=args.seed, test_fraction=args.test_fraction)
 
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         if args.dataset == "install-splits":
-            from pu_nnunet.datasets.splits import install_splits
+            from pu_nnunet.datasets.shared.splits import install_splits
 
             print(f"wrote {install_splits(args.dataset_id)}")
         else:

@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pu_nnunet.datasets.errors import DatasetError
-    from pu_nnunet.datasets.raw_folder import raw_root_from_environment
+    from pu_nnunet.datasets.shared.raw_folder import raw_root_from_environment
 
     start = time.perf_counter()
     try:
@@ -59,11 +59,11 @@ def run(args: argparse.Namespace) -> int:
         common = dict(raw_root=raw_root, dataset_id=args.dataset_id, name=args.name, num_cases=args.cases,
                       num_test=args.test_cases, seed=args.seed, shape=tuple(args.size), overwrite=args.overwrite)
         if args.kind == "ct":
-            from pu_nnunet.datasets.synthetic_ct import generate_synthetic_ct
+            from pu_nnunet.datasets.synthetic.ct import generate_synthetic_ct
 
             folder = generate_synthetic_ct(**common, spacing=tuple(args.spacing), num_organs=args.organs)
         else:
-            from pu_nnunet.datasets.synthetic_ultrasound import generate_synthetic_ultrasound
+            from pu_nnunet.datasets.synthetic.ultrasound import generate_synthetic_ultrasound
 
             folder = generate_synthetic_ultrasound(**common)
     except DatasetError as error:
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     import json
 
-    from pu_nnunet.datasets.conversion import ConversionSummary
+    from pu_nnunet.datasets.shared.conversion import ConversionSummary
 
     dataset_json = json.loads((folder / "dataset.json").read_text())
     print(ConversionSummary(args.dataset_id, folder, dataset_json["numTraining"], dataset_json["numTest"],

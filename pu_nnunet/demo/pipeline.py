@@ -74,7 +74,7 @@ class Demo:
         if (self.raw / "dataset.json").is_file():
             self._say(f"1/6 synthetic CT dataset: reusing {self.raw}")
             return
-        from pu_nnunet.datasets.synthetic_ct import generate_synthetic_ct
+        from pu_nnunet.datasets.synthetic.ct import generate_synthetic_ct
 
         self._say(f"1/6 generating the synthetic CT dataset ({self.s.num_cases} volumes of {self.s.shape})")
         start = time.perf_counter()

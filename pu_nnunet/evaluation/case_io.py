@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pu_nnunet.evaluation.confusion import as_label_map
+from pu_nnunet.evaluation.metrics.confusion import as_label_map
 from pu_nnunet.evaluation.errors import EvaluationError
 from pu_nnunet.evaluation.jsonio import read_json
 

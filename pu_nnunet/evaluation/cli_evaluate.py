@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pu_nnunet.evaluation.metrics import DEFAULT_MIN_SIZE
+from pu_nnunet.evaluation.metrics.case_metrics import DEFAULT_MIN_SIZE
 
 HELP = "Score predictions against references: Dice, IoU, case-level false-positive rate, report and plots."
 
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pu_nnunet.evaluation.errors import call_for_command_line
     from pu_nnunet.evaluation.evaluate import cases_of_fold, evaluate_folders
-    from pu_nnunet.evaluation.markdown import number
+    from pu_nnunet.evaluation.report.markdown import number
 
     if (args.split_file is None) != (args.fold is None):
         print("pu-nnunet evaluate: error: --split-file and --fold go together")

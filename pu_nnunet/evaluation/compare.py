@@ -15,10 +15,10 @@ from typing import Any
 
 from pu_nnunet.evaluation.errors import EvaluationError
 from pu_nnunet.evaluation.evaluate import prepare_output_dir
-from pu_nnunet.evaluation.evaluation_outputs import METRICS_FILE, PLOTS_DIR, REPORT_FILE
+from pu_nnunet.evaluation.report.evaluation_outputs import METRICS_FILE, PLOTS_DIR, REPORT_FILE
 from pu_nnunet.evaluation.jsonio import read_json, write_json
-from pu_nnunet.evaluation.metrics import FOREGROUND, UNKNOWN_CLASS
-from pu_nnunet.evaluation.paired_stats import paired_flags, paired_scores
+from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND, UNKNOWN_CLASS
+from pu_nnunet.evaluation.metrics.paired_stats import paired_flags, paired_scores
 
 COMPARISON_FILE = "comparison.json"
 PAIRED_CSV_FILE = "per_case_paired.csv"
@@ -147,7 +147,7 @@ def compare_evaluations(eval_a: str | Path | dict, eval_b: str | Path | dict, ou
     prepare_output_dir(out_dir, overwrite, COMPARE_OUTPUTS, clear=True)
     write_json(out_dir / COMPARISON_FILE, result)
     _write_paired_csv(pairs, keys, names, out_dir / PAIRED_CSV_FILE)
-    from pu_nnunet.evaluation.compare_report import write_compare_report
+    from pu_nnunet.evaluation.report.compare_report import write_compare_report
 
     write_compare_report(result, pairs, out_dir, plots=plots)
     return result

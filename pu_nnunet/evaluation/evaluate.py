@@ -19,10 +19,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from pu_nnunet.evaluation.case_io import CasePair, DatasetInfo, describe_dataset, pair_cases, read_case, read_meta
-from pu_nnunet.evaluation.confusion import LabelConfusion, label_confusion, resolve_device
+from pu_nnunet.evaluation.metrics.confusion import LabelConfusion, label_confusion, resolve_device
 from pu_nnunet.evaluation.errors import EvaluationError
-from pu_nnunet.evaluation.evaluation_outputs import EVALUATION_OUTPUTS, write_evaluation_outputs
-from pu_nnunet.evaluation.metrics import (DEFAULT_MIN_SIZE, FOREGROUND, aggregate_by_class, aggregate_cases,
+from pu_nnunet.evaluation.report.evaluation_outputs import EVALUATION_OUTPUTS, write_evaluation_outputs
+from pu_nnunet.evaluation.metrics.case_metrics import (DEFAULT_MIN_SIZE, FOREGROUND, aggregate_by_class, aggregate_cases,
                                           case_record)
 
 # Identifies the layout of metrics.json for compare and later readers.

@@ -50,7 +50,7 @@ def test_install_splits_command(raw_root, tmp_path, monkeypatch, capsys):
 
 def test_several_processes(tmp_path, raw_root, layouts):
     """-np 2 runs the same workers in spawned processes and writes the same dataset."""
-    from pu_nnunet.datasets.convert_busi import convert_busi
+    from pu_nnunet.datasets.converters.busi import convert_busi
 
     source = layouts.busi(tmp_path / "busi")
     one = convert_busi(source, 51, num_processes=1)

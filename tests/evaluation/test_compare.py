@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pu_nnunet.evaluation import EvaluationError, compare_evaluations, evaluate_folders
-from pu_nnunet.evaluation.paired_stats import paired_flags, paired_scores
+from pu_nnunet.evaluation.metrics.paired_stats import paired_flags, paired_scores
 
 
 def test_constant_improvement():

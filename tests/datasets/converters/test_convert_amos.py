@@ -7,7 +7,7 @@ import nibabel
 import numpy as np
 import pytest
 
-from pu_nnunet.datasets.convert_amos import convert_amos
+from pu_nnunet.datasets.converters.amos import convert_amos
 from pu_nnunet.datasets.errors import DatasetError, SourceLayoutError
 
 

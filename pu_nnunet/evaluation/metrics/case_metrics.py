@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from pu_nnunet.evaluation.confusion import LabelConfusion
+from pu_nnunet.evaluation.metrics.confusion import LabelConfusion
 
 FOREGROUND = "foreground"
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pu_nnunet.datasets.convert_busi import convert_busi
+from pu_nnunet.datasets.converters.busi import convert_busi
 from pu_nnunet.datasets.errors import DatasetError, SourceLayoutError
 
 

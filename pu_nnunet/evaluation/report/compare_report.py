@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from pu_nnunet.evaluation import markdown as md
-from pu_nnunet.evaluation.evaluation_outputs import PLOTS_DIR, REPORT_FILE
-from pu_nnunet.evaluation.evaluation_plots import FIGURE_DPI, pyplot_agg
-from pu_nnunet.evaluation.metrics import FOREGROUND
-from pu_nnunet.evaluation.paired_stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE_LEVEL
+from pu_nnunet.evaluation.report import markdown as md
+from pu_nnunet.evaluation.report.evaluation_outputs import PLOTS_DIR, REPORT_FILE
+from pu_nnunet.evaluation.report.evaluation_plots import FIGURE_DPI, pyplot_agg
+from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND
+from pu_nnunet.evaluation.metrics.paired_stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE_LEVEL
 
 PAIRED_PLOT_FILE = "paired_dice.png"
 DIFFERENCE_PLOT_FILE = "mean_difference.png"

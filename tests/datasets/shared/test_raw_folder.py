@@ -2,9 +2,9 @@
 
 import pytest
 
-from pu_nnunet.datasets import synthetic_ct
+from pu_nnunet.datasets.synthetic import ct as synthetic_ct
 from pu_nnunet.datasets.errors import DatasetError, EnvironmentNotSetError, TargetExistsError
-from pu_nnunet.datasets.raw_folder import atomic_dataset_folder, dataset_folder_name, raw_root_from_environment
+from pu_nnunet.datasets.shared.raw_folder import atomic_dataset_folder, dataset_folder_name, raw_root_from_environment
 
 
 def test_folder_names_and_environment(monkeypatch, tmp_path):

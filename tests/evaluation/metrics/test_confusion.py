@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pu_nnunet.evaluation.confusion import (MAX_DIRECT_LABEL_VALUE, as_label_map, label_confusion,
+from pu_nnunet.evaluation.metrics.confusion import (MAX_DIRECT_LABEL_VALUE, as_label_map, label_confusion,
                                             resolve_device)
 from pu_nnunet.evaluation.errors import EvaluationError
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from pu_nnunet.datasets.errors import DatasetError
-from pu_nnunet.datasets.synthetic_ultrasound import generate_synthetic_ultrasound
+from pu_nnunet.datasets.synthetic.ultrasound import generate_synthetic_ultrasound
 
 
 @pytest.fixture(scope="module")

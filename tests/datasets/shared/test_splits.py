@@ -5,7 +5,7 @@ import json
 import pytest
 
 from pu_nnunet.datasets.errors import DatasetError, SourceLayoutError
-from pu_nnunet.datasets.splits import (cross_validation_splits, install_splits, stratified_group_folds,
+from pu_nnunet.datasets.shared.splits import (cross_validation_splits, install_splits, stratified_group_folds,
                                        stratified_holdout)
 
 CLASSES = {f"b{i}": "benign" for i in range(10)} | {f"m{i}": "malignant" for i in range(6)} | {
@@ -48,7 +48,7 @@ def test_stratified_group_folds():
 
 
 def test_install_splits(tmp_path, monkeypatch):
-    from pu_nnunet.datasets.synthetic_ct import generate_synthetic_ct
+    from pu_nnunet.datasets.synthetic.ct import generate_synthetic_ct
 
     raw, preprocessed = tmp_path / "raw", tmp_path / "preprocessed"
     folder = generate_synthetic_ct(raw, 12, num_cases=4, num_test=1, shape=(6, 24, 24))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pu_nnunet.datasets.errors import DatasetError, SourceLayoutError
-from pu_nnunet.datasets.splits import install_command
+from pu_nnunet.datasets.shared.splits import install_command
 
 # how many bad files an error message lists before it says "and N more"
 MAX_LISTED_BAD_FILES = 10

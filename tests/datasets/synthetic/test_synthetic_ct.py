@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pu_nnunet.datasets.errors import DatasetError, TargetExistsError
-from pu_nnunet.datasets.synthetic_ct import (ABSENT_ORGAN_EVERY, DIRECTION, NOISE_SD_HU, ORGANS,
+from pu_nnunet.datasets.synthetic.ct import (ABSENT_ORGAN_EVERY, DIRECTION, NOISE_SD_HU, ORGANS,
                                              generate_synthetic_ct)
 
 SHAPE = (16, 48, 48)

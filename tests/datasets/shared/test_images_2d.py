@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from pu_nnunet.datasets.errors import BadCaseError
-from pu_nnunet.datasets.images_2d import (pixel_hash, read_binary_jpeg_mask, read_binary_png_mask, read_grayscale,
+from pu_nnunet.datasets.shared.images_2d import (pixel_hash, read_binary_jpeg_mask, read_binary_png_mask, read_grayscale,
                                           read_rgb)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from pu_nnunet.evaluation.case_io import DatasetInfo, read_case, read_display_image
-from pu_nnunet.evaluation.metrics import FOREGROUND
+from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND
 
 DICE_PLOT_FILE = "dice_distribution.png"
 BEST_OVERLAY_FILE = "overlay_best.png"

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pu_nnunet.datasets.conversion import ConversionSummary, run_cases, require_source, timer
+from pu_nnunet.datasets.shared.conversion import ConversionSummary, run_cases, require_source, timer
 from pu_nnunet.datasets.errors import SourceLayoutError
-from pu_nnunet.datasets.raw_folder import (atomic_dataset_folder, dataset_folder_name, make_raw_layout,
+from pu_nnunet.datasets.shared.raw_folder import (atomic_dataset_folder, dataset_folder_name, make_raw_layout,
                                            raw_root_from_environment)
-from pu_nnunet.datasets.rgb_pairs import RGB_CHANNEL_NAMES, convert_rgb_pair, pair_job, write_binary_dataset_json
-from pu_nnunet.datasets.splits import cross_validation_splits, holdout_split, write_splits
+from pu_nnunet.datasets.converters.rgb_pairs import RGB_CHANNEL_NAMES, convert_rgb_pair, pair_job, write_binary_dataset_json
+from pu_nnunet.datasets.shared.splits import cross_validation_splits, holdout_split, write_splits
 
 IMAGES_FOLDER = "images"
 MASKS_FOLDER = "masks"

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pu_nnunet.datasets.conversion import CaseJob, ConversionSummary, require_source, run_cases, timer
+from pu_nnunet.datasets.shared.conversion import CaseJob, ConversionSummary, require_source, run_cases, timer
 from pu_nnunet.datasets.errors import BadCaseError, SourceLayoutError
-from pu_nnunet.datasets.raw_folder import (atomic_dataset_folder, dataset_folder_name, make_raw_layout,
+from pu_nnunet.datasets.shared.raw_folder import (atomic_dataset_folder, dataset_folder_name, make_raw_layout,
                                            raw_root_from_environment)
-from pu_nnunet.datasets.splits import cross_validation_splits, write_splits
+from pu_nnunet.datasets.shared.splits import cross_validation_splits, write_splits
 
 FILE_NAME = re.compile(r"^amos_(\d{4})\.nii\.gz$")
 NIFTI = ".nii.gz"

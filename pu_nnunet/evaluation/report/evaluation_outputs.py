@@ -6,10 +6,10 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from pu_nnunet.evaluation import markdown as md
+from pu_nnunet.evaluation.report import markdown as md
 from pu_nnunet.evaluation.case_io import DatasetInfo
 from pu_nnunet.evaluation.jsonio import write_json
-from pu_nnunet.evaluation.metrics import FOREGROUND
+from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND
 
 METRICS_FILE = "metrics.json"
 PER_CASE_FILE = "per_case.csv"
@@ -128,7 +128,7 @@ def write_evaluation_outputs(results: dict[str, Any], out_dir: Path, info: Datas
     write_per_case_csv(results, out_dir / PER_CASE_FILE)
     plot_files = []
     if plots:
-        from pu_nnunet.evaluation.evaluation_plots import write_evaluation_plots
+        from pu_nnunet.evaluation.report.evaluation_plots import write_evaluation_plots
 
         plot_files = write_evaluation_plots(results, out_dir, out_dir / PLOTS_DIR, info)
     (out_dir / REPORT_FILE).write_text(report_markdown(results, plot_files), encoding="utf-8")

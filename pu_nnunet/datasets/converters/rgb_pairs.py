@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pu_nnunet.datasets.conversion import CaseJob
+from pu_nnunet.datasets.shared.conversion import CaseJob
 from pu_nnunet.datasets.errors import BadCaseError
-from pu_nnunet.datasets.images_2d import (check_same_size, read_binary_jpeg_mask, read_binary_png_mask,
+from pu_nnunet.datasets.shared.images_2d import (check_same_size, read_binary_jpeg_mask, read_binary_png_mask,
                                           read_rgb, write_png)
 
 PNG = ".png"

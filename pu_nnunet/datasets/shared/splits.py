@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pu_nnunet.datasets.errors import DatasetError, SourceLayoutError
-from pu_nnunet.datasets.raw_folder import (NNUNET_PREPROCESSED_ENV, folder_from_environment,
+from pu_nnunet.datasets.shared.raw_folder import (NNUNET_PREPROCESSED_ENV, folder_from_environment,
                                            raw_root_from_environment)
 
 SPLITS_FILE_NAME = "splits_final.json"

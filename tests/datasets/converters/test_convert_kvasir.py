@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pu_nnunet.datasets.convert_kvasir import convert_kvasir
+from pu_nnunet.datasets.converters.kvasir import convert_kvasir
 from pu_nnunet.datasets.errors import DatasetError, SourceLayoutError
 
 

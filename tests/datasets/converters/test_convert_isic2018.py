@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pu_nnunet.datasets.convert_isic2018 import convert_isic2018
+from pu_nnunet.datasets.converters.isic2018 import convert_isic2018
 from pu_nnunet.datasets.errors import DatasetError, SourceLayoutError
 
 

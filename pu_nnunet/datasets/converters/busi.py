@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pu_nnunet.datasets.case_metadata import TEST_SPLIT, TRAIN_SPLIT, write_cases_json
-from pu_nnunet.datasets.conversion import CaseJob, ConversionSummary, require_source, run_cases, timer
+from pu_nnunet.datasets.shared.case_metadata import TEST_SPLIT, TRAIN_SPLIT, write_cases_json
+from pu_nnunet.datasets.shared.conversion import CaseJob, ConversionSummary, require_source, run_cases, timer
 from pu_nnunet.datasets.errors import BadCaseError, SourceLayoutError
-from pu_nnunet.datasets.images_2d import check_same_size, pixel_hash, read_binary_png_mask, read_grayscale, write_png
-from pu_nnunet.datasets.raw_folder import (atomic_dataset_folder, dataset_folder_name, make_raw_layout,
+from pu_nnunet.datasets.shared.images_2d import check_same_size, pixel_hash, read_binary_png_mask, read_grayscale, write_png
+from pu_nnunet.datasets.shared.raw_folder import (atomic_dataset_folder, dataset_folder_name, make_raw_layout,
                                            raw_root_from_environment)
-from pu_nnunet.datasets.splits import stratified_group_folds, stratified_holdout, write_splits
+from pu_nnunet.datasets.shared.splits import stratified_group_folds, stratified_holdout, write_splits
 
 CLASSES = ("benign", "malignant", "normal")
 NORMAL_CLASS = "normal"
