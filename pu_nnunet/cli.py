@@ -3,6 +3,12 @@
 Each subcommand lives in the module of the part it belongs to; that module exposes
 ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported
 only when their subcommand runs, so ``pu-nnunet trainer-path`` stays instant.
+
+Every subcommand runs inside :func:`pu_nnunet.user_errors.run_command`, so a new one reports
+errors like the others without code of its own: user and OS errors as one line on stderr
+(``pu-nnunet COMMAND: error: PATH: what is wrong``, exit 1), Ctrl-C and SIGTERM as one line
+(exit 130 / 143), argument errors through argparse (stderr, exit 2). ``--debug`` (anywhere on
+the command line) shows the traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +16,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from pu_nnunet.user_errors import EXIT_INTERRUPTED, debug_requested, run_command
+
+DEBUG_FLAG = "--debug"
 
 # subcommand -> module implementing it (see the module docstring for the protocol)
 COMMANDS: dict[str, str] = {
@@ -37,6 +47,8 @@ def build_parser(commands: dict[str, str], only: str | None = None) -> argparse.
         prog="pu-nnunet",
         description="Product-unit residual U-Nets for nnU-Net v2: data, training helpers, evaluation.",
     )
+    parser.add_argument(DEBUG_FLAG, action="store_true",
+                        help="show the traceback of an error (allowed anywhere on the command line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module_name in commands.items():
@@ -51,16 +63,27 @@ def build_parser(commands: dict[str, str], only: str | None = None) -> argparse.
     return parser
 
 
+def _split_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
+    """--debug is accepted before and after the subcommand (nested subcommands such as
+    ``synth ct`` would otherwise only take it between their two words)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = DEBUG_FLAG in argv[:end]
+    return [a for i, a in enumerate(argv) if i >= end or a != DEBUG_FLAG], debug
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, debug = _split_debug_flag(list(sys.argv[1:] if argv is None else argv))
+    debug = debug or debug_requested()
     commands = _available_commands()
     chosen = argv[0] if argv and argv[0] in commands else None
-    parser = build_parser(commands, only=chosen)
-    if chosen is None:
+    try:
         # no or unknown subcommand: build the full help so the user sees every command
-        parser = build_parser(commands)
-    args = parser.parse_args(argv)
-    return int(args._run(args) or 0)
+        parser = build_parser(commands, only=chosen) if chosen else build_parser(commands)
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the subcommand's modules are imported
+        print(f"pu-nnunet{' ' + chosen if chosen else ''}: interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return run_command(args.command, lambda: args._run(args), debug=debug)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 HELP = "Write a synthetic dataset (3D CT with organs, or 2D ultrasound with lesions) to nnU-Net's raw format."
@@ -50,25 +49,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pu_nnunet.datasets.errors import DatasetError
     from pu_nnunet.datasets.shared.raw_folder import raw_root_from_environment
 
     start = time.perf_counter()
-    try:
-        raw_root = raw_root_from_environment()
-        common = dict(raw_root=raw_root, dataset_id=args.dataset_id, name=args.name, num_cases=args.cases,
-                      num_test=args.test_cases, seed=args.seed, shape=tuple(args.size), overwrite=args.overwrite)
-        if args.kind == "ct":
-            from pu_nnunet.datasets.synthetic.ct import generate_synthetic_ct
+    raw_root = raw_root_from_environment()
+    common = dict(raw_root=raw_root, dataset_id=args.dataset_id, name=args.name, num_cases=args.cases,
+                  num_test=args.test_cases, seed=args.seed, shape=tuple(args.size), overwrite=args.overwrite)
+    if args.kind == "ct":
+        from pu_nnunet.datasets.synthetic.ct import generate_synthetic_ct
 
-            folder = generate_synthetic_ct(**common, spacing=tuple(args.spacing), num_organs=args.organs)
-        else:
-            from pu_nnunet.datasets.synthetic.ultrasound import generate_synthetic_ultrasound
+        folder = generate_synthetic_ct(**common, spacing=tuple(args.spacing), num_organs=args.organs)
+    else:
+        from pu_nnunet.datasets.synthetic.ultrasound import generate_synthetic_ultrasound
 
-            folder = generate_synthetic_ultrasound(**common)
-    except DatasetError as error:
-        print(f"pu-nnunet synth: error: {error}", file=sys.stderr)
-        return 1
+        folder = generate_synthetic_ultrasound(**common)
     import json
 
     from pu_nnunet.datasets.shared.conversion import ConversionSummary

@@ -26,7 +26,9 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("pu-nnunet demo: --device cuda was requested but no CUDA GPU is available")
+        from pu_nnunet.user_errors import UserInputError
+
+        raise UserInputError("--device cuda was requested but no CUDA GPU is available")
     return requested
 
 
@@ -44,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = demo.run()
     except StepFailed as error:
-        print(f"pu-nnunet demo: {error}")
-        return 1
+        from pu_nnunet.user_errors import UserInputError
+
+        raise UserInputError(str(error)) from error
     print(format_summary(result, demo))
     print(f"Demo finished in {time.perf_counter() - start:.0f} s.")
     return 0

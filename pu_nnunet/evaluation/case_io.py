@@ -22,6 +22,7 @@ import numpy as np
 from pu_nnunet.evaluation.metrics.confusion import as_label_map
 from pu_nnunet.evaluation.errors import EvaluationError
 from pu_nnunet.evaluation.jsonio import read_json
+from pu_nnunet.user_files import incomplete_file_problem
 
 # Longest first, so that "x.nii.gz" is not taken for a ".gz" or ".nii" file.
 KNOWN_FILE_ENDINGS = (".nii.gz", ".nrrd", ".mha", ".gipl", ".nii", ".png", ".bmp", ".tif", ".tiff")
@@ -66,9 +67,7 @@ def _file_ending(name: str) -> str | None:
 
 def find_dataset_json(pred_dir: Path, ref_dir: Path, dataset_json: str | None) -> Path | None:
     if dataset_json is not None:
-        if not Path(dataset_json).is_file():
-            raise EvaluationError(f"dataset.json not found: {dataset_json}")
-        return Path(dataset_json)
+        return Path(dataset_json)  # read_json names it when it is missing
     for candidate in (pred_dir / "dataset.json", ref_dir.parent / "dataset.json"):
         if candidate.is_file():
             return candidate
@@ -99,8 +98,13 @@ def describe_dataset(pred_dir: Path, ref_dir: Path, dataset_json: str | None = N
     if not pred_dir.is_dir():
         raise EvaluationError(f"prediction folder not found: {pred_dir}")
     json_path = find_dataset_json(pred_dir, ref_dir, dataset_json)
-    content = read_json(json_path, "dataset.json") if json_path else {}
+    content = read_json(json_path, "dataset.json", dict) if json_path else {}
     ending = content.get("file_ending")
+    if ending is not None and (not isinstance(ending, str) or not ending.startswith(".")):
+        raise EvaluationError(f"{json_path}: file_ending must be text like \".nii.gz\", found {ending!r}")
+    if not isinstance(content.get("labels", {}), dict):
+        raise EvaluationError(f"{json_path}: labels must be an object like {{\"background\": 0, \"lesion\": 1}}, "
+                              f"found {content['labels']!r}")
     if ending is None:
         endings = [e for e in (_file_ending(p.name) for p in ref_dir.iterdir() if p.is_file()) if e]
         if not endings:
@@ -129,14 +133,41 @@ def pair_cases(pred_dir: Path, ref_dir: Path, file_ending: str) -> tuple[list[st
     return sorted(refs), sorted(refs - preds), sorted(preds - refs)
 
 
-def _read(reader_class: type, path: Path, case: str, role: str) -> tuple[np.ndarray, dict]:
+def check_complete(path: Path, case: str, role: str) -> None:
+    """A truncated file would be read with zeros in place of the missing voxels and scored."""
+    problem = incomplete_file_problem(path)
+    if problem is not None:
+        raise EvaluationError(f"{path}: {problem} ({role} of case {case})")
+
+
+def _check_label_values(labels: np.ndarray, path: Path, case: str, role: str, info: DatasetInfo) -> None:
+    """With dataset.json's labels known, a value outside them is an error, not a silent background:
+    typically a 0/255 mask where nnU-Net expects 0..N."""
+    if not info.label_names:
+        return
+    allowed = {0, *info.label_names} | ({info.ignore_label} if info.ignore_label is not None else set())
+    found = np.unique(labels) if labels.dtype != np.uint8 else np.flatnonzero(np.bincount(labels.reshape(-1)))
+    unexpected = sorted(int(v) for v in found if int(v) not in allowed)
+    if unexpected:
+        raise EvaluationError(f"{path}: label values {unexpected[:8]} are not in the labels of "
+                              f"{info.dataset_json_path} ({', '.join(map(str, sorted(allowed)))}) ({role} of case "
+                              f"{case}; a 0/255 mask where nnU-Net expects 0..N?)")
+
+
+def _read(reader_class: type, path: Path, case: str, role: str, info: DatasetInfo | None = None
+          ) -> tuple[np.ndarray, dict]:
+    check_complete(path, case, role)
     try:
         array, properties = reader_class().read_seg(str(path))
     except Exception as error:  # nnU-Net's readers raise anything from RuntimeError to ITK errors
-        raise EvaluationError(f"case {case}: cannot read {role} {path}: {type(error).__name__}: {error}") from None
+        raise EvaluationError(f"{path}: cannot read the {role} of case {case}: {type(error).__name__}: {error}"
+                              ) from None
     if array.shape[0] != 1:
-        raise EvaluationError(f"case {case}: {role} {path} has {array.shape[0]} channels; a label map has 1")
-    return as_label_map(array[0], f"case {case}: {role} {path}"), properties
+        raise EvaluationError(f"{path}: {role} of case {case} has {array.shape[0]} channels; a label map has 1")
+    labels = as_label_map(array[0], f"{path} ({role} of case {case})")
+    if info is not None:
+        _check_label_values(labels, path, case, role, info)
+    return labels, properties
 
 
 def _geometry(properties: dict) -> dict[str, np.ndarray]:
@@ -150,11 +181,11 @@ def _geometry(properties: dict) -> dict[str, np.ndarray]:
 
 def read_case(case: str, pred_dir: Path | None, ref_dir: Path, info: DatasetInfo) -> CasePair:
     """Reads one case's pair; ``pred_dir`` None means the prediction is missing."""
-    ref, ref_props = _read(info.reader_class, ref_dir / f"{case}{info.file_ending}", case, "reference")
+    ref, ref_props = _read(info.reader_class, ref_dir / f"{case}{info.file_ending}", case, "reference", info)
     pred = None
     if pred_dir is not None:
         pred_path = pred_dir / f"{case}{info.file_ending}"
-        pred, pred_props = _read(info.reader_class, pred_path, case, "prediction")
+        pred, pred_props = _read(info.reader_class, pred_path, case, "prediction", info)
         if pred.shape != ref.shape:
             raise EvaluationError(f"case {case}: prediction shape {pred.shape} != reference shape {ref.shape}")
         ref_geometry, pred_geometry = _geometry(ref_props), _geometry(pred_props)
@@ -173,12 +204,13 @@ def read_meta(meta: str | Path | dict | None) -> dict[str, dict[str, Any]]:
     """cases.json (case id -> {"class": ..., "split": ..., ...}) or an already loaded dict."""
     if meta is None:
         return {}
-    content = meta if isinstance(meta, dict) else read_json(meta, "cases.json")
-    if not isinstance(content, dict) or not all(isinstance(v, dict) for v in content.values()):
-        raise EvaluationError(f"cases.json {meta}: expected an object mapping case id -> object")
+    content = meta if isinstance(meta, dict) else read_json(meta, "cases.json", dict)
     for case, entry in content.items():
-        if "class" not in entry:
-            raise EvaluationError(f"cases.json {meta}: case {case} has no \"class\"")
+        if not isinstance(entry, dict):
+            raise EvaluationError(f"{meta}: case {case} must map to an object like {{\"class\": \"benign\"}}, "
+                                  f"found {entry!r}")
+        if not isinstance(entry.get("class"), str):
+            raise EvaluationError(f"{meta}: case {case} has no \"class\" text (found {entry.get('class')!r})")
     return content
 
 
@@ -194,6 +226,7 @@ def read_display_image(images_dir: Path | None, case: str, info: DatasetInfo) ->
     if not path.is_file():
         warnings.warn(f"case {case}: no image {path}; overlay drawn on a blank background")
         return None
+    check_complete(path, case, "image")
     try:
         image, _ = info.reader_class().read_images((str(path),))
     except Exception as error:

@@ -20,13 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pu_nnunet.evaluation.compare import compare_evaluations
-    from pu_nnunet.evaluation.errors import call_for_command_line
     from pu_nnunet.evaluation.report.markdown import number, p_value
 
-    result = call_for_command_line("compare", compare_evaluations, args.eval_a, args.eval_b, args.out_dir,
-                                   names=tuple(args.names), overwrite=args.overwrite, plots=not args.no_plots)
-    if result is None:
-        return 1
+    result = compare_evaluations(args.eval_a, args.eval_b, args.out_dir, names=tuple(args.names),
+                                 overwrite=args.overwrite, plots=not args.no_plots)
     a, b = result["names"]
     dice = result["overall"]["foreground"]["dice"]
     fp = result["overall"]["foreground"]["false_positive"]

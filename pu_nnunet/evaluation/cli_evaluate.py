@@ -41,25 +41,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pu_nnunet.evaluation.errors import call_for_command_line
+    from pu_nnunet.evaluation.errors import EvaluationError
     from pu_nnunet.evaluation.evaluate import cases_of_fold, evaluate_folders
     from pu_nnunet.evaluation.report.markdown import number
 
     if (args.split_file is None) != (args.fold is None):
-        print("pu-nnunet evaluate: error: --split-file and --fold go together")
-        return 1
+        raise EvaluationError("--split-file and --fold go together")
     cases = None
     if args.split_file is not None:
-        cases = call_for_command_line("evaluate", cases_of_fold, args.split_file, args.fold)
-        if cases is None:
-            return 1
-    results = call_for_command_line(
-        "evaluate", evaluate_folders, args.pred_dir, args.ref_dir, args.out_dir, device=args.device,
-        labels=args.labels, min_size=args.min_size, meta=args.meta, num_processes=args.num_processes,
-        overwrite=args.overwrite, images=args.images, dataset_json=args.dataset_json, plots=not args.no_plots,
-        cases=cases)
-    if results is None:
-        return 1
+        cases = cases_of_fold(args.split_file, args.fold)
+    results = evaluate_folders(
+        args.pred_dir, args.ref_dir, args.out_dir, device=args.device, labels=args.labels, min_size=args.min_size,
+        meta=args.meta, num_processes=args.num_processes, overwrite=args.overwrite, images=args.images,
+        dataset_json=args.dataset_json, plots=not args.no_plots, cases=cases)
     fg = results["aggregates"]["foreground"]
     print(f"{len(results['cases'])} cases ({len(results['missing_predictions'])} missing predictions), "
           f"device {results['settings']['device_used']}: foreground Dice {number(fg['dice_mean'])}, "

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from pu_nnunet.evaluation.errors import EvaluationError
-from pu_nnunet.evaluation.evaluate import prepare_output_dir
+from pu_nnunet.evaluation.output_folder import check_output_dir, replaced_outputs
 from pu_nnunet.evaluation.report.evaluation_outputs import METRICS_FILE, PLOTS_DIR, REPORT_FILE
 from pu_nnunet.evaluation.jsonio import read_json, write_json
+from pu_nnunet.evaluation.evaluate import METRICS_FORMAT
 from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND, UNKNOWN_CLASS
 from pu_nnunet.evaluation.metrics.paired_stats import paired_flags, paired_scores
 
@@ -25,6 +26,8 @@ PAIRED_CSV_FILE = "per_case_paired.csv"
 COMPARE_OUTPUTS = (COMPARISON_FILE, PAIRED_CSV_FILE, REPORT_FILE, PLOTS_DIR)
 COMPARISON_FORMAT = "pu-nnunet-comparison/1"
 SCORES = ("dice", "iou")
+# what compare reads of each case's label entry in metrics.json
+CASE_LABEL_FIELDS = {"dice", "iou", "n_ref", "ref_empty", "false_positive", "false_negative"}
 
 
 def load_evaluation(source: str | Path | dict) -> tuple[dict[str, Any], str]:
@@ -34,10 +37,34 @@ def load_evaluation(source: str | Path | dict) -> tuple[dict[str, Any], str]:
     path = Path(source)
     if path.is_dir():
         path = path / METRICS_FILE
-    content = read_json(path, "evaluation metrics")
-    if not isinstance(content, dict) or "cases" not in content or "labels" not in content:
-        raise EvaluationError(f"{path} is not a pu-nnunet evaluate metrics.json")
+    content = read_json(path, "evaluation metrics", dict)
+    _check_metrics_layout(content, path)
     return content, str(path.resolve())
+
+
+def _check_metrics_layout(content: dict, path: Path) -> None:
+    """What compare reads from a metrics.json, checked up front so a damaged or foreign file is
+    named instead of failing half-way with a KeyError."""
+    problem = None
+    if content.get("format") not in (None, METRICS_FORMAT):
+        problem = f"format {content.get('format')!r}, expected {METRICS_FORMAT!r}"
+    elif not isinstance(content.get("cases"), list) or not isinstance(content.get("labels"), list):
+        problem = "no \"cases\" and \"labels\" lists"
+    elif not isinstance(content.get("missing_predictions"), list) or not isinstance(content.get("label_names"), dict):
+        problem = "no \"missing_predictions\" list or \"label_names\" object"
+    elif not isinstance(content.get("settings"), dict) or "min_size" not in content["settings"]:
+        problem = "no \"settings\" with \"min_size\""
+    else:
+        keys = {str(label) for label in content["labels"]} | {FOREGROUND}
+        for case in content["cases"]:
+            if (not isinstance(case, dict) or not isinstance(case.get("case"), str)
+                    or not isinstance(case.get("labels"), dict) or not keys <= set(case["labels"])
+                    or not all(isinstance(case["labels"][key], dict) and CASE_LABEL_FIELDS <= set(case["labels"][key])
+                               for key in keys)):
+                problem = f"a malformed case entry {str(case)[:80]}"
+                break
+    if problem is not None:
+        raise EvaluationError(f"{path}: not a complete pu-nnunet evaluate metrics.json ({problem})")
 
 
 def _common_cases(a: dict, b: dict, names: tuple[str, str]) -> tuple[list[str], list[str], list[str]]:
@@ -114,7 +141,8 @@ def compare_evaluations(eval_a: str | Path | dict, eval_b: str | Path | dict, ou
     if names[0] == names[1]:
         raise EvaluationError(f"the two runs need different names, got {names[0]!r} twice")
     out_dir = Path(out_dir)
-    prepare_output_dir(out_dir, overwrite, COMPARE_OUTPUTS, clear=False)
+    check_output_dir(out_dir, "compare", COMPARE_OUTPUTS, overwrite,
+                     {"first evaluation": _folder_of(eval_a), "second evaluation": _folder_of(eval_b)})
     (a, source_a), (b, source_b) = load_evaluation(eval_a), load_evaluation(eval_b)
     common, only_a, only_b = _common_cases(a, b, names)
     keys = _label_keys(a, b)
@@ -144,10 +172,19 @@ def compare_evaluations(eval_a: str | Path | dict, eval_b: str | Path | dict, ou
         "overall": _group_statistics(pairs, keys),
         "per_class": {name: _group_statistics(classes[name], keys) for name in sorted(classes)},
     }
-    prepare_output_dir(out_dir, overwrite, COMPARE_OUTPUTS, clear=True)
-    write_json(out_dir / COMPARISON_FILE, result)
-    _write_paired_csv(pairs, keys, names, out_dir / PAIRED_CSV_FILE)
     from pu_nnunet.evaluation.report.compare_report import write_compare_report
 
-    write_compare_report(result, pairs, out_dir, plots=plots)
+    check_output_dir(out_dir, "compare", COMPARE_OUTPUTS, overwrite, {})
+    with replaced_outputs(out_dir, COMPARE_OUTPUTS) as work:
+        write_json(work / COMPARISON_FILE, result)
+        _write_paired_csv(pairs, keys, names, work / PAIRED_CSV_FILE)
+        write_compare_report(result, pairs, work, plots=plots)
     return result
+
+
+def _folder_of(source: str | Path | dict) -> Path | None:
+    """The folder of an evaluation given as folder or metrics.json (None for one in memory)."""
+    if isinstance(source, dict):
+        return None
+    path = Path(source)
+    return path if path.is_dir() else path.parent

@@ -8,9 +8,6 @@ geometry mismatches raise :class:`EvaluationError` naming the case.
 
 from __future__ import annotations
 
-import json
-
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +18,9 @@ import numpy as np
 from pu_nnunet.evaluation.case_io import CasePair, DatasetInfo, describe_dataset, pair_cases, read_case, read_meta
 from pu_nnunet.evaluation.metrics.confusion import LabelConfusion, label_confusion, resolve_device
 from pu_nnunet.evaluation.errors import EvaluationError
+from pu_nnunet.evaluation.output_folder import check_output_dir, replaced_outputs
 from pu_nnunet.evaluation.report.evaluation_outputs import EVALUATION_OUTPUTS, write_evaluation_outputs
+from pu_nnunet.user_errors import worker_pool
 from pu_nnunet.evaluation.metrics.case_metrics import (DEFAULT_MIN_SIZE, FOREGROUND, aggregate_by_class, aggregate_cases,
                                           case_record)
 
@@ -36,24 +35,6 @@ class CaseCounts:
     spacing: tuple[float, ...]
     is_2d: bool
     missing_prediction: bool
-
-
-def prepare_output_dir(out_dir: Path, overwrite: bool, outputs: tuple[str, ...], clear: bool) -> None:
-    """Refuses to replace earlier results unless ``overwrite``; with ``clear``, removes them.
-
-    Called once before any work (so a refusal is instant) and once, clearing, just before
-    writing (so bad input never costs the user their previous results).
-    """
-    existing = [name for name in outputs if (out_dir / name).exists()]
-    if existing and not overwrite:
-        raise EvaluationError(f"output folder {out_dir} already holds results ({', '.join(existing)}); "
-                              "pass --overwrite to replace them")
-    if not clear:
-        return
-    for name in existing:
-        path = out_dir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _count(pair: CasePair, device: str) -> CaseCounts:
@@ -74,11 +55,9 @@ def _count_all(jobs: list[tuple], device: str, num_processes: int) -> Iterator[C
         for job in jobs:
             yield _count(read_case(*job[:4]), device)
         return
-    import multiprocessing
-
     # workers read (and on CPU count) in parallel; CUDA is used by this process only
     in_worker = device if device == "cpu" else None
-    with multiprocessing.get_context("spawn").Pool(num_processes) as pool:
+    with worker_pool(num_processes) as pool:
         for result in pool.imap(_case_job, [(*job, in_worker) for job in jobs]):
             yield result if in_worker else _count(result, device)
 
@@ -89,6 +68,8 @@ def _choose_labels(labels: list[int] | None, info: DatasetInfo, counted: list[Ca
         present.discard(info.ignore_label)
     if labels:
         chosen = sorted({int(label) for label in labels})
+        if chosen[0] < 0:
+            raise EvaluationError(f"--labels: label values are 0 or more, got {chosen[0]}")
         if 0 in chosen:
             raise EvaluationError("label 0 is the background and is not evaluated; the foreground is")
     elif info.label_names:
@@ -135,7 +116,9 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
         raise EvaluationError(f"the number of processes must be at least 1, got {num_processes}")
     if images is not None and not Path(images).is_dir():
         raise EvaluationError(f"images folder not found: {images}")
-    prepare_output_dir(out_dir, overwrite, EVALUATION_OUTPUTS, clear=False)
+    check_output_dir(out_dir, "evaluate", EVALUATION_OUTPUTS, overwrite,
+                     {"prediction folder": pred_dir, "reference folder": ref_dir,
+                      "images folder": Path(images) if images is not None else None})
     info = describe_dataset(pred_dir, ref_dir, None if dataset_json is None else str(dataset_json))
     cases, missing, extra = pair_cases(pred_dir, ref_dir, info.file_ending)
     if selected is not None:
@@ -191,19 +174,18 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
         "per_class": aggregate_by_class(records, label_keys),
         "cases": records,
     }
-    prepare_output_dir(out_dir, overwrite, EVALUATION_OUTPUTS, clear=True)
-    write_evaluation_outputs(results, out_dir, info, plots=plots)
+    # checked again: another run may have written there meanwhile
+    check_output_dir(out_dir, "evaluate", EVALUATION_OUTPUTS, overwrite, {})
+    with replaced_outputs(out_dir, EVALUATION_OUTPUTS) as work:
+        write_evaluation_outputs(results, work, info, plots=plots)
     return results
 
 
 def cases_of_fold(split_file: str | Path, fold: int) -> list[str]:
-    """The validation cases of one fold of an nnU-Net splits_final.json."""
-    split_file = Path(split_file)
-    try:
-        splits = json.loads(split_file.read_text())
-        return list(splits[fold]["val"])
-    except FileNotFoundError:
-        raise EvaluationError(f"split file not found: {split_file}") from None
-    except (ValueError, IndexError, KeyError, TypeError) as error:
-        raise EvaluationError(f"{split_file} has no fold {fold} with 'val' cases "
-                              f"({type(error).__name__}: {error})") from None
+    """The validation cases of one fold of an nnU-Net splits_final.json (checked: a list of
+    {"train": [...], "val": [...]} whose val cases are not also training cases)."""
+    from pu_nnunet.user_files import check_fold_number, read_splits
+
+    splits = read_splits(split_file, error=EvaluationError)
+    check_fold_number(fold, len(splits), split_file, error=EvaluationError)
+    return list(splits[fold]["val"])

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pu_nnunet.evaluation.errors import EvaluationError
+from pu_nnunet.user_files import read_user_json
 
 
 def to_json_ready(value: Any) -> Any:
@@ -33,16 +34,6 @@ def write_json(path: str | Path, content: Any) -> None:
     Path(path).write_text(text + "\n", encoding="utf-8")
 
 
-def _reject_constant(token: str) -> None:
-    raise ValueError(f"non-standard JSON token {token}")
-
-
-def read_json(path: str | Path, what: str = "JSON file") -> Any:
+def read_json(path: str | Path, what: str = "JSON file", expected_type: type | None = None) -> Any:
     """Reads strict JSON; a missing or malformed file is an EvaluationError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"{what} not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise EvaluationError(f"{what} {path} is not valid JSON: {error}") from None
+    return read_user_json(path, what, expected_type, error=EvaluationError)

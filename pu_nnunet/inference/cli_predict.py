@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = ("Segment NIfTI volumes or a DICOM series with a trained nnU-Net model folder (2d models: many slices "
         "per forward pass); agrees with nnUNetv2_predict.")
@@ -27,21 +26,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no mirroring test-time augmentation (faster, as nnUNetv2_predict --disable_tta)")
     parser.add_argument("--batch-size", type=int, metavar="N",
                         help="2d models: patches per forward pass (default: as many as fit a memory budget)")
-    parser.add_argument("--overwrite", action="store_true", help="replace segmentations already in OUTPUT_DIR")
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument("--overwrite", action="store_true", help="replace segmentations already in OUTPUT_DIR")
+    resume.add_argument("--continue", dest="continue_prediction", action="store_true",
+                        help="resume an interrupted run: keep the complete segmentations already in OUTPUT_DIR, "
+                             "predict the others (as nnUNetv2_predict --continue_prediction)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pu_nnunet.inference.errors import call_for_command_line
+    from pu_nnunet.inference.errors import PredictionError
     from pu_nnunet.inference.predict import predict
 
     if args.batch_size is not None and args.batch_size < 1:
-        print(f"pu-nnunet predict: error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
-        return 1
-    result = call_for_command_line(
-        "predict", predict, args.input, args.output, args.model, folds=args.folds, device=args.device,
-        checkpoint=args.chk, use_mirroring=not args.disable_tta, batch_size=args.batch_size,
-        overwrite=args.overwrite)
-    if result is None:
-        return 1
-    print(f"wrote {len(result.outputs)} segmentation(s) to {args.output} in {sum(result.case_seconds):.1f} s")
+        raise PredictionError(f"--batch-size must be at least 1, got {args.batch_size}")
+    result = predict(args.input, args.output, args.model, folds=args.folds, device=args.device, checkpoint=args.chk,
+                     use_mirroring=not args.disable_tta, batch_size=args.batch_size, overwrite=args.overwrite,
+                     continue_prediction=args.continue_prediction)
+    kept = f" (kept {len(result.skipped)} complete one(s))" if result.skipped else ""
+    print(f"wrote {len(result.outputs)} segmentation(s) to {args.output} in {sum(result.case_seconds):.1f} s{kept}")
     return 0

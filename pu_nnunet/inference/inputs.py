@@ -9,11 +9,13 @@ wrong channel count stops the command at once with the file named.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pu_nnunet.inference.errors import PredictionError
+from pu_nnunet.user_files import incomplete_file_problem
 
 # longest first: "x.nii.gz" also ends with ".gz" but never with ".nii"
 NIFTI_ENDINGS = (".nii.gz", ".nii")
@@ -24,6 +26,12 @@ CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 # SimpleITK stores several channels in one file as a 4th image dimension (nnU-Net's SimpleITKIO
 # reads them as channels)
 CHANNEL_DIMENSION = 4
+# DICOM part 10 files: a 128-byte preamble, then these four bytes
+DICOM_PREAMBLE_BYTES = 128
+DICOM_MAGIC = b"DICM"
+# slice positions may step this much (relative) apart from the series' usual step: DICOM stores
+# positions as decimal strings, rounded
+SLICE_SPACING_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -102,12 +110,7 @@ def _dicom_cases(folder: Path) -> list[InputCase]:
     import SimpleITK as sitk
 
     # ITK warns on stderr for a folder without a series; our own message says it better
-    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        series_ids = sorted(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
+    series_ids = sorted(_quietly(sitk.ImageSeriesReader.GetGDCMSeriesIDs, str(folder)))
     if len(series_ids) == 1:
         # the usual layout, one series per folder: the folder names the patient or study
         return [InputCase(folder.name, folder, dicom_series_id=series_ids[0])]
@@ -150,28 +153,55 @@ def _check_unique_outputs(cases: list[InputCase]) -> None:
         seen[case.case_id] = case
 
 
+def _header(path: Path):
+    """SimpleITK's reader with the header of ``path`` read (no voxels)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise PredictionError(f"cannot read {path}: {_first_line(error)}") from None
+    return reader
+
+
+def check_spacing(spacing, path: Path) -> None:
+    """A zero, negative or NaN voxel size would be resampled into garbage without an error."""
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise PredictionError(f"{path}: voxel spacing {tuple(spacing)} is not finite and positive")
+
+
 def count_channels(case: InputCase) -> int:
     """Channels in the case's files, from their headers; an unreadable file is a PredictionError."""
     if case.is_dicom:
         return 1
-    import SimpleITK as sitk
-
     total = 0
     for path in case.channel_files:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError as error:
-            raise PredictionError(f"cannot read {path}: {_first_line(error)}") from None
+        reader = _header(path)
+        check_spacing(reader.GetSpacing(), path)
         total += reader.GetSize()[-1] if reader.GetDimension() == CHANNEL_DIMENSION else 1
     return total
 
 
+def check_complete(case: InputCase) -> None:
+    """Every file of the case holds all the data its header promises (SimpleITK would fill a
+    truncated .nii.gz with zeros, and prediction would segment that), and a DICOM series holds
+    every slice of its folder."""
+    if case.is_dicom:
+        dicom_series_files(case)
+        return
+    for path in case.channel_files:
+        problem = incomplete_file_problem(path)
+        if problem is not None:
+            raise PredictionError(f"{path}: {problem}")
+
+
 def check_channels(cases: list[InputCase], channel_names: dict[str, str]) -> None:
-    """Every case must hold as many channels as the model was trained on."""
+    """Every case must hold as many channels as the model was trained on, in complete files."""
     expected = len(channel_names)
     for case in cases:
+        check_complete(case)
         found = count_channels(case)
         if found != expected:
             names = ", ".join(channel_names.values())
@@ -185,14 +215,99 @@ def _first_line(error: Exception) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
+def _quietly(function, *args):
+    """Calls a SimpleITK function with ITK's own stderr warnings off (our messages say more)."""
+    import SimpleITK as sitk
+
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return function(*args)
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    """DICOM part 10 files carry "DICM" after a 128-byte preamble."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(DICOM_PREAMBLE_BYTES)
+            return handle.read(len(DICOM_MAGIC)) == DICOM_MAGIC
+    except OSError:
+        return False
+
+
+def dicom_series_files(case: InputCase) -> list[str]:
+    """The slice files of the case's series, each checked: GDCM leaves a slice it cannot parse
+    out of the series without a word, which would shorten the volume and change its spacing.
+    So every DICOM file of the folder must belong to a series, every slice's header must read,
+    its pixel data must be complete, and the slices must be evenly spaced."""
+    import SimpleITK as sitk
+
+    folder = case.source
+    files = list(_quietly(sitk.ImageSeriesReader.GetGDCMSeriesFileNames, str(folder), case.dicom_series_id))
+    in_series = {Path(f).resolve() for f in _all_series_files(folder)}
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        if path.resolve() not in in_series and _looks_like_dicom(path):
+            raise PredictionError(f"{path}: a DICOM file that belongs to no readable series (damaged slice?); "
+                                  "repair or remove it")
+    positions = []
+    for name in files:
+        reader = _header(Path(name))
+        check_spacing(reader.GetSpacing()[:2], Path(name))
+        expected = _expected_pixel_bytes(reader)
+        try:
+            image = _quietly(reader.Execute)
+        except RuntimeError as error:
+            raise PredictionError(f"{name}: damaged DICOM slice: {_first_line(error)}") from None
+        if expected and Path(name).stat().st_size < expected:
+            raise PredictionError(f"{name}: truncated DICOM slice ({Path(name).stat().st_size} bytes for "
+                                  f"{expected} bytes of pixel data)")
+        positions.append(image.GetOrigin())
+    _check_even_slice_spacing(files, positions)
+    return files
+
+
+def _all_series_files(folder: Path) -> list[str]:
+    import SimpleITK as sitk
+
+    names = []
+    for series in _quietly(sitk.ImageSeriesReader.GetGDCMSeriesIDs, str(folder)):
+        names += _quietly(sitk.ImageSeriesReader.GetGDCMSeriesFileNames, str(folder), series)
+    return names
+
+
+def _expected_pixel_bytes(reader) -> int:
+    import SimpleITK as sitk
+
+    size = 1
+    for extent in reader.GetSize():
+        size *= extent
+    bytes_per_value = sitk.GetArrayViewFromImage(sitk.Image(1, 1, reader.GetPixelID())).itemsize
+    return size * reader.GetNumberOfComponents() * bytes_per_value
+
+
+def _check_even_slice_spacing(files: list[str], positions: list[tuple[float, ...]]) -> None:
+    """A missing slice shows as a gap between slice positions; ITK would only warn and stretch."""
+    if len(positions) < 3:
+        return
+    points = [tuple(float(c) for c in p) for p in positions]
+    steps = [math.dist(a, b) for a, b in zip(points, points[1:])]
+    typical = sorted(steps)[len(steps) // 2]
+    for index, step in enumerate(steps):
+        if typical <= 0 or abs(step - typical) > SLICE_SPACING_TOLERANCE * typical:
+            raise PredictionError(f"{files[index + 1]}: slice {step:.3f} mm from the previous one where the series "
+                                  f"steps {typical:.3f} mm; a slice is missing or duplicated")
+
+
 def read_dicom_series(case: InputCase):
     """The case's DICOM series as one SimpleITK image (geometry from the slice positions)."""
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(case.source), case.dicom_series_id))
+    reader.SetFileNames(dicom_series_files(case))
     try:
-        return reader.Execute()
+        return _quietly(reader.Execute)
     except RuntimeError as error:
         raise PredictionError(f"cannot read the DICOM series {case.dicom_series_id} in {case.source}: "
                               f"{_first_line(error)}") from None

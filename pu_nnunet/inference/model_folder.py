@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 from pu_nnunet.inference.errors import PredictionError
+from pu_nnunet.user_files import read_user_json
 
 DEFAULT_CHECKPOINT = "checkpoint_final.pth"
 # nnUNetv2_predict's default -step_size: tiles overlap by half a patch
@@ -48,19 +48,20 @@ def _load_json(path: Path) -> dict:
     if not path.is_file():
         raise PredictionError(f"{path} is missing: MODEL_DIR must be a trained nnU-Net model folder "
                               "(nnUNet_results/DatasetX/<trainer>__<plans>__<configuration>)")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise PredictionError(f"cannot read {path}: {error}") from None
+    # nnU-Net writes bare NaN into its own JSON files: accepted here
+    return read_user_json(path, path.name, dict, PredictionError, allow_nan=True)
 
 
 def _parse_fold(fold: int | str) -> int | str:
     if str(fold) == FOLD_ALL:
         return FOLD_ALL
     try:
-        return int(fold)
+        number = int(fold)
     except ValueError:
         raise PredictionError(f"fold {fold!r} is neither a number nor '{FOLD_ALL}'") from None
+    if number < 0:
+        raise PredictionError(f"fold {fold} is negative; nnU-Net's folds are 0, 1, ... or '{FOLD_ALL}'")
+    return number
 
 
 def _detect_folds(model_dir: Path, checkpoint: str) -> tuple[int, ...]:
@@ -96,8 +97,10 @@ def inspect_model_folder(model_dir: str | Path, folds: list[int | str] | None = 
     for fold in chosen:
         if not model.checkpoint_path(fold).is_file():
             raise PredictionError(f"checkpoint {model.checkpoint_path(fold)} does not exist")
-    if "channel_names" not in dataset_json:
-        raise PredictionError(f"{path / 'dataset.json'} has no channel_names")
+    if not isinstance(dataset_json.get("channel_names"), dict) or not dataset_json["channel_names"]:
+        raise PredictionError(f"{path / 'dataset.json'}: no channel_names object (e.g. {{\"0\": \"CT\"}})")
+    if not isinstance(plans.get("configurations"), dict) or not plans["configurations"]:
+        raise PredictionError(f"{path / 'plans.json'}: no configurations; is it an nnU-Net plans file?")
     return model
 
 
@@ -137,11 +140,14 @@ def load_predictor(model: ModelFolder, device, use_mirroring: bool = True):
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             predictor.initialize_from_trained_model_folder(str(model.path), list(model.folds), model.checkpoint)
-    except (RuntimeError, KeyError, OSError, EOFError, pickle.UnpicklingError) as error:
-        # a trainer nnU-Net cannot find, or a checkpoint that is truncated or from another model
+    except (RuntimeError, KeyError, OSError, EOFError, pickle.UnpicklingError, TypeError, ValueError, IndexError,
+            AttributeError) as error:
+        # a trainer nnU-Net cannot find, a checkpoint that is truncated or from another model, or a
+        # plans.json that does not match the checkpoint (missing configuration, wrong network arguments)
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise PredictionError(f"cannot load the model in {model.path} (folds {', '.join(map(str, model.folds))}, "
-                              f"{model.checkpoint}): {reason}") from None
+        raise PredictionError(f"{model.path}: cannot load the model (folds {', '.join(map(str, model.folds))}, "
+                              f"{model.checkpoint}; plans.json and checkpoint must match): "
+                              f"{type(error).__name__}: {reason}") from None
     previous_stage = predictor.configuration_manager.previous_stage_name
     if previous_stage is not None:
         raise PredictionError(f"{model.path} is a cascade stage (needs {previous_stage} predictions first); "

@@ -12,6 +12,7 @@ Cases run one after the other in this process: no worker processes to start.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -19,12 +20,17 @@ from pathlib import Path
 from typing import Callable
 
 from pu_nnunet.inference.errors import PredictionError
+from pu_nnunet.user_errors import naming_the_path
 from pu_nnunet.inference.inputs import OUTPUT_ENDING, InputCase, check_channels, find_input_cases, materialise_case
 from pu_nnunet.inference.model_folder import DEFAULT_CHECKPOINT, ModelFolder, inspect_model_folder
+from pu_nnunet.user_files import (atomic_write_path, incomplete_file_problem, read_user_json,
+                                  remove_stale_partial_entries, temporary_name)
 
 # written beside the segmentations, as nnUNetv2_predict does, so that evaluation and
 # post-processing find the labels and file ending
 RECORD_FILES = ("dataset.json", "plans.json")
+# files that mark a folder as the output of another pu-nnunet command
+FOREIGN_OUTPUT_MARKERS = {"metrics.json": "evaluate", "comparison.json": "compare"}
 
 
 @dataclass
@@ -32,6 +38,7 @@ class PredictionRun:
     """What a run did: one output per case, on which device, with how many patches per pass."""
 
     outputs: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # complete outputs kept by continue_prediction
     case_seconds: list[float] = field(default_factory=list)
     device: str = ""
     batch_size: int | None = None  # None for 3d models (nnU-Net's own predictor)
@@ -44,54 +51,112 @@ def _record_contents(model: ModelFolder) -> dict[str, dict]:
     return {"dataset.json": {**model.dataset_json, "file_ending": OUTPUT_ENDING}, "plans.json": model.plans}
 
 
-def _check_outputs(output_dir: Path, cases: list[InputCase], model: ModelFolder, overwrite: bool) -> None:
-    """Refuses, before any work, to replace existing files unless ``overwrite``."""
+def _input_folders(cases: list[InputCase]) -> set[Path]:
+    return {(case.source if case.is_dicom else path.parent).resolve() for case in cases
+            for path in (case.channel_files or (case.source,))}
+
+
+def _check_outputs(output_dir: Path, cases: list[InputCase], model: ModelFolder, overwrite: bool,
+                   continue_prediction: bool) -> list[InputCase]:
+    """Refuses, before any work: an output path that is a file, an output folder that holds the
+    inputs or another command's outputs, and existing segmentations unless ``overwrite`` or
+    ``continue_prediction``. Returns the cases still to predict (all, unless continuing)."""
     if output_dir.exists() and not output_dir.is_dir():
-        raise PredictionError(f"output {output_dir} exists and is not a folder")
-    if overwrite:
-        return
-    existing = [output_dir / case.output_name for case in cases if (output_dir / case.output_name).exists()]
-    if existing:
-        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise PredictionError(f"{existing[0]} already exists{more}; pass --overwrite to replace it")
+        raise PredictionError(f"{output_dir}: the output path exists and is not a folder")
+    if output_dir.resolve() in _input_folders(cases):
+        raise PredictionError(f"{output_dir}: the output folder holds the input images; choose another output "
+                              "folder (segmentations would be mixed with, or replace, the images)")
+    if output_dir.resolve() == model.path.resolve() or model.path.resolve() in output_dir.resolve().parents:
+        raise PredictionError(f"{output_dir}: the output folder lies in the model folder {model.path}")
+    for marker, owner in FOREIGN_OUTPUT_MARKERS.items():
+        if (output_dir / marker).exists():
+            raise PredictionError(f"{output_dir}: holds the output of pu-nnunet {owner} ({marker}); choose another "
+                                  "output folder")
+    if not output_dir.is_dir():
+        return list(cases)
     for name, content in _record_contents(model).items():
         path = output_dir / name
-        if path.exists() and _read_json_or_none(path) != json.loads(json.dumps(content)):
+        if not overwrite and path.exists() and _read_json_or_none(path) != json.loads(json.dumps(content)):
             raise PredictionError(f"{path} exists and belongs to another model; pass --overwrite to replace it "
                                   "or choose another output folder")
+    if overwrite:
+        return list(cases)
+    existing = [case for case in cases if (output_dir / case.output_name).exists()]
+    if not continue_prediction:
+        if existing:
+            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            raise PredictionError(f"{output_dir / existing[0].output_name} already exists{more}; pass --overwrite "
+                                  "to replace it or --continue to keep it and predict the rest")
+        return list(cases)
+    # outputs are renamed into place when complete, so an existing one is complete unless written
+    # by something else; a damaged one is predicted again
+    done = {case.case_id for case in existing if incomplete_file_problem(output_dir / case.output_name) is None}
+    return [case for case in cases if case.case_id not in done]
 
 
 def _read_json_or_none(path: Path):
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return read_user_json(path, "record", dict, PredictionError)
+    except PredictionError:
         return None
 
 
 def _write_records(output_dir: Path, model: ModelFolder) -> None:
     for name, content in _record_contents(model).items():
-        (output_dir / name).write_text(json.dumps(content, indent=4))
+        with atomic_write_path(output_dir / name) as temporary:
+            temporary.write_text(json.dumps(content, indent=4))
 
 
 def _read_case(reader, files: list[str], case: InputCase):
     try:
-        return reader.read_images(files)
+        data, properties = reader.read_images(files)
     except Exception as error:  # noqa: BLE001 - readers raise anything from RuntimeError to nibabel's own
         raise PredictionError(f"cannot read {case.source} with the model's reader {type(reader).__name__}: "
                               f"{str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)}"
                               ) from None
+    import numpy as np
+
+    if np.issubdtype(data.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        if bad:  # normalisation would spread them over the whole volume
+            raise PredictionError(f"{case.source}: {bad} voxel(s) are NaN or infinite")
+    return data, properties
+
+
+def _last_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def _export_atomically(export, logits, properties, configuration, plans_manager, export_json, output: Path) -> None:
+    """nnU-Net writes ``stem + file_ending``: it writes a hidden temporary stem, renamed when
+    complete, so an interrupted run leaves each segmentation complete or absent."""
+    temporary = temporary_name(output.parent / output.name[: -len(OUTPUT_ENDING)])
+    written = temporary.parent / (temporary.name + OUTPUT_ENDING)
+    try:
+        with naming_the_path(output):
+            export(logits, properties, configuration, plans_manager, export_json, str(temporary))
+            os.replace(written, output)
+    except RuntimeError as error:  # ITK's writers report a full disk or a bad path this way
+        raise PredictionError(f"{output}: cannot write the segmentation: {_last_line(error)}") from None
+    finally:
+        written.unlink(missing_ok=True)
 
 
 def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Path,
             folds: list[int | str] | None = None, device: str = "auto", checkpoint: str = DEFAULT_CHECKPOINT,
             use_mirroring: bool = True, batch_size: int | None = None, overwrite: bool = False,
-            log: Callable[[str], None] = print) -> PredictionRun:
+            continue_prediction: bool = False, log: Callable[[str], None] = print) -> PredictionRun:
     """Segments every case in ``input_path`` into ``output_dir/CASE.nii.gz``.
 
-    Bad input (unreadable header, empty folder, incomplete model folder, wrong channel count,
-    existing outputs without ``overwrite``) raises PredictionError before any case is predicted;
-    an image whose data fails to read later stops the run with a PredictionError naming it.
+    Bad input (unreadable header, truncated file, damaged DICOM slice, empty folder, incomplete
+    model folder, wrong channel count, existing outputs without ``overwrite``) raises
+    PredictionError before any case is predicted; an image whose data fails to read later stops
+    the run with a PredictionError naming it. Each segmentation is renamed into place when
+    complete; ``continue_prediction`` keeps those already there and predicts the others.
     """
+    if overwrite and continue_prediction:
+        raise PredictionError("--overwrite and --continue exclude each other")
     import torch
     from nnunetv2.inference.export_prediction import export_prediction_from_logits
 
@@ -101,7 +166,7 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     cases = find_input_cases(input_path, len(model.channel_names))
     check_channels(cases, model.channel_names)
     output_dir = Path(output_dir)
-    _check_outputs(output_dir, cases, model, overwrite)
+    to_predict = _check_outputs(output_dir, cases, model, overwrite, continue_prediction)
     torch_device = resolve_device(device)
 
     predictor = load_predictor(model, torch_device, use_mirroring)
@@ -118,24 +183,29 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     reader = plans_manager.image_reader_writer_class()
     preprocessor = configuration.preprocessor_class(verbose=False)
     export_json = _record_contents(model)["dataset.json"]
-    log(f"{len(cases)} case(s), model {model.path.name} (folds {', '.join(map(str, model.folds))}), "
+    run.skipped = [output_dir / case.output_name for case in cases if case not in to_predict]
+    log(f"{len(to_predict)} case(s)" + (f" ({len(run.skipped)} already complete, kept)" if run.skipped else "")
+        + f", model {model.path.name} (folds {', '.join(map(str, model.folds))}), "
         f"device {torch_device}, mirroring {'on' if run.mirroring else 'off'}"
         + (f", {batched.batch_size} patches per forward pass" if batched else ""))
 
     output_dir.mkdir(parents=True, exist_ok=True)
+    for entry in remove_stale_partial_entries(output_dir):
+        log(f"removed {entry.name}, left behind by an earlier run that was killed")
     with tempfile.TemporaryDirectory(prefix="pu_nnunet_predict_") as scratch:
-        for index, case in enumerate(cases, start=1):
+        for index, case in enumerate(to_predict, start=1):
             started = time.perf_counter()
             data, properties = _read_case(reader, materialise_case(case, Path(scratch)), case)
             data, _, properties = preprocessor.run_case_npy(data, None, properties, plans_manager, configuration,
                                                             model.dataset_json)
             volume = torch.from_numpy(data).to(dtype=torch.float32, memory_format=torch.contiguous_format)
             logits = logits_of(volume).cpu().numpy()
-            export_prediction_from_logits(logits, properties, configuration, plans_manager, export_json,
-                                          str(output_dir / case.case_id))
+            _export_atomically(export_prediction_from_logits, logits, properties, configuration, plans_manager,
+                               export_json, output_dir / case.output_name)
             run.outputs.append(output_dir / case.output_name)
             run.case_seconds.append(time.perf_counter() - started)
-            log(f"[{index}/{len(cases)}] {case.source.name} -> {case.output_name} ({run.case_seconds[-1]:.1f} s)")
+            log(f"[{index}/{len(to_predict)}] {case.source.name} -> {case.output_name} "
+                f"({run.case_seconds[-1]:.1f} s)")
     if batched is not None:
         run.batch_size = batched.batch_size  # smaller than at the start after a CUDA out-of-memory retry
     _write_records(output_dir, model)

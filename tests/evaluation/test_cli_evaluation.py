@@ -49,7 +49,8 @@ def test_evaluate_command_errors_are_one_line(nifti_folders, capsys, synth):
     capsys.readouterr()
     assert main(args) == 1  # results exist and --overwrite is missing
     error = capsys.readouterr().err
-    assert error.startswith("pu-nnunet evaluate: error: output folder") and "--overwrite" in error
+    assert error.startswith(f"pu-nnunet evaluate: error: {nifti_folders / 'out'}: the output folder already") \
+        and "--overwrite" in error
     assert error.count("\n") == 1 and "Traceback" not in error
     synth.write_nifti(nifti_folders / "pred" / "stray.nii.gz", np.zeros(synth.SHAPE_3D, np.uint8))
     assert main(args + ["--overwrite"]) == 0

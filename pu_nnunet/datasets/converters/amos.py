@@ -16,7 +16,6 @@ and the split file holds nnU-Net's seeded 5-fold split of the training cases.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -28,6 +27,7 @@ from pu_nnunet.datasets.errors import BadCaseError, SourceLayoutError
 from pu_nnunet.datasets.shared.raw_folder import (atomic_dataset_folder, dataset_folder_name, make_raw_layout,
                                            raw_root_from_environment)
 from pu_nnunet.datasets.shared.splits import cross_validation_splits, write_splits
+from pu_nnunet.user_files import incomplete_file_problem, read_user_json
 
 FILE_NAME = re.compile(r"^amos_(\d{4})\.nii\.gz$")
 NIFTI = ".nii.gz"
@@ -43,10 +43,11 @@ REFERENCE = "https://amos22.grand-challenge.org/"
 def read_amos_labels(source: Path) -> dict[str, int]:
     """nnU-Net's {name: value} from AMOS's dataset.json {"value": "name"}; names as AMOS spells them."""
     path = source / "dataset.json"
+    content = read_user_json(path, "AMOS dataset.json", dict, SourceLayoutError)
     try:
-        labels = json.loads(path.read_text())["labels"]
+        labels = content["labels"]
         result = {str(name): int(value) for value, name in labels.items()}
-    except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
+    except (ValueError, KeyError, AttributeError, TypeError) as error:
         raise SourceLayoutError(f"{path}: cannot read the AMOS labels ({type(error).__name__}: {error}); "
                                 f"expected a 'labels' object like {{\"0\": \"background\", \"1\": \"spleen\"}}")
     if sorted(result.values()) != list(range(len(result))) or result.get("background", 0) != 0:
@@ -79,6 +80,9 @@ def convert_amos_case(job: CaseJob, out_folder: Path) -> dict:
         raise BadCaseError(label_path, f"label not found for image {image_path}")
     volumes = {}
     for path in job.sources:
+        problem = incomplete_file_problem(path)
+        if problem is not None:
+            raise BadCaseError(path, problem)
         try:
             volume = nibabel.load(path)
             # reading the voxels (not just the header) is what finds truncated or corrupt files
@@ -97,10 +101,24 @@ def convert_amos_case(job: CaseJob, out_folder: Path) -> dict:
             raise BadCaseError(label_path, f"unexpected label values {unexpected[:8]} (dataset.json lists "
                                            f"{min(allowed)}..{max(allowed)})")
         affine_differs = not np.allclose(image.affine, label.affine, atol=AFFINE_TOLERANCE)
+    image, image_voxels = volumes[image_path]
+    _check_image_values(image, image_voxels, image_path)
     shutil.copyfile(image_path, out_folder / f"images{job.part}" / f"{job.case_id}_0000{NIFTI}")
     if label_path is not None:
         shutil.copyfile(label_path, out_folder / f"labels{job.part}" / f"{job.case_id}{NIFTI}")
     return {"affine_differs": affine_differs}
+
+
+def _check_image_values(image, voxels: np.ndarray, path: str) -> None:
+    """NaN/Inf voxels or a zero/non-finite voxel size would reach nnU-Net's normalisation and
+    resampling as they are: refused, naming the file."""
+    zooms = [float(z) for z in image.header.get_zooms()[:3]]
+    if not all(np.isfinite(z) and z > 0 for z in zooms):
+        raise BadCaseError(path, f"voxel spacing {zooms} is not finite and positive")
+    if np.issubdtype(voxels.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(voxels)))
+        if bad:
+            raise BadCaseError(path, f"{bad} voxel(s) are NaN or infinite")
 
 
 def convert_amos(source_dir: str | Path, dataset_id: int, name: str = "AMOS2022CT", raw_root: str | Path | None = None,
@@ -132,7 +150,7 @@ def convert_amos(source_dir: str | Path, dataset_id: int, name: str = "AMOS2022C
                                 {"label_values": sorted(labels.values())}))
     if not official["training"]:
         raise SourceLayoutError(f"{source / 'imagesTr'}: no CT images amos_XXXX.nii.gz (XXXX <= {MAX_CT_CASE_ID})")
-    with atomic_dataset_folder(raw_root, dataset_id, name, overwrite) as work:
+    with atomic_dataset_folder(raw_root, dataset_id, name, overwrite, source) as work:
         has_test = any(job.part == "Ts" for job in jobs)
         make_raw_layout(work, with_test_images=has_test, with_test_labels=val_as_test)
         results, skipped = run_cases(convert_amos_case, jobs, work, num_processes, skip_bad, "AMOS 2022")

@@ -25,7 +25,7 @@ from pu_nnunet.datasets.errors import BadCaseError, SourceLayoutError
 from pu_nnunet.datasets.shared.images_2d import check_same_size, pixel_hash, read_binary_png_mask, read_grayscale, write_png
 from pu_nnunet.datasets.shared.raw_folder import (atomic_dataset_folder, dataset_folder_name, make_raw_layout,
                                            raw_root_from_environment)
-from pu_nnunet.datasets.shared.splits import stratified_group_folds, stratified_holdout, write_splits
+from pu_nnunet.datasets.shared.splits import check_seed, stratified_group_folds, stratified_holdout, write_splits
 
 CLASSES = ("benign", "malignant", "normal")
 NORMAL_CLASS = "normal"
@@ -55,6 +55,9 @@ def _find_cases(source: Path) -> tuple[list[CaseJob], list[str]]:
             number = int(match.group("number"))
             if match.group("mask"):
                 masks[number].append(path)
+            elif number in images:  # "benign (1).png" beside "benign (01).png"
+                raise SourceLayoutError(f"{images[number]} and {path} both become case "
+                                        f"{case_identifier(cls, number)}; remove or rename the duplicate")
             else:
                 images[number] = path
         for number in sorted(set(masks) - set(images)):
@@ -104,13 +107,16 @@ def convert_busi(source_dir: str | Path, dataset_id: int, name: str = "BUSI", ra
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
     elapsed = timer()
+    check_seed(seed)
+    if not 0.0 < test_fraction < 1.0:  # also refuses NaN; checked before any case is converted
+        raise SourceLayoutError(f"--test-fraction must lie between 0 and 1 (exclusive), got {test_fraction}")
     raw_root = Path(raw_root) if raw_root is not None else raw_root_from_environment()
     source = require_source(source_dir, list(CLASSES), "BUSI (Dataset_BUSI_with_GT)")
     jobs, ignored = _find_cases(source)
     if not jobs:
         raise SourceLayoutError(f"{source}: no 'benign (N).png'-style images found in {', '.join(CLASSES)}")
     classes = {job.case_id: job.extra["class"] for job in jobs}
-    with atomic_dataset_folder(raw_root, dataset_id, name, overwrite) as work:
+    with atomic_dataset_folder(raw_root, dataset_id, name, overwrite, source) as work:
         folders = make_raw_layout(work, with_test_images=True, with_test_labels=True)
         (work / STAGING_FOLDER).mkdir()
         results, skipped = run_cases(convert_busi_case, jobs, work, num_processes, skip_bad, "BUSI")

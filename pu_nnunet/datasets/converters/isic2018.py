@@ -65,7 +65,7 @@ def convert_isic2018(source_dir: str | Path, dataset_id: int, name: str = "ISIC2
     by_part = {part: _part_cases(source, part) for part in PARTS}
     jobs = [pair_job(case, "Ts" if part == "Test" else "Tr", image, mask, "png")
             for part in PARTS for case, image, mask in by_part[part]]
-    with atomic_dataset_folder(raw_root, dataset_id, name, overwrite) as work:
+    with atomic_dataset_folder(raw_root, dataset_id, name, overwrite, source) as work:
         has_test = bool(by_part["Test"])
         make_raw_layout(work, with_test_images=has_test, with_test_labels=has_test)
         results, skipped = run_cases(convert_rgb_pair, jobs, work, num_processes, skip_bad, "ISIC 2018")

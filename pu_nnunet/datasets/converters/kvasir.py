@@ -16,7 +16,7 @@ from pu_nnunet.datasets.errors import SourceLayoutError
 from pu_nnunet.datasets.shared.raw_folder import (atomic_dataset_folder, dataset_folder_name, make_raw_layout,
                                            raw_root_from_environment)
 from pu_nnunet.datasets.converters.rgb_pairs import RGB_CHANNEL_NAMES, convert_rgb_pair, pair_job, write_binary_dataset_json
-from pu_nnunet.datasets.shared.splits import cross_validation_splits, holdout_split, write_splits
+from pu_nnunet.datasets.shared.splits import check_seed, cross_validation_splits, holdout_split, write_splits
 
 IMAGES_FOLDER = "images"
 MASKS_FOLDER = "masks"
@@ -31,6 +31,7 @@ def convert_kvasir(source_dir: str | Path, dataset_id: int, name: str = "KvasirS
                    num_processes: int = 1, seed: int = 0, five_fold: bool = False) -> ConversionSummary:
     """Writes ``raw_root/DatasetIII_name`` (raw_root defaults to $nnUNet_raw) from a Kvasir-SEG folder."""
     elapsed = timer()
+    check_seed(seed)
     raw_root = Path(raw_root) if raw_root is not None else raw_root_from_environment()
     source = require_source(source_dir, [IMAGES_FOLDER, MASKS_FOLDER], "Kvasir-SEG")
     images = sorted((source / IMAGES_FOLDER).glob("*" + IMAGE_SUFFIX))
@@ -39,7 +40,7 @@ def convert_kvasir(source_dir: str | Path, dataset_id: int, name: str = "KvasirS
     jobs = [pair_job(p.stem, "Tr", p, source / MASKS_FOLDER / p.name, "jpeg") for p in images]
     orphan_masks = sorted({p.stem for p in (source / MASKS_FOLDER).glob("*" + IMAGE_SUFFIX)}
                           - {p.stem for p in images})
-    with atomic_dataset_folder(raw_root, dataset_id, name, overwrite) as work:
+    with atomic_dataset_folder(raw_root, dataset_id, name, overwrite, source) as work:
         make_raw_layout(work, with_test_images=False, with_test_labels=False)
         results, skipped = run_cases(convert_rgb_pair, jobs, work, num_processes, skip_bad, "Kvasir-SEG")
         cases = sorted(results)

@@ -3,7 +3,6 @@ with a progress bar), collecting bad cases, and the summary printed at the end."
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from typing import Any
 
 from pu_nnunet.datasets.errors import DatasetError, SourceLayoutError
 from pu_nnunet.datasets.shared.splits import install_command
+from pu_nnunet.user_errors import worker_pool
 
 # how many bad files an error message lists before it says "and N more"
 MAX_LISTED_BAD_FILES = 10
@@ -75,13 +75,15 @@ def run_cases(worker: Callable[[CaseJob, Path], Any], jobs: Sequence[CaseJob], o
     """
     from tqdm import tqdm
 
+    if num_processes < 1:
+        raise DatasetError(f"-np must be at least 1, got {num_processes}")
+    check_unique_case_ids(jobs)
     arguments = [(worker, job, out_folder) for job in jobs]
     progress = dict(total=len(jobs), desc=description, unit="case", disable=None)
     if num_processes <= 1 or len(jobs) <= 1:
         outcomes = [_run_one_packed(a) for a in tqdm(arguments, **progress)]
     else:
-        # spawn, not fork: forking a process that runs threads (tqdm's monitor, BLAS) can hang
-        with multiprocessing.get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
+        with worker_pool(min(num_processes, len(jobs))) as pool:
             outcomes = list(tqdm(pool.imap(_run_one_packed, arguments), **progress))
     results = {case: result for case, result, error in outcomes if error is None}
     bad = [error for _, _, error in outcomes if error is not None]
@@ -93,6 +95,23 @@ def run_cases(worker: Callable[[CaseJob, Path], Any], jobs: Sequence[CaseJob], o
     if not results:
         raise DatasetError("no case could be converted" + (f" (all {len(bad)} were bad)" if bad else ""))
     return results, bad
+
+
+def check_unique_case_ids(jobs: Sequence[CaseJob]) -> None:
+    """Two source files mapping to one case id (e.g. the same scan in a dataset's training and
+    validation folders, or ``benign (1).png`` beside ``benign (01).png``) would overwrite each
+    other and put the case into both sides of the split: refused, naming both."""
+    first: dict[str, CaseJob] = {}
+    clashes = []
+    for job in jobs:
+        if job.case_id in first:
+            clashes.append(f"{first[job.case_id].sources[0]} and {job.sources[0]} both become case {job.case_id}")
+        else:
+            first[job.case_id] = job
+    if clashes:
+        more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
+        raise SourceLayoutError(f"{clashes[0]}{more}; each case must come from one file: remove or rename the "
+                                "duplicate")
 
 
 def timer() -> Callable[[], float]:

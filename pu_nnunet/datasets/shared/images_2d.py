@@ -91,6 +91,10 @@ def read_binary_png_mask(path: str | Path) -> np.ndarray:
     array = _single_channel_mask(path)
     values = np.unique(array)
     unexpected = [int(v) for v in values if v not in (0, MASK_FOREGROUND_VALUE)]
+    if unexpected == [1]:
+        raise BadCaseError(path, f"mask holds 0 and 1, but this dataset's masks mark the object with "
+                                 f"{MASK_FOREGROUND_VALUE} (0/{MASK_FOREGROUND_VALUE}); is it already converted, "
+                                 "or from another dataset?")
     if unexpected:
         raise BadCaseError(path, f"unexpected mask values {unexpected[:8]} (expected only 0 and "
                                  f"{MASK_FOREGROUND_VALUE}); found {[int(v) for v in values[:8]]}")

@@ -1,7 +1,9 @@
 """Where a dataset goes in nnUNet_raw, and writing it there all at once.
 
 A dataset is built in a hidden sibling folder and renamed into place at the end, so an interrupted
-run never leaves a half-written ``DatasetIII_Name`` that nnU-Net would pick up.
+run never leaves a half-written ``DatasetIII_Name`` that nnU-Net would pick up. Ctrl-C and SIGTERM
+remove that folder on the way out; one left by a run killed outright (SIGKILL, power loss) is
+removed, with a warning, by the next run writing to the same nnUNet_raw.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ import os
 import re
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from pu_nnunet.datasets.errors import DatasetError, EnvironmentNotSetError, TargetExistsError
+from pu_nnunet.user_errors import naming_the_path
+from pu_nnunet.user_files import PARTIAL_MARKER, REPLACED_MARKER, remove_stale_partial_entries
 
 NNUNET_RAW_ENV = "nnUNet_raw"
 NNUNET_PREPROCESSED_ENV = "nnUNet_preprocessed"
@@ -75,25 +80,48 @@ def check_target_free(raw_root: str | Path, dataset_id: int, name: str, overwrit
     return target
 
 
+def check_source_outside_target(source: str | Path, raw_root: str | Path, dataset_id: int, name: str) -> None:
+    """Refuses a source folder that is, or lies inside, the dataset folder it would be written to
+    (replacing the target would delete the source)."""
+    source = Path(source).resolve()
+    target = (Path(raw_root) / dataset_folder_name(dataset_id, name)).resolve()
+    if source == target or target in source.parents:
+        raise DatasetError(f"{source}: the source folder lies inside the target {target}; convert from the "
+                           "original download into another dataset folder")
+
+
+def _remove_stale_work_folders(raw_root: Path) -> None:
+    for entry in remove_stale_partial_entries(raw_root):
+        warnings.warn(f"{entry}: removed a temporary folder left behind by an earlier run that was killed")
+
+
 @contextmanager
-def atomic_dataset_folder(raw_root: str | Path, dataset_id: int, name: str,
-                          overwrite: bool = False) -> Iterator[Path]:
+def atomic_dataset_folder(raw_root: str | Path, dataset_id: int, name: str, overwrite: bool = False,
+                          source: str | Path | None = None) -> Iterator[Path]:
     """Yields an empty temporary folder; on success it replaces ``raw_root/DatasetIII_name``.
 
-    On any exception the temporary folder is removed and an existing target is left untouched.
+    On any exception (Ctrl-C and SIGTERM included) the temporary folder is removed and an
+    existing target is left untouched. ``source``: the folder converted from, refused when it
+    lies inside the target.
     """
     raw_root = Path(raw_root)
+    if source is not None:
+        check_source_outside_target(source, raw_root, dataset_id, name)
     target = check_target_free(raw_root, dataset_id, name, overwrite)
+    if raw_root.exists() and not raw_root.is_dir():
+        raise DatasetError(f"{raw_root}: nnUNet_raw is a file, expected a folder")
     raw_root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_work_folders(raw_root)
     token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    work = raw_root / f"{TEMPORARY_PREFIX}{target.name}.partial-{token}"
+    work = raw_root / f"{TEMPORARY_PREFIX}{target.name}{PARTIAL_MARKER}{token}"
     work.mkdir()
     try:
-        yield work
+        with naming_the_path(work):
+            yield work
         # checked again: another run may have created the target meanwhile
         check_target_free(raw_root, dataset_id, name, overwrite)
         if target.exists():
-            trash = raw_root / f"{TEMPORARY_PREFIX}{target.name}.replaced-{token}"
+            trash = raw_root / f"{TEMPORARY_PREFIX}{target.name}{REPLACED_MARKER}{token}"
             target.rename(trash)
             work.rename(target)
             shutil.rmtree(trash, ignore_errors=True)

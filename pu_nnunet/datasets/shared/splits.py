@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pu_nnunet.datasets.errors import DatasetError, SourceLayoutError
+from pu_nnunet.user_files import read_splits, read_user_json
 from pu_nnunet.datasets.shared.raw_folder import (NNUNET_PREPROCESSED_ENV, folder_from_environment,
                                            raw_root_from_environment)
 
@@ -25,6 +26,13 @@ NNUNET_SPLIT_SEED = 12345
 DEFAULT_NUM_FOLDS = 5
 
 Split = dict[str, list[str]]
+
+
+def check_seed(seed: int) -> None:
+    """numpy's generators take seeds >= 0; checked before any work (a negative one would fail
+    only once the cases are written)."""
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DatasetError(f"--seed must be a whole number >= 0, got {seed}")
 
 
 def cross_validation_splits(identifiers: list[str], num_folds: int = DEFAULT_NUM_FOLDS,
@@ -182,10 +190,13 @@ def install_splits(dataset_id: int, raw_root: str | Path | None = None,
     if not target_folder.is_dir():
         raise SourceLayoutError(f"{target_folder} does not exist; run nnUNetv2_plan_and_preprocess -d "
                                 f"{int(dataset_id)} first")
-    dataset_json = json.loads((raw_folder / "dataset.json").read_text())
-    ending = dataset_json["file_ending"]
+    dataset_json = read_user_json(raw_folder / "dataset.json", "dataset.json", dict, DatasetError)
+    ending = dataset_json.get("file_ending")
+    if not isinstance(ending, str) or not ending.startswith("."):
+        raise DatasetError(f"{raw_folder / 'dataset.json'}: file_ending must be text like \".nii.gz\", "
+                           f"found {ending!r}")
     training = {p.name[: -len(ending)] for p in (raw_folder / "labelsTr").glob("*" + ending)}
-    splits = json.loads(source.read_text())
+    splits = read_splits(source, DatasetError)
     unknown = sorted({c for s in splits for c in s["train"] + s["val"]} - training)
     if unknown:
         raise DatasetError(f"{source} names cases that are not in {raw_folder / 'labelsTr'}: "

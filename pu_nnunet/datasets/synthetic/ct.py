@@ -16,7 +16,7 @@ import numpy as np
 
 from pu_nnunet.datasets.errors import DatasetError
 from pu_nnunet.datasets.shared.raw_folder import atomic_dataset_folder, dataset_folder_name, make_raw_layout
-from pu_nnunet.datasets.shared.splits import cross_validation_splits, write_splits
+from pu_nnunet.datasets.shared.splits import check_seed, cross_validation_splits, write_splits
 
 # HU of the materials: air, fat and soft tissue as in real CT; bone set below cortical bone
 # (~1000) because the vertebra is small and only has to be bright
@@ -162,7 +162,11 @@ def _write_pair(image: np.ndarray, label: np.ndarray, image_path: Path, label_pa
         itk.SetSpacing(tuple(float(s) for s in spacing_zyx[::-1]))
         itk.SetOrigin(origin_xyz)
         itk.SetDirection(DIRECTION)
-        sitk.WriteImage(itk, str(path), useCompression=True)
+        try:
+            sitk.WriteImage(itk, str(path), useCompression=True)
+        except RuntimeError as error:  # ITK reports a full disk or an unwritable path this way
+            reason = [line for line in str(error).splitlines() if line.strip()][-1:] or [type(error).__name__]
+            raise DatasetError(f"{path}: cannot write: {reason[0].strip()}") from None
 
 
 def _case_origin(rng: np.random.Generator, shape: tuple[int, int, int],
@@ -179,7 +183,8 @@ def _check_arguments(num_cases: int, num_test: int, shape: tuple[int, ...], spac
         raise DatasetError(f"need at least 2 training cases: num_cases={num_cases}, num_test={num_test}")
     if len(shape) != 3 or min(shape) < 4:
         raise DatasetError(f"shape must be three sizes (z, y, x) of at least 4 voxels, got {shape}")
-    if len(spacing) != 3 or min(spacing) <= 0:
+    # "not s > 0" also refuses NaN (min() would pass a NaN in first place)
+    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
         raise DatasetError(f"spacing must be three positive sizes in mm (z, y, x), got {spacing}")
     if not 1 <= num_organs <= MAX_ORGANS:
         raise DatasetError(f"num_organs must be between 1 and {MAX_ORGANS}, got {num_organs}")
@@ -201,6 +206,7 @@ def generate_synthetic_ct(raw_root: str | Path, dataset_id: int, name: str = "Sy
     shape = tuple(int(s) for s in shape)
     spacing = tuple(float(s) for s in spacing)
     _check_arguments(num_cases, num_test, shape, spacing, num_organs)
+    check_seed(seed)
     num_train = num_cases - num_test
     with atomic_dataset_folder(raw_root, dataset_id, name, overwrite) as work:
         folders = make_raw_layout(work, with_test_images=num_test > 0, with_test_labels=num_test > 0)

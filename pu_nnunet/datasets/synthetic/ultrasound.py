@@ -18,7 +18,7 @@ from pu_nnunet.datasets.shared.case_metadata import TEST_SPLIT, TRAIN_SPLIT, wri
 from pu_nnunet.datasets.errors import DatasetError
 from pu_nnunet.datasets.shared.images_2d import write_png
 from pu_nnunet.datasets.shared.raw_folder import atomic_dataset_folder, dataset_folder_name, make_raw_layout
-from pu_nnunet.datasets.shared.splits import stratified_group_folds, stratified_holdout, write_splits
+from pu_nnunet.datasets.shared.splits import check_seed, stratified_group_folds, stratified_holdout, write_splits
 
 # class shares as in BUSI (437 benign, 210 malignant, 133 normal of 780)
 CLASS_SHARES = {"benign": 437 / 780, "malignant": 210 / 780, "normal": 133 / 780}
@@ -141,6 +141,7 @@ def generate_synthetic_ultrasound(raw_root: str | Path, dataset_id: int, name: s
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
     shape = tuple(int(s) for s in shape)
+    check_seed(seed)
     if len(shape) != 2 or min(shape) < MIN_SIZE:
         raise DatasetError(f"shape must be two sizes (height, width) of at least {MIN_SIZE} pixels, got {shape}")
     if num_test < 1 or num_cases - num_test < 2:

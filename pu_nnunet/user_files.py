@@ -1,0 +1,246 @@
+"""Reading the files a user hands in, so that a damaged one is an error naming it, never a
+silently wrong result.
+
+- :func:`read_user_json`: the one reader of user-supplied JSON (dataset.json, splits_final.json,
+  cases.json, metrics.json, plans.json): missing, unreadable or malformed files and a wrong
+  top-level type become one error ``PATH: what is wrong``.
+- :func:`incomplete_file_problem`: whether an image file ends where its header says it does.
+  SimpleITK reads a ``.nii.gz`` cut short without complaint and fills the missing voxels with
+  zeros; nnU-Net's readers (and so evaluation and prediction) would score or segment that.
+- :func:`atomic_write_path`: a temporary name beside a file, renamed into place when complete.
+
+Each part passes its own error class (``DatasetError``, ``EvaluationError``, ``PredictionError``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import uuid
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pu_nnunet.user_errors import UserInputError
+
+# decompression chunk: large enough to be fast, small enough to keep memory flat for big volumes
+GZIP_CHUNK_BYTES = 1 << 22
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+GZIP_MAGIC = b"\x1f\x8b"
+# marker of temporary files and folders this package writes and renames into place, and of the
+# old version moved aside while a new one replaces it; both are followed by PID-TOKEN
+PARTIAL_MARKER = ".partial-"
+REPLACED_MARKER = ".replaced-"
+
+_JSON_TYPE_NAMES = {dict: "an object ({...})", list: "a list ([...])"}
+
+
+def _reject_constant(token: str) -> None:
+    raise ValueError(f"non-standard JSON token {token}")
+
+
+def read_user_json(path: str | Path, what: str = "JSON file", expected_type: type | None = None,
+                   error: type[Exception] = UserInputError, allow_nan: bool = False) -> Any:
+    """The content of a JSON file the user hands in.
+
+    Args:
+        what: what the file is, for the message ("dataset.json", "split file", ...).
+        expected_type: ``dict`` or ``list``: the top-level value must be of this type.
+        error: the exception class raised (its message is ``PATH: what is wrong``).
+        allow_nan: accept the bare NaN/Infinity tokens nnU-Net writes into its own JSON files.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{path}: {what} not found")
+    if path.is_dir():
+        raise error(f"{path}: is a folder, expected the {what} file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{path}: {what} is not UTF-8 text (is it a JSON file?)") from None
+    except OSError as failure:
+        raise error(f"{path}: cannot read the {what}: {failure.strerror or failure}") from None
+    try:
+        content = json.loads(text, parse_constant=None if allow_nan else _reject_constant)
+    except ValueError as failure:
+        problem = "empty file" if not text.strip() else str(failure)
+        raise error(f"{path}: {what} is not valid JSON ({problem})") from None
+    if expected_type is not None and not isinstance(content, expected_type):
+        raise error(f"{path}: {what} must hold {_JSON_TYPE_NAMES.get(expected_type, expected_type.__name__)}, "
+                    f"found {type(content).__name__}")
+    return content
+
+
+def read_splits(path: str | Path, error: type[Exception] = UserInputError) -> list[dict[str, list[str]]]:
+    """An nnU-Net ``splits_final.json``: a non-empty list of folds ``{"train": [...], "val": [...]}``
+    of case ids, each with validation cases and without a case on both sides."""
+    path = Path(path)
+    splits = read_user_json(path, "split file", list, error)
+    if not splits:
+        raise error(f"{path}: the split file holds no fold (an empty list)")
+    for fold, split in enumerate(splits):
+        if not isinstance(split, dict) or not all(
+                isinstance(split.get(side), list) and all(isinstance(c, str) for c in split[side])
+                for side in ("train", "val")):
+            raise error(f"{path}: fold {fold} must be {{\"train\": [case ids], \"val\": [case ids]}}, "
+                        f"found {str(split)[:80]}")
+        if not split["val"] or not split["train"]:
+            raise error(f"{path}: fold {fold} has no {'validation' if not split['val'] else 'training'} cases")
+        overlap = sorted(set(split["train"]) & set(split["val"]))
+        if overlap:
+            raise error(f"{path}: fold {fold} has {len(overlap)} case(s) in both train and val, e.g. {overlap[0]}")
+    return splits
+
+
+def check_fold_number(fold: int, num_folds: int, path: str | Path, error: type[Exception] = UserInputError) -> None:
+    """Folds are numbered 0 .. num_folds-1; a negative number would silently pick a fold from the end."""
+    if not 0 <= fold < num_folds:
+        raise error(f"{path}: no fold {fold}; the split file has folds 0 to {num_folds - 1}")
+
+
+def _gzip_size(path: Path) -> int:
+    """Decompressed size of a gzip file; raises EOFError / OSError / zlib.error if damaged."""
+    size = 0
+    with gzip.open(path, "rb") as stream:
+        while True:
+            chunk = stream.read(GZIP_CHUNK_BYTES)
+            if not chunk:
+                return size
+            size += len(chunk)
+
+
+def _starts_like_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+
+
+def _nifti_expected_size(path: Path) -> int | None:
+    """Bytes a NIfTI file must hold (voxel offset + voxel data), from its header."""
+    import nibabel
+
+    image = nibabel.load(str(path))
+    header = image.header
+    # the array proxy knows where the voxels start (the loaded header's own offset may read 0)
+    offset = int(getattr(image.dataobj, "offset", 0))
+    count = 1
+    for size in header.get_data_shape():
+        count *= int(size)
+    return offset + count * header.get_data_dtype().itemsize
+
+
+def _png_problem(path: Path) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except Exception as failure:  # PIL raises many types for broken files
+        return f"damaged or truncated PNG ({type(failure).__name__}: {failure})"
+    return None
+
+
+def incomplete_file_problem(path: str | Path) -> str | None:
+    """What is wrong with an image file that is truncated or corrupt, or None when it is complete.
+
+    ``.nii.gz``: the gzip stream must end with its end marker and checksum, and hold as many
+    bytes as the header promises; ``.nii``: the file size must; ``.png``: must decode;
+    other ``.gz``: the stream must be complete. Other formats are left to their readers.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    try:
+        if name.endswith(".gz"):
+            try:
+                size = _gzip_size(path)
+            except FileNotFoundError:
+                return "file not found"
+            except EOFError:
+                return "truncated: the gzip stream ends before its end marker (file cut short?)"
+            except (OSError, zlib.error) as failure:
+                if _starts_like_gzip(path):
+                    return f"corrupt gzip data ({failure})"
+                return "not a gzip-compressed file (damaged, or not what its name says)"
+        elif name.endswith(".nii"):
+            size = path.stat().st_size
+        elif name.endswith(".png"):
+            return _png_problem(path)
+        else:
+            return None
+        if name.endswith(NIFTI_ENDINGS):
+            try:
+                expected = _nifti_expected_size(path)
+            except Exception as failure:  # nibabel raises many types for broken headers
+                return f"not a readable NIfTI file ({type(failure).__name__}: {failure})"
+            if size < expected:
+                return (f"truncated: the header promises {expected} bytes of image data and header, "
+                        f"the file holds {size}")
+    except FileNotFoundError:
+        return "file not found"
+    return None
+
+
+def temporary_name(path: str | Path) -> Path:
+    """A hidden name in the same folder (same file system, so the rename is atomic)."""
+    path = Path(path)
+    return path.parent / f".{path.name}{PARTIAL_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@contextmanager
+def atomic_write_path(path: str | Path) -> Iterator[Path]:
+    """Yields a temporary path to write; renamed to ``path`` when the block ends without an
+    error, removed otherwise. A reader thus sees the complete file or none."""
+    path = Path(path)
+    temporary = temporary_name(path)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def process_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def stale_partial_entries(folder: str | Path) -> list[Path]:
+    """Temporary files/folders (``*.partial-PID-TOKEN``) in ``folder`` whose writing process has
+    ended: left behind by a run that was killed (SIGKILL, power loss) before it could clean up."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = []
+    for entry in folder.iterdir():
+        for marker in (PARTIAL_MARKER, REPLACED_MARKER):
+            position = entry.name.rfind(marker)
+            if not entry.name.startswith(".") or position < 0:
+                continue
+            pid_text = entry.name[position + len(marker):].split("-")[0]
+            if pid_text.isdigit() and not process_is_alive(int(pid_text)):
+                stale.append(entry)
+                break
+    return sorted(stale)
+
+
+def remove_stale_partial_entries(folder: str | Path) -> list[Path]:
+    """Removes :func:`stale_partial_entries`; returns what was removed (callers warn about it)."""
+    import shutil
+
+    removed = []
+    for entry in stale_partial_entries(folder):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        if not entry.exists():
+            removed.append(entry)
+    return removed
