@@ -4,9 +4,10 @@ silently wrong result.
 - :func:`read_user_json`: the one reader of user-supplied JSON (dataset.json, splits_final.json,
   cases.json, metrics.json, plans.json): missing, unreadable or malformed files and a wrong
   top-level type become one error ``PATH: what is wrong``.
-- :func:`incomplete_file_problem`: whether an image file ends where its header says it does.
-  SimpleITK reads a ``.nii.gz`` cut short without complaint and fills the missing voxels with
-  zeros; nnU-Net's readers (and so evaluation and prediction) would score or segment that.
+- :func:`damaged_file_problem`: whether an image file ends where its header says it does and
+  holds what its format allows. SimpleITK reads a ``.nii.gz`` cut short without complaint and
+  fills the missing voxels with zeros, reads NaN voxels as 0 and a zero voxel size as 1;
+  nnU-Net's readers (and so evaluation and prediction) would score or segment that.
 - :func:`atomic_write_path`: a temporary name beside a file, renamed into place when complete.
 
 Each part passes its own error class (``DatasetError``, ``EvaluationError``, ``PredictionError``).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import struct
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -30,6 +32,9 @@ from pu_nnunet.user_errors import UserInputError
 GZIP_CHUNK_BYTES = 1 << 22
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 GZIP_MAGIC = b"\x1f\x8b"
+# sizeof_hdr of the two NIfTI versions; pixdim sits at byte 76 (8 float32) / 104 (8 float64)
+NIFTI1_HEADER_BYTES = 348
+NIFTI2_HEADER_BYTES = 540
 # marker of temporary files and folders this package writes and renames into place, and of the
 # old version moved aside while a new one replaces it; both are followed by PID-TOKEN
 PARTIAL_MARKER = ".partial-"
@@ -117,18 +122,46 @@ def _starts_like_gzip(path: Path) -> bool:
         return handle.read(len(GZIP_MAGIC)) == GZIP_MAGIC
 
 
-def _nifti_expected_size(path: Path) -> int | None:
-    """Bytes a NIfTI file must hold (voxel offset + voxel data), from its header."""
-    import nibabel
+def _raw_voxel_sizes(path: Path, count: int) -> list[float] | None:
+    """pixdim[1..count] as stored (nibabel's header "fixes" a zero to 1 while loading); None for a
+    header that is not NIfTI-1 or NIfTI-2."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as stream:
+        raw = stream.read(NIFTI2_HEADER_BYTES)
+    for order in "<>":
+        if len(raw) >= NIFTI1_HEADER_BYTES and struct.unpack(order + "i", raw[:4])[0] == NIFTI1_HEADER_BYTES:
+            return list(struct.unpack(order + "8f", raw[76:108]))[1: 1 + count]
+        if len(raw) >= NIFTI2_HEADER_BYTES and struct.unpack(order + "i", raw[:4])[0] == NIFTI2_HEADER_BYTES:
+            return list(struct.unpack(order + "8d", raw[104:168]))[1: 1 + count]
+    return None
 
-    image = nibabel.load(str(path))
+
+def _nifti_problem(path: Path, size: int) -> str | None:
+    """What is wrong with a NIfTI file holding ``size`` bytes (decompressed): fewer bytes than its
+    header promises, a voxel size that is zero or not finite (SimpleITK and nibabel silently read
+    it as 1), or NaN/Inf voxels (SimpleITK silently reads them as 0)."""
+    import nibabel
+    import numpy as np
+
+    try:
+        image = nibabel.load(str(path))
+    except Exception as failure:  # nibabel raises many types for broken headers
+        return f"not a readable NIfTI file ({type(failure).__name__}: {failure})"
     header = image.header
+    shape = header.get_data_shape()
     # the array proxy knows where the voxels start (the loaded header's own offset may read 0)
-    offset = int(getattr(image.dataobj, "offset", 0))
-    count = 1
-    for size in header.get_data_shape():
-        count *= int(size)
-    return offset + count * header.get_data_dtype().itemsize
+    expected = int(getattr(image.dataobj, "offset", 0)) + int(np.prod(shape, dtype=np.int64)) * \
+        header.get_data_dtype().itemsize
+    if size < expected:
+        return f"truncated: the header promises {expected} bytes of image data and header, the file holds {size}"
+    spacing = _raw_voxel_sizes(path, min(len(shape), 3))
+    if spacing is not None and not all(np.isfinite(s) and s > 0 for s in spacing):
+        return f"voxel spacing {spacing} in the header is not finite and positive"
+    if np.issubdtype(header.get_data_dtype(), np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(np.asanyarray(image.dataobj))))
+        if bad:
+            return f"{bad} voxel(s) are NaN or infinite"
+    return None
 
 
 def _png_problem(path: Path) -> str | None:
@@ -142,12 +175,14 @@ def _png_problem(path: Path) -> str | None:
     return None
 
 
-def incomplete_file_problem(path: str | Path) -> str | None:
-    """What is wrong with an image file that is truncated or corrupt, or None when it is complete.
+def damaged_file_problem(path: str | Path) -> str | None:
+    """What is wrong with an image file that is truncated, corrupt or holds values its format
+    does not allow, or None when it is sound.
 
     ``.nii.gz``: the gzip stream must end with its end marker and checksum, and hold as many
-    bytes as the header promises; ``.nii``: the file size must; ``.png``: must decode;
-    other ``.gz``: the stream must be complete. Other formats are left to their readers.
+    bytes as the header promises; ``.nii``: the file size must; both: finite positive voxel
+    sizes and no NaN/Inf voxels; ``.png``: must decode; other ``.gz``: the stream must be
+    complete. Other formats are left to their readers.
     """
     path = Path(path)
     name = path.name.lower()
@@ -170,13 +205,7 @@ def incomplete_file_problem(path: str | Path) -> str | None:
         else:
             return None
         if name.endswith(NIFTI_ENDINGS):
-            try:
-                expected = _nifti_expected_size(path)
-            except Exception as failure:  # nibabel raises many types for broken headers
-                return f"not a readable NIfTI file ({type(failure).__name__}: {failure})"
-            if size < expected:
-                return (f"truncated: the header promises {expected} bytes of image data and header, "
-                        f"the file holds {size}")
+            return _nifti_problem(path, size)
     except FileNotFoundError:
         return "file not found"
     return None

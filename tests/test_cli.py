@@ -110,11 +110,11 @@ def test_warnings_become_one_line_each(capsys):
 
 
 POOL_SCRIPT = '''
-import sys, time
+import os, sys, time
 from pu_nnunet.user_errors import run_command, worker_pool
 
 def slow(index):
-    print("working", flush=True)
+    print("working", os.getpid(), flush=True)
     time.sleep(60)
 
 def job():
@@ -135,8 +135,13 @@ def test_interrupting_a_worker_pool_prints_one_line(tmp_path, how):
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        assert proc.stdout.readline() == "working\n" and proc.stdout.readline() == "working\n"
+        workers = [int(proc.stdout.readline().split()[1]) for _ in range(2)]
         if how.startswith("ctrl-c"):
+            # the workers first, with time to print what they would: a terminal's Ctrl-C reaches
+            # them as it reaches the parent, and the parent's clean-up must not race them
+            for worker in workers:
+                os.kill(worker, signal.SIGINT)
+            time.sleep(1.0)
             os.killpg(proc.pid, signal.SIGINT)
         else:
             proc.send_signal(signal.SIGTERM)

@@ -22,7 +22,7 @@ import numpy as np
 from pu_nnunet.evaluation.metrics.confusion import as_label_map
 from pu_nnunet.evaluation.errors import EvaluationError
 from pu_nnunet.evaluation.jsonio import read_json
-from pu_nnunet.user_files import incomplete_file_problem
+from pu_nnunet.user_files import damaged_file_problem
 
 # Longest first, so that "x.nii.gz" is not taken for a ".gz" or ".nii" file.
 KNOWN_FILE_ENDINGS = (".nii.gz", ".nrrd", ".mha", ".gipl", ".nii", ".png", ".bmp", ".tif", ".tiff")
@@ -135,7 +135,7 @@ def pair_cases(pred_dir: Path, ref_dir: Path, file_ending: str) -> tuple[list[st
 
 def check_complete(path: Path, case: str, role: str) -> None:
     """A truncated file would be read with zeros in place of the missing voxels and scored."""
-    problem = incomplete_file_problem(path)
+    problem = damaged_file_problem(path)
     if problem is not None:
         raise EvaluationError(f"{path}: {problem} ({role} of case {case})")
 

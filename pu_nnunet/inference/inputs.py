@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pu_nnunet.inference.errors import PredictionError
-from pu_nnunet.user_files import incomplete_file_problem
+from pu_nnunet.user_files import damaged_file_problem
 
 # longest first: "x.nii.gz" also ends with ".gz" but never with ".nii"
 NIFTI_ENDINGS = (".nii.gz", ".nii")
@@ -192,7 +192,7 @@ def check_complete(case: InputCase) -> None:
         dicom_series_files(case)
         return
     for path in case.channel_files:
-        problem = incomplete_file_problem(path)
+        problem = damaged_file_problem(path)
         if problem is not None:
             raise PredictionError(f"{path}: {problem}")
 

@@ -23,7 +23,7 @@ from pu_nnunet.inference.errors import PredictionError
 from pu_nnunet.user_errors import naming_the_path
 from pu_nnunet.inference.inputs import OUTPUT_ENDING, InputCase, check_channels, find_input_cases, materialise_case
 from pu_nnunet.inference.model_folder import DEFAULT_CHECKPOINT, ModelFolder, inspect_model_folder
-from pu_nnunet.user_files import (atomic_write_path, incomplete_file_problem, read_user_json,
+from pu_nnunet.user_files import (atomic_write_path, damaged_file_problem, read_user_json,
                                   remove_stale_partial_entries, temporary_name)
 
 # written beside the segmentations, as nnUNetv2_predict does, so that evaluation and
@@ -90,7 +90,7 @@ def _check_outputs(output_dir: Path, cases: list[InputCase], model: ModelFolder,
         return list(cases)
     # outputs are renamed into place when complete, so an existing one is complete unless written
     # by something else; a damaged one is predicted again
-    done = {case.case_id for case in existing if incomplete_file_problem(output_dir / case.output_name) is None}
+    done = {case.case_id for case in existing if damaged_file_problem(output_dir / case.output_name) is None}
     return [case for case in cases if case.case_id not in done]
 
 
@@ -136,6 +136,10 @@ def _export_atomically(export, logits, properties, configuration, plans_manager,
     try:
         with naming_the_path(output):
             export(logits, properties, configuration, plans_manager, export_json, str(temporary))
+            # ITK's NIfTI writer only prints a message when the disk is full: check what it wrote
+            problem = damaged_file_problem(written)
+            if problem is not None:
+                raise PredictionError(f"{output}: writing failed, the file is incomplete (disk full?): {problem}")
             os.replace(written, output)
     except RuntimeError as error:  # ITK's writers report a full disk or a bad path this way
         raise PredictionError(f"{output}: cannot write the segmentation: {_last_line(error)}") from None

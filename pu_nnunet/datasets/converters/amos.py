@@ -27,7 +27,7 @@ from pu_nnunet.datasets.errors import BadCaseError, SourceLayoutError
 from pu_nnunet.datasets.shared.raw_folder import (atomic_dataset_folder, dataset_folder_name, make_raw_layout,
                                            raw_root_from_environment)
 from pu_nnunet.datasets.shared.splits import cross_validation_splits, write_splits
-from pu_nnunet.user_files import incomplete_file_problem, read_user_json
+from pu_nnunet.user_files import damaged_file_problem, read_user_json
 
 FILE_NAME = re.compile(r"^amos_(\d{4})\.nii\.gz$")
 NIFTI = ".nii.gz"
@@ -80,7 +80,7 @@ def convert_amos_case(job: CaseJob, out_folder: Path) -> dict:
         raise BadCaseError(label_path, f"label not found for image {image_path}")
     volumes = {}
     for path in job.sources:
-        problem = incomplete_file_problem(path)
+        problem = damaged_file_problem(path)
         if problem is not None:
             raise BadCaseError(path, problem)
         try:
@@ -101,24 +101,10 @@ def convert_amos_case(job: CaseJob, out_folder: Path) -> dict:
             raise BadCaseError(label_path, f"unexpected label values {unexpected[:8]} (dataset.json lists "
                                            f"{min(allowed)}..{max(allowed)})")
         affine_differs = not np.allclose(image.affine, label.affine, atol=AFFINE_TOLERANCE)
-    image, image_voxels = volumes[image_path]
-    _check_image_values(image, image_voxels, image_path)
     shutil.copyfile(image_path, out_folder / f"images{job.part}" / f"{job.case_id}_0000{NIFTI}")
     if label_path is not None:
         shutil.copyfile(label_path, out_folder / f"labels{job.part}" / f"{job.case_id}{NIFTI}")
     return {"affine_differs": affine_differs}
-
-
-def _check_image_values(image, voxels: np.ndarray, path: str) -> None:
-    """NaN/Inf voxels or a zero/non-finite voxel size would reach nnU-Net's normalisation and
-    resampling as they are: refused, naming the file."""
-    zooms = [float(z) for z in image.header.get_zooms()[:3]]
-    if not all(np.isfinite(z) and z > 0 for z in zooms):
-        raise BadCaseError(path, f"voxel spacing {zooms} is not finite and positive")
-    if np.issubdtype(voxels.dtype, np.floating):
-        bad = int(np.count_nonzero(~np.isfinite(voxels)))
-        if bad:
-            raise BadCaseError(path, f"{bad} voxel(s) are NaN or infinite")
 
 
 def convert_amos(source_dir: str | Path, dataset_id: int, name: str = "AMOS2022CT", raw_root: str | Path | None = None,

@@ -57,7 +57,7 @@ def test_bad_input(tmp_path, raw_root, layouts):
     with pytest.raises(DatasetError) as error:
         convert_amos(source, 218)
     message = str(error.value)
-    assert "imagesTr/amos_0002.nii.gz: truncated" in message
+    assert "imagesTr/amos_0002.nii.gz: not a readable NIfTI file" in message
     assert "labelsTr/amos_0004.nii.gz: unexpected label values [20]" in message
     assert "labelsVa/amos_0005.nii.gz: label shape (3, 3, 3) differs from image shape (12, 10, 6)" in message
     summary = convert_amos(source, 218, skip_bad=True)
