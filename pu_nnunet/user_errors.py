@@ -114,6 +114,13 @@ def naming_the_path(path) -> Iterator[None]:
         raise OSError(error.errno, error.strerror or str(error), str(path)) from error
 
 
+def error_reason(error: Exception) -> str:
+    """The last non-empty line of an exception's message: SimpleITK's and ITK's messages start with
+    the C++ source location and end with the reason."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
 def run_command(command: str, function: Callable[[], int | None], debug: bool = False) -> int:
     """Runs one subcommand: warnings become one line each on stderr, user errors and OS errors
     one error line (exit 1), Ctrl-C / SIGTERM one line (exit 130 / 143). Returns the exit code."""

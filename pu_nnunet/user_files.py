@@ -35,6 +35,10 @@ GZIP_MAGIC = b"\x1f\x8b"
 # sizeof_hdr of the two NIfTI versions; pixdim sits at byte 76 (8 float32) / 104 (8 float64)
 NIFTI1_HEADER_BYTES = 348
 NIFTI2_HEADER_BYTES = 540
+# pixdim and the sform's voxel sizes are written from one geometry; float32 storage makes them
+# differ by ~1e-7, a header edited by hand by much more
+HEADER_SPACING_RTOL = 1e-3
+HEADER_SPACING_ATOL = 1e-4
 # marker of temporary files and folders this package writes and renames into place, and of the
 # old version moved aside while a new one replaces it; both are followed by PID-TOKEN
 PARTIAL_MARKER = ".partial-"
@@ -136,6 +140,16 @@ def _raw_voxel_sizes(path: Path, count: int) -> list[float] | None:
     return None
 
 
+def _sform_voxel_sizes(header, count: int) -> list[float] | None:
+    """Column lengths of the sform's 3x3 part, or None when the header has no sform."""
+    import numpy as np
+
+    if not count or int(header["sform_code"]) <= 0:
+        return None
+    matrix = np.stack([header["srow_x"], header["srow_y"], header["srow_z"]])[:, :3].astype(float)
+    return [float(v) for v in np.sqrt((matrix ** 2).sum(axis=0))[:count]]
+
+
 def _nifti_problem(path: Path, size: int) -> str | None:
     """What is wrong with a NIfTI file holding ``size`` bytes (decompressed): fewer bytes than its
     header promises, a voxel size that is zero or not finite (SimpleITK and nibabel silently read
@@ -144,7 +158,13 @@ def _nifti_problem(path: Path, size: int) -> str | None:
     import numpy as np
 
     try:
-        image = nibabel.load(str(path))
+        # nibabel logs its own header fixes ("setting 0 dims to 1") to stderr: our message says more
+        logger, was_disabled = nibabel.imageglobals.logger, nibabel.imageglobals.logger.disabled
+        logger.disabled = True
+        try:
+            image = nibabel.load(str(path))
+        finally:
+            logger.disabled = was_disabled
     except Exception as failure:  # nibabel raises many types for broken headers
         return f"not a readable NIfTI file ({type(failure).__name__}: {failure})"
     header = image.header
@@ -157,6 +177,11 @@ def _nifti_problem(path: Path, size: int) -> str | None:
     spacing = _raw_voxel_sizes(path, min(len(shape), 3))
     if spacing is not None and not all(np.isfinite(s) and s > 0 for s in spacing):
         return f"voxel spacing {spacing} in the header is not finite and positive"
+    sform_sizes = _sform_voxel_sizes(header, len(spacing or []))
+    if spacing and sform_sizes is not None and not np.allclose(sform_sizes, spacing, rtol=HEADER_SPACING_RTOL,
+                                                                   atol=HEADER_SPACING_ATOL):
+        return (f"the header contradicts itself: voxel sizes {[round(s, 6) for s in spacing]} (pixdim) but "
+                f"{[round(s, 6) for s in sform_sizes]} (sform); readers disagree on which one holds")
     if np.issubdtype(header.get_data_dtype(), np.floating):
         bad = int(np.count_nonzero(~np.isfinite(np.asanyarray(image.dataobj))))
         if bad:

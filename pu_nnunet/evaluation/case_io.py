@@ -94,9 +94,9 @@ def describe_dataset(pred_dir: Path, ref_dir: Path, dataset_json: str | None = N
         determine_reader_writer_from_dataset_json, determine_reader_writer_from_file_ending)
 
     if not ref_dir.is_dir():
-        raise EvaluationError(f"reference folder not found: {ref_dir}")
+        raise EvaluationError(f"{ref_dir}: reference folder not found")
     if not pred_dir.is_dir():
-        raise EvaluationError(f"prediction folder not found: {pred_dir}")
+        raise EvaluationError(f"{pred_dir}: prediction folder not found")
     json_path = find_dataset_json(pred_dir, ref_dir, dataset_json)
     content = read_json(json_path, "dataset.json", dict) if json_path else {}
     ending = content.get("file_ending")
@@ -108,11 +108,11 @@ def describe_dataset(pred_dir: Path, ref_dir: Path, dataset_json: str | None = N
     if ending is None:
         endings = [e for e in (_file_ending(p.name) for p in ref_dir.iterdir() if p.is_file()) if e]
         if not endings:
-            raise EvaluationError(f"no segmentation files ({', '.join(KNOWN_FILE_ENDINGS)}) in {ref_dir}")
+            raise EvaluationError(f"{ref_dir}: no segmentation files ({', '.join(KNOWN_FILE_ENDINGS)})")
         ending = max(set(endings), key=endings.count)
     references = sorted(ref_dir.glob(f"*{ending}"))
     if not references:
-        raise EvaluationError(f"no reference files ending in {ending} in {ref_dir}")
+        raise EvaluationError(f"{ref_dir}: no reference files ending in {ending}")
     example = str(references[0])
     try:
         if content:

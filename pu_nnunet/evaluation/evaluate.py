@@ -115,7 +115,7 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
     if num_processes < 1:
         raise EvaluationError(f"the number of processes must be at least 1, got {num_processes}")
     if images is not None and not Path(images).is_dir():
-        raise EvaluationError(f"images folder not found: {images}")
+        raise EvaluationError(f"{images}: images folder not found")
     check_output_dir(out_dir, "evaluate", EVALUATION_OUTPUTS, overwrite,
                      {"prediction folder": pred_dir, "reference folder": ref_dir,
                       "images folder": Path(images) if images is not None else None})

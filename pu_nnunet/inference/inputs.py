@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pu_nnunet.inference.errors import PredictionError
+from pu_nnunet.user_errors import error_reason
 from pu_nnunet.user_files import damaged_file_problem
 
 # longest first: "x.nii.gz" also ends with ".gz" but never with ".nii"
@@ -125,7 +126,7 @@ def find_input_cases(input_path: str | Path, num_channels: int) -> list[InputCas
     """
     path = Path(input_path)
     if not path.exists():
-        raise PredictionError(f"input {path} does not exist")
+        raise PredictionError(f"{path}: input not found")
     if path.is_file():
         if nifti_stem(path) is None:
             raise PredictionError(f"input {path} is not a NIfTI file (.nii, .nii.gz); give a NIfTI file, a folder "
@@ -162,7 +163,7 @@ def _header(path: Path):
     try:
         reader.ReadImageInformation()
     except RuntimeError as error:
-        raise PredictionError(f"cannot read {path}: {_first_line(error)}") from None
+        raise PredictionError(f"{path}: cannot read: {error_reason(error)}") from None
     return reader
 
 
@@ -209,12 +210,6 @@ def check_channels(cases: list[InputCase], channel_names: dict[str, str]) -> Non
                                   f"has {found}")
 
 
-def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    # SimpleITK's messages start with the C++ source location; the reason is on the last line
-    return lines[-1] if lines else type(error).__name__
-
-
 def _quietly(function, *args):
     """Calls a SimpleITK function with ITK's own stderr warnings off (our messages say more)."""
     import SimpleITK as sitk
@@ -259,7 +254,7 @@ def dicom_series_files(case: InputCase) -> list[str]:
         try:
             image = _quietly(reader.Execute)
         except RuntimeError as error:
-            raise PredictionError(f"{name}: damaged DICOM slice: {_first_line(error)}") from None
+            raise PredictionError(f"{name}: damaged DICOM slice: {error_reason(error)}") from None
         if expected and Path(name).stat().st_size < expected:
             raise PredictionError(f"{name}: truncated DICOM slice ({Path(name).stat().st_size} bytes for "
                                   f"{expected} bytes of pixel data)")
@@ -310,7 +305,7 @@ def read_dicom_series(case: InputCase):
         return _quietly(reader.Execute)
     except RuntimeError as error:
         raise PredictionError(f"cannot read the DICOM series {case.dicom_series_id} in {case.source}: "
-                              f"{_first_line(error)}") from None
+                              f"{error_reason(error)}") from None
 
 
 def materialise_case(case: InputCase, scratch: Path) -> list[str]:

@@ -83,7 +83,7 @@ def inspect_model_folder(model_dir: str | Path, folds: list[int | str] | None = 
     """
     path = Path(model_dir)
     if not path.is_dir():
-        raise PredictionError(f"model folder {path} does not exist")
+        raise PredictionError(f"{path}: model folder not found")
     dataset_json = _load_json(path / "dataset.json")
     plans = _load_json(path / "plans.json")
     if folds is None:
@@ -96,7 +96,7 @@ def inspect_model_folder(model_dir: str | Path, folds: list[int | str] | None = 
     model = ModelFolder(path, dataset_json, plans, chosen, checkpoint)
     for fold in chosen:
         if not model.checkpoint_path(fold).is_file():
-            raise PredictionError(f"checkpoint {model.checkpoint_path(fold)} does not exist")
+            raise PredictionError(f"{model.checkpoint_path(fold)}: checkpoint not found")
     if not isinstance(dataset_json.get("channel_names"), dict) or not dataset_json["channel_names"]:
         raise PredictionError(f"{path / 'dataset.json'}: no channel_names object (e.g. {{\"0\": \"CT\"}})")
     if not isinstance(plans.get("configurations"), dict) or not plans["configurations"]:

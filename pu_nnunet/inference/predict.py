@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Callable
 
 from pu_nnunet.inference.errors import PredictionError
-from pu_nnunet.user_errors import naming_the_path
 from pu_nnunet.inference.inputs import OUTPUT_ENDING, InputCase, check_channels, find_input_cases, materialise_case
 from pu_nnunet.inference.model_folder import DEFAULT_CHECKPOINT, ModelFolder, inspect_model_folder
+from pu_nnunet.user_errors import error_reason, naming_the_path
 from pu_nnunet.user_files import (atomic_write_path, damaged_file_problem, read_user_json,
                                   remove_stale_partial_entries, temporary_name)
 
@@ -118,14 +118,9 @@ def _read_case(reader, files: list[str], case: InputCase):
 
     if np.issubdtype(data.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(data)))
-        if bad:  # normalisation would spread them over the whole volume
+        if bad:  # readers other than SimpleITK keep NaN; normalisation would spread them everywhere
             raise PredictionError(f"{case.source}: {bad} voxel(s) are NaN or infinite")
     return data, properties
-
-
-def _last_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
 
 
 def _export_atomically(export, logits, properties, configuration, plans_manager, export_json, output: Path) -> None:
@@ -142,7 +137,7 @@ def _export_atomically(export, logits, properties, configuration, plans_manager,
                 raise PredictionError(f"{output}: writing failed, the file is incomplete (disk full?): {problem}")
             os.replace(written, output)
     except RuntimeError as error:  # ITK's writers report a full disk or a bad path this way
-        raise PredictionError(f"{output}: cannot write the segmentation: {_last_line(error)}") from None
+        raise PredictionError(f"{output}: cannot write the segmentation: {error_reason(error)}") from None
     finally:
         written.unlink(missing_ok=True)
 

@@ -99,7 +99,7 @@ def test_unreadable_file(tmp_path, model_stub, capsys):
 
 def test_missing_input_and_non_nifti_file(tmp_path, model_stub, capsys):
     code, err = predict_cli(capsys, "-i", tmp_path / "nowhere", "-o", tmp_path / "out", "-m", model_stub)
-    assert_one_line_error(code, err, "does not exist", tmp_path / "nowhere")
+    assert_one_line_error(code, err, "input not found", tmp_path / "nowhere")
     text = tmp_path / "scan.png"
     text.write_bytes(b"png")
     code, err = predict_cli(capsys, "-i", text, "-o", tmp_path / "out", "-m", model_stub)
@@ -116,7 +116,7 @@ def test_model_folder_without_checkpoint_names_the_expected_path(tmp_path, plain
     # a fold asked for by name must have its checkpoint
     one_fold = stub_factory(tmp_path / "one_fold", plain_plans, folds=(0,))
     code, err = predict_cli(capsys, "-i", image, "-o", tmp_path / "out", "-m", one_fold, "-f", "0", "3")
-    assert_one_line_error(code, err, one_fold / "fold_3" / "checkpoint_final.pth", "does not exist")
+    assert_one_line_error(code, err, one_fold / "fold_3" / "checkpoint_final.pth", "checkpoint not found")
 
 
 def test_model_folder_without_plans(tmp_path, model_stub, capsys, volume_writer):

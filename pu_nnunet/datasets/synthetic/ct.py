@@ -17,6 +17,7 @@ import numpy as np
 from pu_nnunet.datasets.errors import DatasetError
 from pu_nnunet.datasets.shared.raw_folder import atomic_dataset_folder, dataset_folder_name, make_raw_layout
 from pu_nnunet.datasets.shared.splits import check_seed, cross_validation_splits, write_splits
+from pu_nnunet.user_errors import error_reason
 from pu_nnunet.user_files import damaged_file_problem
 
 # HU of the materials: air, fat and soft tissue as in real CT; bone set below cortical bone
@@ -166,8 +167,7 @@ def _write_pair(image: np.ndarray, label: np.ndarray, image_path: Path, label_pa
         try:
             sitk.WriteImage(itk, str(path), useCompression=True)
         except RuntimeError as error:  # ITK reports a full disk or an unwritable path this way
-            reason = [line for line in str(error).splitlines() if line.strip()][-1:] or [type(error).__name__]
-            raise DatasetError(f"{path}: cannot write: {reason[0].strip()}") from None
+            raise DatasetError(f"{path}: cannot write: {error_reason(error)}") from None
         # ITK's NIfTI writer only prints a message when the disk is full; the file is then cut short
         problem = damaged_file_problem(path)
         if problem is not None:
