@@ -236,10 +236,27 @@ def damaged_file_problem(path: str | Path) -> str | None:
     return None
 
 
+def _run_token() -> str:
+    # the PID lets a later run tell a killed run's leftovers from a running one's
+    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 def temporary_name(path: str | Path) -> Path:
     """A hidden name in the same folder (same file system, so the rename is atomic)."""
     path = Path(path)
-    return path.parent / f".{path.name}{PARTIAL_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return path.parent / f".{path.name}{PARTIAL_MARKER}{_run_token()}"
+
+
+def work_names(folder: Path, stem: str) -> tuple[Path, Path]:
+    """Names for a run writing into ``folder``: (work, set_aside), ``.STEM.partial-PID-TOKEN`` for
+    what is being written and ``.STEM.replaced-PID-TOKEN`` for an old version moved aside. First
+    removes, with a warning, such entries left by runs that were killed."""
+    import warnings
+
+    for entry in remove_stale_partial_entries(folder):
+        warnings.warn(f"{entry}: removed a temporary folder left behind by an earlier run that was killed")
+    token = _run_token()
+    return folder / f".{stem}{PARTIAL_MARKER}{token}", folder / f".{stem}{REPLACED_MARKER}{token}"
 
 
 @contextmanager

@@ -7,21 +7,18 @@ interrupted run (Ctrl-C, SIGTERM, a full disk) leaves the previous results as th
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from pu_nnunet.evaluation.errors import EvaluationError
 from pu_nnunet.user_errors import naming_the_path
-from pu_nnunet.user_files import PARTIAL_MARKER, REPLACED_MARKER, remove_stale_partial_entries
+from pu_nnunet.user_files import work_names
 
 # a file that marks a folder as another pu-nnunet command's output (evaluate, compare, predict)
 OUTPUT_MARKERS = {"metrics.json": "evaluate", "comparison.json": "compare", "plans.json": "predict"}
-WORK_FOLDER_STEM = ".outputs"
+WORK_FOLDER_STEM = "outputs"
 
 
 def check_output_dir(out_dir: Path, command: str, outputs: Sequence[str], overwrite: bool,
@@ -53,11 +50,7 @@ def replaced_outputs(out_dir: Path, outputs: Sequence[str]) -> Iterator[Path]:
     results of the same command are removed, other files are left alone); on any error,
     interruptions included, ``out_dir`` is left as it was."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for entry in remove_stale_partial_entries(out_dir):
-        warnings.warn(f"{entry}: removed a temporary folder left behind by an earlier run that was killed")
-    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    work = out_dir / f"{WORK_FOLDER_STEM}{PARTIAL_MARKER}{token}"
-    trash = out_dir / f"{WORK_FOLDER_STEM}{REPLACED_MARKER}{token}"
+    work, trash = work_names(out_dir, WORK_FOLDER_STEM)
     work.mkdir()
     try:
         with naming_the_path(out_dir):

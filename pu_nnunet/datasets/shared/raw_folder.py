@@ -11,15 +11,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import uuid
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from pu_nnunet.datasets.errors import DatasetError, EnvironmentNotSetError, TargetExistsError
 from pu_nnunet.user_errors import naming_the_path
-from pu_nnunet.user_files import PARTIAL_MARKER, REPLACED_MARKER, remove_stale_partial_entries
+from pu_nnunet.user_files import work_names
 
 NNUNET_RAW_ENV = "nnUNet_raw"
 NNUNET_PREPROCESSED_ENV = "nnUNet_preprocessed"
@@ -28,8 +26,6 @@ MIN_DATASET_ID = 1
 MAX_DATASET_ID = 999
 # letters, digits, '-' and '_': the name becomes part of folder names and nnU-Net's result paths
 DATASET_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-# a leading dot keeps the folder out of nnU-Net's "Dataset%03d_" look-up while it is being written
-TEMPORARY_PREFIX = "."
 
 
 def folder_from_environment(variable: str) -> Path:
@@ -90,11 +86,6 @@ def check_source_outside_target(source: str | Path, raw_root: str | Path, datase
                            "original download into another dataset folder")
 
 
-def _remove_stale_work_folders(raw_root: Path) -> None:
-    for entry in remove_stale_partial_entries(raw_root):
-        warnings.warn(f"{entry}: removed a temporary folder left behind by an earlier run that was killed")
-
-
 @contextmanager
 def atomic_dataset_folder(raw_root: str | Path, dataset_id: int, name: str, overwrite: bool = False,
                           source: str | Path | None = None) -> Iterator[Path]:
@@ -111,9 +102,8 @@ def atomic_dataset_folder(raw_root: str | Path, dataset_id: int, name: str, over
     if raw_root.exists() and not raw_root.is_dir():
         raise DatasetError(f"{raw_root}: nnUNet_raw is a file, expected a folder")
     raw_root.mkdir(parents=True, exist_ok=True)
-    _remove_stale_work_folders(raw_root)
-    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    work = raw_root / f"{TEMPORARY_PREFIX}{target.name}{PARTIAL_MARKER}{token}"
+    # hidden names: nnU-Net's "Dataset%03d_" look-up does not see them while they are written
+    work, trash = work_names(raw_root, target.name)
     work.mkdir()
     try:
         with naming_the_path(work):
@@ -121,15 +111,14 @@ def atomic_dataset_folder(raw_root: str | Path, dataset_id: int, name: str, over
         # checked again: another run may have created the target meanwhile
         check_target_free(raw_root, dataset_id, name, overwrite)
         if target.exists():
-            trash = raw_root / f"{TEMPORARY_PREFIX}{target.name}{REPLACED_MARKER}{token}"
             target.rename(trash)
-            work.rename(target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            work.rename(target)
+        work.rename(target)
     finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
+        if trash.exists() and not target.exists():  # interrupted between the two renames
+            trash.rename(target)
+        for folder in (work, trash):
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def make_raw_layout(folder: Path, with_test_images: bool, with_test_labels: bool) -> dict[str, Path]:
