@@ -131,6 +131,9 @@ def run_command(command: str, function: Callable[[], int | None], debug: bool = 
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
+        # libraries' notes to developers (torch, nnU-Net) are not for the user of a command
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         warnings.showwarning = show_warning
         try:
             with sigterm_as_exception():

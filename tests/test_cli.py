@@ -103,6 +103,7 @@ def test_warnings_become_one_line_each(capsys):
     def warn_twice():
         warnings.warn("first thing to know")
         warnings.warn("first thing to know")  # shown each time: the user asked for this run
+        warnings.warn("a library's note to its developers", FutureWarning)
         return 0
 
     assert run_command("x", warn_twice) == 0

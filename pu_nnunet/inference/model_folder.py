@@ -141,9 +141,10 @@ def load_predictor(model: ModelFolder, device, use_mirroring: bool = True):
         with contextlib.redirect_stdout(io.StringIO()):
             predictor.initialize_from_trained_model_folder(str(model.path), list(model.folds), model.checkpoint)
     except (RuntimeError, KeyError, OSError, EOFError, pickle.UnpicklingError, TypeError, ValueError, IndexError,
-            AttributeError) as error:
+            AttributeError, AssertionError) as error:
         # a trainer nnU-Net cannot find, a checkpoint that is truncated or from another model, or a
-        # plans.json that does not match the checkpoint (missing configuration, wrong network arguments)
+        # plans.json that does not match the checkpoint (missing configuration, wrong network
+        # arguments: dynamic-network-architectures checks those with assert)
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise PredictionError(f"{model.path}: cannot load the model (folds {', '.join(map(str, model.folds))}, "
                               f"{model.checkpoint}; plans.json and checkpoint must match): "
