@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pu_nnunet.devices import add_device_argument
+
 HELP = ("train nnUNetTrainerPURe and its matched baseline on a built-in synthetic CT dataset, predict "
         "held-out volumes and compare them (no download; ~15 min on 2 CPU cores)")
 
@@ -16,18 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"folder for everything the demo writes (default ./{DEFAULT_WORKDIR}); nnUNet_raw, "
                              "nnUNet_preprocessed and nnUNet_results go under it unless already set")
     parser.add_argument("--fresh", action="store_true", help="start over instead of reusing finished steps")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto: CUDA when a GPU is present, else the CPU")
-
-
-def resolve_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("pu-nnunet demo: --device cuda was requested but no CUDA GPU is available")
-    return requested
+    add_device_argument(parser, "where nnU-Net trains and predicts", allow_index=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,9 +27,15 @@ def run(args: argparse.Namespace) -> int:
     from pu_nnunet.demo.nnunet_runner import StepFailed
     from pu_nnunet.demo.pipeline import Demo, DemoSettings
     from pu_nnunet.demo.summary import format_summary
+    from pu_nnunet.devices import resolve_device
+    from pu_nnunet.user_errors import call_for_command_line
 
     start = time.perf_counter()
-    demo = Demo(DemoSettings(workdir=Path(args.workdir).resolve(), device=resolve_device(args.device)))
+    # nnUNetv2_train -device takes "cpu" or "cuda", hence no GPU index
+    device = call_for_command_line("demo", resolve_device, args.device, allow_index=False)
+    if device is None:
+        return 1
+    demo = Demo(DemoSettings(workdir=Path(args.workdir).resolve(), device=device.type))
     if args.fresh:
         demo.remove_previous_run()
     try:
