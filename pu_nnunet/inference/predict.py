@@ -22,10 +22,6 @@ from pu_nnunet.inference.errors import PredictionError
 from pu_nnunet.inference.inputs import OUTPUT_ENDING, InputCase, check_channels, find_input_cases, materialise_case
 from pu_nnunet.inference.model_folder import DEFAULT_CHECKPOINT, ModelFolder, inspect_model_folder
 
-# written beside the segmentations, as nnUNetv2_predict does, so that evaluation and
-# post-processing find the labels and file ending
-RECORD_FILES = ("dataset.json", "plans.json")
-
 
 @dataclass
 class PredictionRun:
@@ -40,6 +36,8 @@ class PredictionRun:
 
 
 def _record_contents(model: ModelFolder) -> dict[str, dict]:
+    """dataset.json and plans.json, written beside the segmentations as nnUNetv2_predict does, so
+    that evaluation and post-processing find the labels and the file ending."""
     # the segmentations are NIfTI whatever the model was trained on
     return {"dataset.json": {**model.dataset_json, "file_ending": OUTPUT_ENDING}, "plans.json": model.plans}
 
@@ -95,7 +93,8 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     import torch
     from nnunetv2.inference.export_prediction import export_prediction_from_logits
 
-    from pu_nnunet.inference.model_folder import load_predictor, resolve_device
+    from pu_nnunet.devices import resolve_device
+    from pu_nnunet.inference.model_folder import load_predictor
 
     model = inspect_model_folder(model_dir, folds, checkpoint)
     cases = find_input_cases(input_path, len(model.channel_names))
