@@ -23,15 +23,6 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def _available_commands() -> dict[str, str]:
-    """Subcommands whose module is installed (parts may land one at a time)."""
-    found = {}
-    for name, module in COMMANDS.items():
-        if importlib.util.find_spec(module) is not None:
-            found[name] = module
-    return found
-
-
 def build_parser(commands: dict[str, str], only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pu-nnunet",
@@ -53,7 +44,7 @@ def build_parser(commands: dict[str, str], only: str | None = None) -> argparse.
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = _available_commands()
+    commands = COMMANDS
     chosen = argv[0] if argv and argv[0] in commands else None
     parser = build_parser(commands, only=chosen)
     if chosen is None:
