@@ -14,7 +14,7 @@ from typing import Iterable
 
 import numpy as np
 
-from pu_nnunet.devices import resolve_device
+from pu_nnunet.devices import CPU, check_device_name, resolve_device
 from pu_nnunet.evaluation.errors import EvaluationError
 
 # Label values up to this bound index the bincount directly: (255 + 1)^2 = 65 536 bins, small
@@ -75,7 +75,9 @@ def counting_device(device: str) -> str:
 
     Every name but 'torch-cpu' follows the package's one device rule (auto, cpu, cuda, cuda:N).
     """
-    return device if device == TORCH_ON_CPU else str(resolve_device(device))
+    if device == TORCH_ON_CPU or check_device_name(device) == CPU:
+        return device  # numpy or torch on the CPU: nothing to check, and no torch import for numpy
+    return str(resolve_device(device))
 
 
 def as_label_map(array: np.ndarray, source: str) -> np.ndarray:
