@@ -16,15 +16,11 @@ from dynamic_network_architectures.initialization.weight_init import InitWeights
 from torch import nn
 
 from pu_nnunet.architectures.pu_residual_blocks import PUBasicBlock, StackedPUResidualBlocks
-from pu_nnunet.architectures.stage_selection import DEFAULT_PLACEMENT, resolve_pu_stages
+from pu_nnunet.architectures.stage_selection import DEFAULT_PLACEMENT, per_stage, resolve_pu_stages
 from pu_nnunet.product_units import LOG_INPUT_CLIP, LOG_OUTPUT_CLIP
 
 # the slope nnU-Net's LeakyReLU uses, which its He init is matched to
 HE_INIT_NEG_SLOPE = 1e-2
-
-
-def _per_stage(value, n_stages: int) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value] * n_stages
 
 
 class PUResidualEncoderUNet(ResidualEncoderUNet):
@@ -47,19 +43,22 @@ class PUResidualEncoderUNet(ResidualEncoderUNet):
                  pu_stages: Union[str, Sequence[int]] = DEFAULT_PLACEMENT, pu_positivity: str = "softplus",
                  pu_log_input_clip: Optional[float] = LOG_INPUT_CLIP,
                  pu_log_output_clip: Optional[float] = LOG_OUTPUT_CLIP, pu_nonlin_after_add: bool = True):
-        assert block is BasicBlockD, f"PU stages replace BasicBlockD stages; block={block} is not supported"
+        if block is not BasicBlockD:
+            raise ValueError(f"block must be BasicBlockD (PU stages replace BasicBlockD stages), got {block!r}")
+        # checked before ResidualEncoderUNet's own checks, which are asserts (gone under python -O)
+        chosen_stages = resolve_pu_stages(pu_stages, n_stages)
+        features = per_stage(features_per_stage, n_stages, "features_per_stage")
+        kernels = per_stage(kernel_sizes, n_stages, "kernel_sizes")
+        stride_list = per_stage(strides, n_stages, "strides")
+        blocks = per_stage(n_blocks_per_stage, n_stages, "n_blocks_per_stage")
         super().__init__(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
                          n_blocks_per_stage, num_classes, n_conv_per_stage_decoder, conv_bias, norm_op,
                          norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs, deep_supervision,
                          block, bottleneck_channels, stem_channels)
-        self.pu_stages = resolve_pu_stages(pu_stages, n_stages)
+        self.pu_stages = chosen_stages
         pu_options = dict(pu_positivity=pu_positivity, pu_log_input_clip=pu_log_input_clip,
                           pu_log_output_clip=pu_log_output_clip, pu_nonlin_after_add=pu_nonlin_after_add)
 
-        features = _per_stage(features_per_stage, n_stages)
-        kernels = _per_stage(kernel_sizes, n_stages)
-        stride_list = _per_stage(strides, n_stages)
-        blocks = _per_stage(n_blocks_per_stage, n_stages)
         stage_inputs = [stem_channels or features[0]] + features[:-1]
         for s in self.pu_stages:
             # same shapes as the stage it replaces, so the decoder's skips and sizes still match

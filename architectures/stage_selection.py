@@ -7,6 +7,7 @@ stages", so the default puts them in the deepest half of the encoder.
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence, Union
 
 # named placements; explicit lists of stage indices are accepted too
@@ -16,12 +17,24 @@ DEFAULT_PLACEMENT = "deepest_half"
 StageSpec = Union[str, Sequence[int]]
 
 
+def per_stage(value, n_stages: int, name: str = "value") -> list:
+    """One entry per stage: a list or tuple as it is (its length checked), anything else repeated
+    (as ResidualEncoderUNet broadcasts an int ``n_blocks_per_stage``)."""
+    if not isinstance(value, (list, tuple)):
+        return [value] * n_stages
+    if len(value) != n_stages:
+        raise ValueError(f"{name} must have one entry per stage ({n_stages}), got {len(value)}: {list(value)}")
+    return list(value)
+
+
 def resolve_pu_stages(spec: StageSpec, n_stages: int) -> tuple[int, ...]:
     """Stage indices for a placement name or an explicit list, validated against n_stages.
 
     ``deepest_half``: the last n_stages // 2 stages (at least one);
     ``shallowest_half``: all the others, the high-resolution stages (the ablation).
     """
+    if isinstance(n_stages, bool) or not isinstance(n_stages, numbers.Integral) or n_stages < 1:
+        raise ValueError(f"n_stages must be an int of at least 1, got {n_stages!r}")
     n_deep = max(1, n_stages // 2)
     if isinstance(spec, str):
         if spec == "deepest_half":
@@ -33,6 +46,12 @@ def resolve_pu_stages(spec: StageSpec, n_stages: int) -> tuple[int, ...]:
         if spec == "none":
             return ()
         raise ValueError(f"pu_stages must be one of {PLACEMENTS} or a list of stage indices, got {spec!r}")
+    if not isinstance(spec, (list, tuple, range)):
+        raise TypeError(f"pu_stages must be one of {PLACEMENTS} or a list of stage indices, got "
+                        f"{type(spec).__name__} {spec!r}")
+    not_indices = [s for s in spec if isinstance(s, bool) or not isinstance(s, numbers.Integral)]
+    if not_indices:
+        raise TypeError(f"pu_stages must list int stage indices, got {not_indices}")
     stages = tuple(sorted({int(s) for s in spec}))
     bad = [s for s in stages if not 0 <= s < n_stages]
     if bad:

@@ -54,12 +54,11 @@ RESULTS_FILE = Path(__file__).resolve().parent / "results" / "predict.json"
 
 
 def nnunet_env(root: Path, threads: int, **extra: str) -> dict:
-    from pu_nnunet.trainers import EXT_TRAINER_DIR
+    from pu_nnunet.trainers import EXT_TRAINER_VARIABLE, with_trainer_folder
 
-    user_dirs = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
     env = dict(os.environ, nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "preprocessed"),
                nnUNet_results=str(root / "results"), nnUNet_def_n_proc=str(threads), PYTHONUNBUFFERED="1",
-               nnUNet_extTrainer=os.pathsep.join([*user_dirs, EXT_TRAINER_DIR]))
+               **{EXT_TRAINER_VARIABLE: with_trainer_folder(os.environ.get(EXT_TRAINER_VARIABLE))})
     env.pop("nnUNet_n_proc_DA", None)  # the planner fails with 0; training sets it
     env.update(extra)
     return env
@@ -128,7 +127,8 @@ def time_sliding_window(model_dir: Path, images: Path, device: str, threads: int
     import torch
 
     from pu_nnunet.inference.inputs import find_input_cases
-    from pu_nnunet.inference.model_folder import inspect_model_folder, load_predictor, resolve_device
+    from pu_nnunet.devices import resolve_device
+    from pu_nnunet.inference.model_folder import inspect_model_folder, load_predictor
     from pu_nnunet.inference.sliding_window_2d import BatchedSlicePredictor
 
     torch.set_num_threads(threads)

@@ -33,15 +33,6 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def _available_commands() -> dict[str, str]:
-    """Subcommands whose module is installed (parts may land one at a time)."""
-    found = {}
-    for name, module in COMMANDS.items():
-        if importlib.util.find_spec(module) is not None:
-            found[name] = module
-    return found
-
-
 def build_parser(commands: dict[str, str], only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pu-nnunet",
@@ -74,7 +65,7 @@ def _split_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
 def main(argv: list[str] | None = None) -> int:
     argv, debug = _split_debug_flag(list(sys.argv[1:] if argv is None else argv))
     debug = debug or debug_requested()
-    commands = _available_commands()
+    commands = COMMANDS
     chosen = argv[0] if argv and argv[0] in commands else None
     try:
         # no or unknown subcommand: build the full help so the user sees every command

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import pydoc
 
+from pu_nnunet.architectures.stage_selection import per_stage
+
 RESIDUAL_ENCODER_UNET = "ResidualEncoderUNet"
 PLAIN_CONV_UNET = "PlainConvUNet"
 
@@ -44,14 +46,10 @@ def residual_unet_kwargs(network_arch_class_name: str, arch_kwargs: dict, arch_k
 
     class_name = network_arch_class_name.rsplit(".", 1)[-1]
     if class_name == PLAIN_CONV_UNET:
-        kwargs["n_blocks_per_stage"] = [blocks_for_plain_stage(n) for n in _per_stage(kwargs.pop("n_conv_per_stage"),
-                                                                                      kwargs["n_stages"])]
+        n_conv = per_stage(kwargs.pop("n_conv_per_stage"), kwargs["n_stages"], "n_conv_per_stage")
+        kwargs["n_blocks_per_stage"] = [blocks_for_plain_stage(n) for n in n_conv]
     elif class_name != RESIDUAL_ENCODER_UNET:
         raise UnsupportedPlansError(
             f"plans use {network_arch_class_name}; the PU trainers build from PlainConvUNet plans (nnUNetPlans) "
             f"or ResidualEncoderUNet plans (nnUNetResEncUNet{{M,L,XL}}Plans)")
     return {k: v for k, v in kwargs.items() if k in _RESENC_KWARGS}
-
-
-def _per_stage(value, n_stages: int) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value] * n_stages

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pu_nnunet.devices import add_device_argument
+
 HELP = ("train nnUNetTrainerPURe and its matched baseline on a built-in synthetic CT dataset, predict "
         "held-out volumes and compare them (no download; ~15 min on 2 CPU cores)")
 
@@ -16,20 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"folder for everything the demo writes (default ./{DEFAULT_WORKDIR}); nnUNet_raw, "
                              "nnUNet_preprocessed and nnUNet_results go under it unless already set")
     parser.add_argument("--fresh", action="store_true", help="start over instead of reusing finished steps")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto: CUDA when a GPU is present, else the CPU")
-
-
-def resolve_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        from pu_nnunet.user_errors import UserInputError
-
-        raise UserInputError("--device cuda was requested but no CUDA GPU is available")
-    return requested
+    add_device_argument(parser, "where nnU-Net trains and predicts", allow_index=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,9 +27,12 @@ def run(args: argparse.Namespace) -> int:
     from pu_nnunet.demo.nnunet_runner import StepFailed
     from pu_nnunet.demo.pipeline import Demo, DemoSettings
     from pu_nnunet.demo.summary import format_summary
+    from pu_nnunet.devices import resolve_device
 
     start = time.perf_counter()
-    demo = Demo(DemoSettings(workdir=Path(args.workdir).resolve(), device=resolve_device(args.device)))
+    # nnUNetv2_train -device takes "cpu" or "cuda", hence no GPU index
+    device = resolve_device(args.device, allow_index=False)
+    demo = Demo(DemoSettings(workdir=Path(args.workdir).resolve(), device=device.type))
     if args.fresh:
         demo.remove_previous_run()
     try:

@@ -11,7 +11,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from pu_nnunet.trainers import EXT_TRAINER_DIR
+from pu_nnunet.trainers import EXT_TRAINER_VARIABLE, with_trainer_folder
 
 NNUNET_FOLDER_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
@@ -30,9 +30,7 @@ def nnunet_environment(workdir: Path) -> dict:
     for variable in NNUNET_FOLDER_VARIABLES:
         if not env.get(variable):
             env[variable] = str(workdir / variable)
-    existing = [p for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-    env["nnUNet_extTrainer"] = os.pathsep.join(existing + ([EXT_TRAINER_DIR] if EXT_TRAINER_DIR not in existing
-                                                           else []))
+    env[EXT_TRAINER_VARIABLE] = with_trainer_folder(env.get(EXT_TRAINER_VARIABLE))
     # nnU-Net's export/metric pools default to 8 spawned processes: too many for a small machine
     env.setdefault("nnUNet_def_n_proc", str(min(8, os.cpu_count() or 1)))
     env["PYTHONUNBUFFERED"] = "1"

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pu_nnunet.datasets.shared.raw_folder import dataset_folder_name
 from pu_nnunet.demo.cpu_plans import CPU_PLANS, write_cpu_plans
 from pu_nnunet.demo.nnunet_runner import nnunet_environment, run_logged
 
@@ -36,7 +37,7 @@ class DemoSettings:
 
     @property
     def dataset_folder_name(self) -> str:
-        return f"Dataset{self.dataset_id:03d}_{self.dataset_name}"
+        return dataset_folder_name(self.dataset_id, self.dataset_name)
 
 
 class Demo:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pu_nnunet.evaluation.report.markdown import number, table
+
 FOREGROUND = "foreground"
-
-
-def _fmt(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+# digits of the console summary: scores to 0.001, rates to 0.01, seconds whole
+SCORE_DIGITS, RATE_DIGITS, SECONDS_DIGITS = 3, 2, 0
 
 
 def count_parameters(checkpoint_path: Path) -> int:
@@ -26,15 +26,10 @@ def summary_rows(pure: dict, baseline: dict) -> list[tuple[str, ...]]:
     for key in [str(label) for label in pure["labels"]] + [FOREGROUND]:
         a, b = pure["aggregates"][key], baseline["aggregates"][key]
         name = pure["label_names"].get(key, key) if key != FOREGROUND else "foreground (all organs)"
-        rows.append((name, _fmt(a["dice_mean"]), _fmt(b["dice_mean"]), _fmt(a["iou_mean"]), _fmt(b["iou_mean"]),
-                     _fmt(a["false_positive_rate"], 2), _fmt(b["false_positive_rate"], 2)))
+        score, rate = (lambda value: number(value, SCORE_DIGITS)), (lambda value: number(value, RATE_DIGITS))
+        rows.append((name, score(a["dice_mean"]), score(b["dice_mean"]), score(a["iou_mean"]), score(b["iou_mean"]),
+                     rate(a["false_positive_rate"]), rate(b["false_positive_rate"])))
     return rows
-
-
-def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-    return "\n".join([line(header), "  ".join("-" * w for w in widths), *[line(r) for r in rows]])
 
 
 def format_summary(result: dict, demo) -> str:
@@ -42,11 +37,11 @@ def format_summary(result: dict, demo) -> str:
     first, second = demo.s.runs
     header = ("label", f"Dice {first}", f"Dice {second}", f"IoU {first}", f"IoU {second}", f"FPR {first}",
               f"FPR {second}")
-    table = format_table(header, summary_rows(pure, baseline))
+    scores = table(header, summary_rows(pure, baseline))
     timings = result["timings"]
-    cost = format_table(("run", "trainer", "parameters", "training s", "prediction s"), [
+    cost = table(("run", "trainer", "parameters", "training s", "prediction s"), [
         (name, trainer, f"{count_parameters(demo.fold_folder(trainer) / 'checkpoint_final.pth'):,}",
-         _fmt(timings.get(f"train_{name}"), 0), _fmt(timings.get(f"predict_{name}"), 0))
+         number(timings.get(f"train_{name}"), SECONDS_DIGITS), number(timings.get(f"predict_{name}"), SECONDS_DIGITS))
         for name, trainer in demo.s.runs.items()])
     n_cases = pure["n_reference_cases"]
     where = "\n".join([
@@ -60,4 +55,4 @@ def format_summary(result: dict, demo) -> str:
     ])
     return (f"\nHeld-out synthetic CT volumes: {n_cases}, scored per 3D case "
             f"(Dice/IoU: mean over cases containing the label; FPR: share of cases without the label "
-            f"where it was predicted).\n\n{table}\n\n{cost}\n\nWhere everything is:\n{where}\n")
+            f"where it was predicted).\n\n{scores}\n\n{cost}\n\nWhere everything is:\n{where}\n")

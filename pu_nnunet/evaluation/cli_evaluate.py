@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from pu_nnunet.devices import add_device_argument
 from pu_nnunet.evaluation.metrics.case_metrics import DEFAULT_MIN_SIZE
 
 HELP = "Score predictions against references: Dice, IoU, case-level false-positive rate, report and plots."
@@ -14,8 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ref_dir", metavar="REF_DIR", help="folder of reference segmentations (e.g. labelsTr)")
     parser.add_argument("-o", "--output", dest="out_dir", required=True, metavar="OUT_DIR",
                         help="folder for metrics.json, per_case.csv, report.md and plots/")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where label counts are computed: auto = CUDA when torch sees a GPU (default)")
+    add_device_argument(parser, "where label counts are computed")
     parser.add_argument("--labels", type=int, nargs="+", metavar="L",
                         help="label values to evaluate (default: dataset.json's labels, else every non-zero "
                              "value found)")

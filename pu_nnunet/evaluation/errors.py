@@ -1,10 +1,10 @@
 """The one exception evaluation raises for bad input (missing folder, unreadable file, geometry
-mismatch, existing results), and how the command line reports it and warnings.
+mismatch, existing results); the command line reports it (pu_nnunet.user_errors.run_command).
 """
 
-from pu_nnunet.user_errors import UserInputError, call_for_command_line
+from pu_nnunet.user_errors import UserInputError
 
-__all__ = ["EvaluationError", "call_for_command_line"]
+__all__ = ["EvaluationError"]
 
 
 class EvaluationError(UserInputError):

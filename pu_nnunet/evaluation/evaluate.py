@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from pu_nnunet.evaluation.case_io import CasePair, DatasetInfo, describe_dataset, pair_cases, read_case, read_meta
-from pu_nnunet.evaluation.metrics.confusion import LabelConfusion, label_confusion, resolve_device
+from pu_nnunet.evaluation.metrics.confusion import LabelConfusion, counting_device, label_confusion
 from pu_nnunet.evaluation.errors import EvaluationError
 from pu_nnunet.evaluation.output_folder import check_output_dir, replaced_outputs
 from pu_nnunet.evaluation.report.evaluation_outputs import EVALUATION_OUTPUTS, write_evaluation_outputs
@@ -141,7 +141,7 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
         if unclassified:
             warnings.warn(f"{len(unclassified)} case(s) not in cases.json, grouped as 'unknown': "
                           f"{', '.join(unclassified[:10])}")
-    used_device = resolve_device(device)
+    used_device = counting_device(device)
 
     jobs = [(case, None if case in missing else pred_dir, ref_dir, info) for case in cases]
     counted = list(_count_all(jobs, used_device, num_processes))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pu_nnunet.devices import add_device_argument
+
 HELP = ("Segment NIfTI volumes or a DICOM series with a trained nnU-Net model folder (2d models: many slices "
         "per forward pass); agrees with nnUNetv2_predict.")
 
@@ -18,8 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="trained model folder: nnUNet_results/DatasetX/<trainer>__<plans>__<configuration>")
     parser.add_argument("-f", "--folds", nargs="+", metavar="F",
                         help="folds to ensemble (numbers or 'all'; default: every fold_N with the checkpoint)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto = CUDA when torch sees a GPU (default)")
+    add_device_argument(parser, "where the network runs")
     parser.add_argument("--chk", default="checkpoint_final.pth", metavar="NAME",
                         help="checkpoint file in each fold folder (default checkpoint_final.pth)")
     parser.add_argument("--disable_tta", action="store_true",

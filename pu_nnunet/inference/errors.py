@@ -1,10 +1,11 @@
 """The one exception prediction raises for bad input (unreadable image, empty folder, incomplete
-model folder, wrong channel count, existing output), and how the command line reports it.
+model folder, wrong channel count, existing output); the command line reports it
+(pu_nnunet.user_errors.run_command).
 """
 
-from pu_nnunet.user_errors import UserInputError, call_for_command_line
+from pu_nnunet.user_errors import UserInputError
 
-__all__ = ["PredictionError", "call_for_command_line"]
+__all__ = ["PredictionError"]
 
 
 class PredictionError(UserInputError):

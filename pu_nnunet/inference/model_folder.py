@@ -15,6 +15,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from pu_nnunet.inference.errors import PredictionError
 from pu_nnunet.user_files import read_user_json
@@ -104,41 +105,35 @@ def inspect_model_folder(model_dir: str | Path, folds: list[int | str] | None = 
     return model
 
 
-def ensure_trainer_lookup_path() -> None:
-    """Adds this package's trainer folder to ``nnUNet_extTrainer``, keeping the user's folders,
-    so that nnU-Net finds a pu-nnunet trainer named in a checkpoint."""
-    from pu_nnunet.trainers import EXT_TRAINER_DIR
+@contextlib.contextmanager
+def trainer_lookup_path() -> Iterator[None]:
+    """While nnU-Net looks up the trainer named in a checkpoint, ``nnUNet_extTrainer`` lists this
+    package's trainer folder (the user's folders kept); afterwards the variable is as it was, so
+    loading a model leaves the process environment unchanged."""
+    from pu_nnunet.trainers import EXT_TRAINER_VARIABLE, with_trainer_folder
 
-    current = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-    if EXT_TRAINER_DIR not in current:
-        os.environ["nnUNet_extTrainer"] = os.pathsep.join([*current, EXT_TRAINER_DIR])
-
-
-def resolve_device(name: str):
-    """``auto`` is CUDA when torch sees a GPU, else the CPU."""
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PredictionError("--device cuda was asked for but torch sees no GPU; use --device cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise PredictionError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return torch.device(name)
+    before = os.environ.get(EXT_TRAINER_VARIABLE)
+    os.environ[EXT_TRAINER_VARIABLE] = with_trainer_folder(before)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(EXT_TRAINER_VARIABLE, None)
+        else:
+            os.environ[EXT_TRAINER_VARIABLE] = before
 
 
 def load_predictor(model: ModelFolder, device, use_mirroring: bool = True):
     """nnU-Net's predictor with the model's network and every chosen fold's weights loaded."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    ensure_trainer_lookup_path()
     # nnU-Net narrates the CPU fallback and the trainer lookup on stdout: not for our users
     with contextlib.redirect_stdout(io.StringIO()):
         predictor = nnUNetPredictor(tile_step_size=TILE_STEP_SIZE, use_gaussian=True, use_mirroring=use_mirroring,
                                     perform_everything_on_device=device.type == "cuda", device=device,
                                     verbose=False, verbose_preprocessing=False, allow_tqdm=False)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), trainer_lookup_path():
             predictor.initialize_from_trained_model_folder(str(model.path), list(model.folds), model.checkpoint)
     except (RuntimeError, KeyError, OSError, EOFError, pickle.UnpicklingError, TypeError, ValueError, IndexError,
             AttributeError, AssertionError) as error:

@@ -26,9 +26,6 @@ from pu_nnunet.user_errors import error_reason, naming_the_path
 from pu_nnunet.user_files import (atomic_write_path, damaged_file_problem, read_user_json,
                                   remove_stale_partial_entries, temporary_name)
 
-# written beside the segmentations, as nnUNetv2_predict does, so that evaluation and
-# post-processing find the labels and file ending
-RECORD_FILES = ("dataset.json", "plans.json")
 # files that mark a folder as the output of another pu-nnunet command
 FOREIGN_OUTPUT_MARKERS = {"metrics.json": "evaluate", "comparison.json": "compare"}
 
@@ -47,6 +44,8 @@ class PredictionRun:
 
 
 def _record_contents(model: ModelFolder) -> dict[str, dict]:
+    """dataset.json and plans.json, written beside the segmentations as nnUNetv2_predict does, so
+    that evaluation and post-processing find the labels and the file ending."""
     # the segmentations are NIfTI whatever the model was trained on
     return {"dataset.json": {**model.dataset_json, "file_ending": OUTPUT_ENDING}, "plans.json": model.plans}
 
@@ -159,7 +158,8 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     import torch
     from nnunetv2.inference.export_prediction import export_prediction_from_logits
 
-    from pu_nnunet.inference.model_folder import load_predictor, resolve_device
+    from pu_nnunet.devices import resolve_device
+    from pu_nnunet.inference.model_folder import load_predictor
 
     model = inspect_model_folder(model_dir, folds, checkpoint)
     cases = find_input_cases(input_path, len(model.channel_names))

@@ -12,12 +12,19 @@ cap on the CPU and fp16 autocast on CUDA.
 
 from __future__ import annotations
 
+import logging
+import numbers
+
 import torch
 from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from nnunetv2.configuration import default_num_processes
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 from nnunetv2.utilities.helpers import dummy_context, empty_cache
 from torch._dynamo import OptimizedModule
+
+# the batch-halving retry after a CUDA out-of-memory error is reported here (a library user
+# silences or redirects it with the logging module)
+logger = logging.getLogger(__name__)
 
 # nnU-Net's Gaussian importance map (predict_from_raw_data.py): sigma = patch size / 8, peak 10
 GAUSSIAN_SIGMA_SCALE = 1.0 / 8
@@ -65,13 +72,17 @@ class BatchedSlicePredictor:
 
     def __init__(self, predictor, batch_size: int | None = None):
         manager = predictor.configuration_manager
-        assert len(manager.patch_size) == 2, f"a 2d configuration is needed, got patch size {manager.patch_size}"
+        if len(manager.patch_size) != 2:
+            raise ValueError(f"predictor must hold a 2d configuration, got patch size {list(manager.patch_size)}")
         self.predictor = predictor
         self.patch_size = tuple(manager.patch_size)
         if batch_size is None:
             batch_size = default_batch_size(self._plain_network(), self.patch_size, predictor.device)
-        assert batch_size >= 1, f"batch_size must be >= 1, got {batch_size}"
-        self.batch_size = batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+            raise TypeError(f"batch_size must be an int or None, got {type(batch_size).__name__} {batch_size!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.batch_size = int(batch_size)
 
     def _plain_network(self) -> torch.nn.Module:
         network = self.predictor.network
@@ -89,7 +100,7 @@ class BatchedSlicePredictor:
                     raise
                 empty_cache(self.predictor.device)
                 self.batch_size //= 2
-                print(f"out of GPU memory: retrying with {self.batch_size} patches per forward pass")
+                logger.warning("out of GPU memory: retrying with %d patches per forward pass", self.batch_size)
 
     def _predict_all_folds(self, data: torch.Tensor) -> torch.Tensor:
         predictor = self.predictor

@@ -104,6 +104,33 @@ def write_meta(path: Path, classes: dict[str, str]) -> Path:
     return path
 
 
+# a plot must hold coloured marks (curves, points, contours), not only black axes and text: at
+# least this many pixels (the plots of these tests have 185 to 1500 or more, empty axes 0)
+MIN_COLOURED_PIXELS = 100
+# chroma (max - min of R, G, B) above which a pixel counts as coloured
+COLOURED_CHROMA = 40
+
+
+def assert_real_plot(path: Path, min_width: int = 300, min_height: int = 150) -> None:
+    """The PNG at ``path`` is a real plot: at least min_width x min_height pixels, not uniform,
+    with coloured marks drawn."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width, height = image.size
+        rgb = np.asarray(image.convert("RGB")).astype(np.int16)
+    assert width >= min_width and height >= min_height, f"{path.name}: {width}x{height} pixels"
+    assert rgb.std() > 0, f"{path.name} is blank"
+    coloured = int(((rgb.max(axis=-1) - rgb.min(axis=-1)) > COLOURED_CHROMA).sum())
+    assert coloured >= MIN_COLOURED_PIXELS, f"{path.name}: only {coloured} coloured pixels (empty axes?)"
+
+
+@pytest.fixture(scope="session")
+def check_plot():
+    """``assert_real_plot`` for the tests (they cannot import this module, see above)."""
+    return assert_real_plot
+
+
 @pytest.fixture(scope="session")
 def synth() -> SimpleNamespace:
     """The helpers and constants of this module, for the tests."""

@@ -9,7 +9,7 @@ import torch
 from pu_nnunet.cli import main
 from pu_nnunet.inference import PredictionError
 from pu_nnunet.inference.inputs import check_channels, find_input_cases
-from pu_nnunet.inference.model_folder import ensure_trainer_lookup_path, inspect_model_folder
+from pu_nnunet.inference.model_folder import inspect_model_folder, trainer_lookup_path
 from pu_nnunet.trainers import EXT_TRAINER_DIR
 
 
@@ -154,7 +154,7 @@ def test_broken_checkpoint_is_reported_with_the_model_folder(tmp_path, model_stu
 def test_cuda_without_gpu(tmp_path, model_stub, capsys, volume_writer):
     image = volume_writer(tmp_path / "in" / "case_0000.nii.gz")
     code, err = predict_cli(capsys, "-i", image, "-o", tmp_path / "out", "-m", model_stub, "--device", "cuda")
-    assert_one_line_error(code, err, "torch sees no GPU")
+    assert_one_line_error(code, err, "--device 'cuda': torch sees no CUDA GPU")
 
 
 def test_batch_size_must_be_positive(tmp_path, model_stub, capsys, volume_writer):
@@ -163,14 +163,18 @@ def test_batch_size_must_be_positive(tmp_path, model_stub, capsys, volume_writer
     assert_one_line_error(code, err, "--batch-size must be at least 1")
 
 
-def test_trainer_lookup_path_keeps_the_users_folders(monkeypatch, tmp_path):
+def test_trainer_lookup_path_keeps_the_users_folders_and_restores_them(monkeypatch, tmp_path):
     monkeypatch.setenv("nnUNet_extTrainer", str(tmp_path))
-    ensure_trainer_lookup_path()
-    ensure_trainer_lookup_path()  # idempotent
-    assert os.environ["nnUNet_extTrainer"].split(os.pathsep) == [str(tmp_path), EXT_TRAINER_DIR]
+    with trainer_lookup_path():
+        with trainer_lookup_path():  # listed once
+            assert os.environ["nnUNet_extTrainer"].split(os.pathsep) == [str(tmp_path), EXT_TRAINER_DIR]
+    assert os.environ["nnUNet_extTrainer"] == str(tmp_path)
     monkeypatch.delenv("nnUNet_extTrainer")
-    ensure_trainer_lookup_path()
-    assert os.environ["nnUNet_extTrainer"] == EXT_TRAINER_DIR
+    with pytest.raises(KeyError):  # restored on errors too
+        with trainer_lookup_path():
+            assert os.environ["nnUNet_extTrainer"] == EXT_TRAINER_DIR
+            raise KeyError("checkpoint")
+    assert "nnUNet_extTrainer" not in os.environ
 
 
 def test_folds_default_to_those_with_a_checkpoint(tmp_path, plain_plans, stub_factory):

@@ -99,5 +99,36 @@ def test_default_batch_size_follows_the_memory_budget(plain_plans):
 def test_rejects_a_3d_configuration(plain_plans):
     predictor = make_predictor(nnUNetTrainer, plain_plans, True, 1)
     predictor.configuration_manager.configuration["patch_size"] = [32, 32, 32]
-    with pytest.raises(AssertionError, match="2d configuration"):
+    with pytest.raises(ValueError, match=r"2d configuration, got patch size \[32, 32, 32\]"):
         BatchedSlicePredictor(predictor, 4)
+
+
+@pytest.mark.parametrize("batch_size, error, match", [
+    (0, ValueError, "batch_size must be at least 1, got 0"),
+    (-3, ValueError, "got -3"),
+    (2.0, TypeError, "batch_size must be an int or None, got float 2.0"),
+    ("8", TypeError, "got str '8'"),
+])
+def test_rejects_bad_batch_sizes(plain_plans, batch_size, error, match):
+    with pytest.raises(error, match=match):
+        BatchedSlicePredictor(make_predictor(nnUNetTrainer, plain_plans, False, 1), batch_size)
+
+
+def test_out_of_memory_retry_is_logged_not_printed(plain_plans, caplog, capsys, monkeypatch):
+    batched = BatchedSlicePredictor(make_predictor(nnUNetTrainer, plain_plans, False, 1), 8)
+    real_pass, failures = batched._predict_all_folds, []
+
+    def out_of_memory_once(data):  # a GPU's out-of-memory error, on the CPU
+        if not failures:
+            failures.append(batched.batch_size)
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real_pass(data)
+
+    monkeypatch.setattr(batched, "_predict_all_folds", out_of_memory_once)
+    volume = torch.randn(*VOLUME_SHAPE)
+    capsys.readouterr()  # nnUNetPredictor's own remarks
+    with caplog.at_level("WARNING", logger="pu_nnunet.inference.sliding_window_2d"):
+        logits = batched.predict_logits(volume)
+    assert failures == [8] and batched.batch_size == 4 and logits.shape == (NUM_CLASSES, *VOLUME_SHAPE[1:])
+    assert [r.getMessage() for r in caplog.records] == ["out of GPU memory: retrying with 4 patches per forward pass"]
+    assert capsys.readouterr().out == ""  # a library user silences it through logging

@@ -260,6 +260,7 @@ def test_clamp_rule_helpers_follow_either_rule_at_the_bounds(fresh_bound_cache, 
     assert torch.equal(by_hand[:-1], (~expected_blocked).float()[:-1])
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("positivity", ["softplus", "threshold"])
 def test_fused_equals_reference_on_cuda_and_under_fp16_autocast(positivity):

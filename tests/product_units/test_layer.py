@@ -153,6 +153,7 @@ def test_autocast_computes_in_float32():
     torch.testing.assert_close(y_autocast, layer(x), rtol=0, atol=0)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU for fp16 autocast")
 def test_fp16_autocast_on_cuda_is_finite():
     torch.manual_seed(6)

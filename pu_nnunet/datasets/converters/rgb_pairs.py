@@ -19,7 +19,8 @@ MASK_FORMATS = ("png", "jpeg")
 
 
 def pair_job(case_id: str, part: str, image: Path, mask: Path, mask_format: str) -> CaseJob:
-    assert mask_format in MASK_FORMATS, mask_format
+    if mask_format not in MASK_FORMATS:
+        raise ValueError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
     return CaseJob(case_id, part, (str(image), str(mask)), {"mask_format": mask_format})
 
 

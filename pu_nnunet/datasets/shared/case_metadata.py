@@ -3,6 +3,7 @@
 Format (shared with the evaluation): a JSON object mapping each case identifier (the image file
 name without ``_0000.png``) to an object with at least ``"class"`` (e.g. "benign", "malignant",
 "normal") and ``"split"`` ("train" or "test"); further keys (e.g. "source_files") are allowed.
+The evaluation reads it (``pu_nnunet.evaluation.case_io.read_meta``, ``pu-nnunet evaluate --meta``).
 """
 
 from __future__ import annotations
@@ -19,11 +20,9 @@ TEST_SPLIT = "test"
 def write_cases_json(dataset_folder: Path, cases: dict[str, dict[str, Any]]) -> Path:
     for case, entry in cases.items():
         # the evaluation relies on these two keys: fail here rather than there
-        assert "class" in entry and entry.get("split") in (TRAIN_SPLIT, TEST_SPLIT), f"{case}: {entry}"
+        if not isinstance(entry, dict) or "class" not in entry or entry.get("split") not in (TRAIN_SPLIT, TEST_SPLIT):
+            raise ValueError(f"cases[{case!r}] must be an object with \"class\" and \"split\" "
+                             f"({TRAIN_SPLIT!r} or {TEST_SPLIT!r}), got {entry!r}")
     path = Path(dataset_folder) / CASES_FILE_NAME
     path.write_text(json.dumps(dict(sorted(cases.items())), indent=1))
     return path
-
-
-def read_cases_json(dataset_folder: Path) -> dict[str, dict[str, Any]]:
-    return json.loads((Path(dataset_folder) / CASES_FILE_NAME).read_text())

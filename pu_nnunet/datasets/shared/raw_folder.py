@@ -43,6 +43,11 @@ def raw_root_from_environment() -> Path:
     return folder_from_environment(NNUNET_RAW_ENV)
 
 
+def dataset_id_prefix(dataset_id: int) -> str:
+    """How every folder of dataset ``dataset_id`` starts, e.g. 5 -> "Dataset005_" (nnU-Net's look-up key)."""
+    return f"Dataset{int(dataset_id):03d}_"
+
+
 def dataset_folder_name(dataset_id: int, name: str) -> str:
     """nnU-Net's folder name for a dataset, e.g. (5, "BUSI") -> "Dataset005_BUSI"."""
     if not MIN_DATASET_ID <= int(dataset_id) <= MAX_DATASET_ID:
@@ -51,11 +56,11 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
     if not DATASET_NAME_PATTERN.match(name):
         raise DatasetError(f"dataset name {name!r} is not usable: use letters, digits, '-' and '_' "
                            f"(starting with a letter or digit)")
-    return f"Dataset{int(dataset_id):03d}_{name}"
+    return dataset_id_prefix(dataset_id) + name
 
 
 def _same_id_folders(raw_root: Path, dataset_id: int) -> list[Path]:
-    prefix = f"Dataset{int(dataset_id):03d}_"
+    prefix = dataset_id_prefix(dataset_id)
     if not raw_root.is_dir():
         return []
     return sorted(p for p in raw_root.iterdir() if p.is_dir() and p.name.startswith(prefix))

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from pu_nnunet.datasets.errors import DatasetError, SourceLayoutError
+from pu_nnunet.datasets.shared.raw_folder import (NNUNET_PREPROCESSED_ENV, dataset_id_prefix,
+                                                  folder_from_environment, raw_root_from_environment)
 from pu_nnunet.user_files import read_splits, read_user_json
-from pu_nnunet.datasets.shared.raw_folder import (NNUNET_PREPROCESSED_ENV, folder_from_environment,
-                                           raw_root_from_environment)
 
 SPLITS_FILE_NAME = "splits_final.json"
 # the seed nnU-Net itself uses for its default 5-fold split (nnUNetTrainer.do_split)
@@ -164,7 +164,7 @@ def install_command(dataset_folder: Path) -> str:
 
 
 def find_raw_dataset(raw_root: Path, dataset_id: int) -> Path:
-    prefix = f"Dataset{int(dataset_id):03d}_"
+    prefix = dataset_id_prefix(dataset_id)
     found = sorted(p for p in Path(raw_root).glob(prefix + "*") if p.is_dir())
     if len(found) != 1:
         problem = "no folder" if not found else f"{len(found)} folders ({', '.join(p.name for p in found)})"

@@ -17,6 +17,7 @@ import numpy as np
 from pu_nnunet.datasets.errors import DatasetError
 from pu_nnunet.datasets.shared.raw_folder import atomic_dataset_folder, dataset_folder_name, make_raw_layout
 from pu_nnunet.datasets.shared.splits import check_seed, cross_validation_splits, write_splits
+from pu_nnunet.datasets.synthetic.random_field import smooth_random_field
 from pu_nnunet.user_errors import error_reason
 from pu_nnunet.user_files import damaged_file_problem
 
@@ -91,14 +92,6 @@ ORGANS: tuple[OrganPrototype, ...] = (
 MAX_ORGANS = len(ORGANS)
 
 
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], smoothing: tuple[float, ...]) -> np.ndarray:
-    """Unit-SD random field, smooth on the scale of ``smoothing`` voxels."""
-    from scipy.ndimage import gaussian_filter
-
-    field = gaussian_filter(rng.standard_normal(shape), smoothing)
-    return field / max(float(field.std()), 1e-6)
-
-
 def _organ_mask(rng: np.random.Generator, organ: OrganPrototype, shape: tuple[int, int, int],
                 grid: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
     """A deformed, rotated super-ellipsoid around the organ's (jittered) mean position."""
@@ -112,7 +105,7 @@ def _organ_mask(rng: np.random.Generator, organ: OrganPrototype, shape: tuple[in
     ru_rot = du * np.cos(angle) + dv * np.sin(angle)
     rv_rot = -du * np.sin(angle) + dv * np.cos(angle)
     level = ((ru_rot / ru) ** 2 + (rv_rot / rv) ** 2 + np.abs((z - cz) / rz) ** ORGAN_Z_EXPONENT
-             + ORGAN_DEFORMATION * _smooth_field(rng, shape, DEFORMATION_SMOOTHING_VOXELS))
+             + ORGAN_DEFORMATION * smooth_random_field(rng, shape, DEFORMATION_SMOOTHING_VOXELS))
     return level < 1.0
 
 
@@ -144,7 +137,7 @@ def synthesize_case(rng: np.random.Generator, shape: tuple[int, int, int], num_o
         # drawn even when absent so the random stream (and the other organs) stay the same
         mask = _organ_mask(rng, organ, shape, (z, u, v)) & body & ~vertebra
         mean_hu = organ.mean_hu + rng.uniform(-ORGAN_HU_JITTER, ORGAN_HU_JITTER)
-        texture = ORGAN_TEXTURE_SD_HU * _smooth_field(rng, shape, DEFORMATION_SMOOTHING_VOXELS)
+        texture = ORGAN_TEXTURE_SD_HU * smooth_random_field(rng, shape, DEFORMATION_SMOOTHING_VOXELS)
         if index == absent_organ:
             continue
         image[mask] = mean_hu + texture[mask]

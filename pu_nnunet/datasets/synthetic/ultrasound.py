@@ -19,6 +19,7 @@ from pu_nnunet.datasets.errors import DatasetError
 from pu_nnunet.datasets.shared.images_2d import write_png
 from pu_nnunet.datasets.shared.raw_folder import atomic_dataset_folder, dataset_folder_name, make_raw_layout
 from pu_nnunet.datasets.shared.splits import check_seed, stratified_group_folds, stratified_holdout, write_splits
+from pu_nnunet.datasets.synthetic.random_field import smooth_random_field
 
 # class shares as in BUSI (437 benign, 210 malignant, 133 normal of 780)
 CLASS_SHARES = {"benign": 437 / 780, "malignant": 210 / 780, "normal": 133 / 780}
@@ -68,13 +69,6 @@ def _class_sequence(rng: np.random.Generator, num_cases: int) -> list[str]:
     return [sequence[i] for i in rng.permutation(num_cases)]
 
 
-def _smooth(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
-
-    field = gaussian_filter(rng.standard_normal(shape), sigma)
-    return field / max(float(field.std()), 1e-6)
-
-
 def _lesion_mask(rng: np.random.Generator, cls: str, shape: tuple[int, int]) -> np.ndarray:
     h, w = shape
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -102,12 +96,12 @@ def synthesize_image(rng: np.random.Generator, cls: str, shape: tuple[int, int])
     # a layer starts where the one above ends; each boundary wobbles smoothly across the image
     layer = np.zeros(shape, np.int64)
     for bottom, _ in LAYERS[:-1]:
-        boundary = bottom + LAYER_EDGE_WOBBLE * _smooth(rng, (1, w), w / 8)
+        boundary = bottom + LAYER_EDGE_WOBBLE * smooth_random_field(rng, (1, w), w / 8)
         layer += depth >= boundary
     levels = np.array([level for _, level in LAYERS]) * rng.uniform(0.85, 1.15, len(LAYERS))
     echo = levels[layer].astype(np.float32)
     echo *= 1.0 - DEPTH_ATTENUATION * depth
-    echo *= 1.0 + 0.15 * _smooth(rng, shape, min(h, w) / 10)  # slow tissue inhomogeneity
+    echo *= 1.0 + 0.15 * smooth_random_field(rng, shape, min(h, w) / 10)  # slow tissue inhomogeneity
 
     mask = np.zeros(shape, np.uint8)
     if cls != NORMAL_CLASS:

@@ -14,6 +14,7 @@ from typing import Iterable
 
 import numpy as np
 
+from pu_nnunet.devices import CPU, check_device_name, resolve_device
 from pu_nnunet.evaluation.errors import EvaluationError
 
 # Label values up to this bound index the bincount directly: (255 + 1)^2 = 65 536 bins, small
@@ -25,9 +26,9 @@ MAX_DIRECT_LABEL_VALUE = 255
 # (measured 0.10 s vs 0.17-0.78 s for a 512x512x150 volume).
 CHUNK_VOXELS = 1 << 20
 
-# Device names accepted by evaluate_folders. "torch-cpu" runs the GPU code path on the CPU, so
-# that path is tested on machines without a GPU.
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "torch-cpu")
+# Accepted by evaluate_folders beside the package's device names (pu_nnunet.devices): runs the
+# GPU code path on the CPU, so that path is tested on machines without a GPU.
+TORCH_ON_CPU = "torch-cpu"
 
 
 @dataclass(frozen=True)
@@ -69,20 +70,14 @@ class LabelConfusion:
         return {int(v) for v in self.values[used]}
 
 
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; 'cuda' without a GPU is an error."""
-    if device not in DEVICE_CHOICES and not device.startswith("cuda:"):
-        raise EvaluationError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
-    if device == "cpu" or device == "torch-cpu":
-        return device
-    import torch
+def counting_device(device: str) -> str:
+    """Where label counts run: 'cpu' (numpy), 'torch-cpu', or a CUDA device ('cuda', 'cuda:1').
 
-    has_gpu = torch.cuda.is_available()
-    if device == "auto":
-        return "cuda" if has_gpu else "cpu"
-    if not has_gpu:
-        raise EvaluationError(f"device {device!r} requested but torch.cuda.is_available() is False")
-    return device
+    Every name but 'torch-cpu' follows the package's one device rule (auto, cpu, cuda, cuda:N).
+    """
+    if device == TORCH_ON_CPU or check_device_name(device) == CPU:
+        return device  # numpy or torch on the CPU: nothing to check, and no torch import for numpy
+    return str(resolve_device(device))
 
 
 def as_label_map(array: np.ndarray, source: str) -> np.ndarray:
@@ -137,7 +132,7 @@ def _bincount_numpy(pred: np.ndarray, ref: np.ndarray, n: int) -> np.ndarray:
 def _bincount_torch(pred: np.ndarray, ref: np.ndarray, n: int, device: str) -> np.ndarray:
     import torch
 
-    target = torch.device("cpu" if device == "torch-cpu" else device)
+    target = torch.device("cpu" if device == TORCH_ON_CPU else device)
     def to_device(array: np.ndarray):
         # uint8 crosses to the GPU as is (8x less transfer than int64); int64 arithmetic there
         kept = array if array.dtype == np.uint8 else array.astype(np.int64)
@@ -151,9 +146,10 @@ def label_confusion(pred: np.ndarray, ref: np.ndarray, device: str = "cpu") -> L
     """Confusion matrix of two integer label maps of equal shape.
 
     ``device``: 'cpu' (numpy), 'torch-cpu', 'cuda' or 'cuda:N' (torch). Resolve 'auto' first
-    with :func:`resolve_device`.
+    with :func:`counting_device`.
     """
-    assert pred.shape == ref.shape, f"shapes differ: prediction {pred.shape}, reference {ref.shape}"
+    if pred.shape != ref.shape:
+        raise ValueError(f"pred and ref must have the same shape: pred {pred.shape}, ref {ref.shape}")
     values, pred_idx, ref_idx = _compact(pred, ref)
     n = len(values)
     if device == "cpu":

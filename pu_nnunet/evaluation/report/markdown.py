@@ -1,4 +1,4 @@
-"""Markdown table and number formatting shared by the evaluate and compare reports."""
+"""Markdown table and number formatting shared by the evaluate and compare reports and the demo."""
 
 from __future__ import annotations
 
@@ -32,10 +32,19 @@ def p_value(value: float | None) -> str:
     return f"{value:.2e}" if value < 1e-3 else f"{value:.4f}"
 
 
+def _reads_as_number(text: str) -> bool:
+    return text in ("", NOT_AVAILABLE) or text.lstrip("+-")[:1].isdigit()
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub-flavoured markdown table; cells are str()-ed, '|' escaped."""
-    cell = lambda value: str(value).replace("|", "\\|")
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """A GitHub-flavoured markdown table, padded so that it reads as plain text too (the demo
+    prints it): columns of numbers right-aligned, others left; cells str()-ed, '|' escaped."""
+    cells = [[str(value).replace("|", "\\|") for value in row] for row in [header, *rows]]
+    columns = list(zip(*cells))
+    widths = [max(map(len, column)) for column in columns]
+    right = [len(rows) > 0 and all(map(_reads_as_number, column[1:])) for column in columns]
+    line = lambda row: "| " + " | ".join(text.rjust(width) if is_right else text.ljust(width)
+                                         for text, width, is_right in zip(row, widths, right)) + " |"
+    rule = "|" + "|".join("-" * (width + 1) + ":" if is_right else ":" + "-" * (width + 1)
+                          for width, is_right in zip(widths, right)) + "|"
+    return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])

@@ -60,8 +60,13 @@ def test_stratified_split_with_duplicates_together(converted):
     splits = json.loads((folder / "splits_final.json").read_text())
     training = sorted(set(cases) - test)
     assert sorted(sum((s["val"] for s in splits), [])) == training
+    twins = {"benign_003", "malignant_003"}
     for split in splits:
-        assert ("benign_003" in split["val"]) == ("malignant_003" in split["val"]) or "benign_003" in test
+        train, val = twins & set(split["train"]), twins & set(split["val"])
+        if twins <= test:  # held out together: in no fold at all
+            assert not train and not val, split
+        else:  # trained on together: both validate in the same fold and train in the others
+            assert {len(train), len(val)} == {0, 2}, split
 
 
 def test_bad_input(tmp_path, raw_root, layouts):

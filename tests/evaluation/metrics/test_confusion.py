@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from pu_nnunet.evaluation.metrics.confusion import (MAX_DIRECT_LABEL_VALUE, as_label_map, label_confusion,
-                                            resolve_device)
+from pu_nnunet.devices import DeviceError
+from pu_nnunet.evaluation.metrics.confusion import (MAX_DIRECT_LABEL_VALUE, as_label_map, counting_device,
+                                                    label_confusion)
 from pu_nnunet.evaluation.errors import EvaluationError
 
 
@@ -60,15 +61,20 @@ def test_as_label_map_converts_and_rejects():
         as_label_map(np.array([-1.0, 1.0]), "case7")
 
 
-def test_resolve_device():
-    assert resolve_device("cpu") == "cpu"
-    assert resolve_device("torch-cpu") == "torch-cpu"
-    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(EvaluationError, match="unknown device"):
-        resolve_device("tpu")
+def test_counting_device():
+    assert counting_device("cpu") == "cpu"
+    assert counting_device("torch-cpu") == "torch-cpu"
+    assert counting_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(DeviceError, match="--device 'tpu' is not a device"):
+        counting_device("tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(EvaluationError, match="cuda"):
-            resolve_device("cuda")
+        with pytest.raises(DeviceError, match="--device 'cuda:0': torch sees no CUDA GPU"):
+            counting_device("cuda:0")
+
+
+def test_shapes_must_match():
+    with pytest.raises(ValueError, match=r"same shape: pred \(2, 3\), ref \(3, 2\)"):
+        label_confusion(np.zeros((2, 3), np.uint8), np.zeros((3, 2), np.uint8))
 
 
 @pytest.mark.cuda
