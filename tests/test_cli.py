@@ -31,13 +31,19 @@ def test_no_command_and_unknown_command_are_argument_errors(capsys):
     assert "invalid choice: 'frobnicate'" in err and "evaluate" in err  # the full list of commands is shown
 
 
-def test_demo_argument_errors_go_to_stderr(capsys):
-    for argv, fragment in ((["demo", "--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+def test_demo_argument_errors_go_to_stderr(tmp_path, capsys):
+    for argv, fragment in ((["demo", "--device", "tpu"], "argument --device: 'tpu' is not a device"),
                            (["demo", "--epochs", "3"], "unrecognized arguments: --epochs 3")):
         with pytest.raises(SystemExit) as stop:
             cli.main(argv)
         captured = capsys.readouterr()
         assert stop.value.code == 2 and captured.out == "" and fragment in captured.err
+    # a device nnU-Net's own commands cannot take: one line, before anything is written
+    assert cli.main(["demo", "--device", "cuda:1", "--workdir", str(tmp_path / "demo")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith("pu-nnunet demo: error: --device 'cuda:1': this command runs nnU-Net's own commands")
+    assert not (tmp_path / "demo").exists()
 
 
 def test_compare_refuses_two_runs_with_one_name(tmp_path, capsys):
@@ -115,7 +121,7 @@ import os, sys, time
 from pu_nnunet.user_errors import run_command, worker_pool
 
 def slow(index):
-    print("working", os.getpid(), flush=True)
+    os.write(1, f"working {os.getpid()}\\n".encode())  # one write: the two workers' lines never interleave
     time.sleep(60)
 
 def job():
@@ -136,7 +142,9 @@ def test_interrupting_a_worker_pool_prints_one_line(tmp_path, how):
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        workers = [int(proc.stdout.readline().split()[1]) for _ in range(2)]
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert all(line.startswith("working ") for line in lines), (lines, proc.poll(), proc.stderr.read())
+        workers = [int(line.split()[1]) for line in lines]
         if how.startswith("ctrl-c"):
             # the workers first, with time to print what they would: a terminal's Ctrl-C reaches
             # them as it reaches the parent, and the parent's clean-up must not race them
