@@ -117,7 +117,7 @@ def test_warnings_become_one_line_each(capsys):
 
 
 POOL_SCRIPT = '''
-import os, sys, time
+import os, signal, sys, time
 from pu_nnunet.user_errors import run_command, worker_pool
 
 def slow(index):
@@ -129,6 +129,8 @@ def job():
         pool.map(slow, range(2))
 
 if __name__ == "__main__":
+    # as in a terminal: a test runner started in the background hands SIGINT down ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(run_command("pool", job))
 '''
 

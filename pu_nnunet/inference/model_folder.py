@@ -123,6 +123,17 @@ def trainer_lookup_path() -> Iterator[None]:
             os.environ[EXT_TRAINER_VARIABLE] = before
 
 
+def _check_configuration(configuration, plans_path: Path) -> None:
+    """patch_size, spacing and the network's convolutions must agree on 2 or 3 dimensions; nnU-Net
+    itself would only fail half-way through the first case, in an assert of its sliding window."""
+    patch, spacing = list(configuration.patch_size), list(configuration.spacing)
+    conv_op = str(configuration.network_arch_init_kwargs.get("conv_op", ""))
+    conv_dims = 2 if conv_op.endswith("2d") else 3 if conv_op.endswith("3d") else None
+    if len(patch) not in (2, 3) or len(spacing) != len(patch) or conv_dims not in (None, len(patch)):
+        raise PredictionError(f"{plans_path}: the trained configuration is inconsistent: patch_size {patch}, "
+                              f"spacing {spacing} and conv_op {conv_op or 'unknown'} must all be 2d or all 3d")
+
+
 def load_predictor(model: ModelFolder, device, use_mirroring: bool = True):
     """nnU-Net's predictor with the model's network and every chosen fold's weights loaded."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -144,6 +155,7 @@ def load_predictor(model: ModelFolder, device, use_mirroring: bool = True):
         raise PredictionError(f"{model.path}: cannot load the model (folds {', '.join(map(str, model.folds))}, "
                               f"{model.checkpoint}; plans.json and checkpoint must match): "
                               f"{type(error).__name__}: {reason}") from None
+    _check_configuration(predictor.configuration_manager, model.path / "plans.json")
     previous_stage = predictor.configuration_manager.previous_stage_name
     if previous_stage is not None:
         raise PredictionError(f"{model.path} is a cascade stage (needs {previous_stage} predictions first); "

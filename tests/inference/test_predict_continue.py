@@ -84,16 +84,28 @@ def test_a_damaged_output_is_predicted_again_by_continue(tiny_trained_model, tmp
     assert "wrote 1 segmentation(s)" in capsys.readouterr().out and target.read_bytes() == complete
 
 
-def test_plans_that_do_not_match_the_checkpoint(tiny_trained_model, tmp_path, capsys):
+def _set_n_stages(configuration):
+    configuration["architecture"]["arch_kwargs"]["n_stages"] = 2
+
+
+def _set_1d_patch(configuration):
+    configuration["patch_size"] = [64]
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (_set_n_stages, "{model}: cannot load the model (folds 0, checkpoint_final.pth; plans.json and checkpoint must "
+                    "match): "),
+    (_set_1d_patch, "{model}/plans.json: the trained configuration is inconsistent: patch_size [64], spacing "),
+])
+def test_plans_that_do_not_match_the_checkpoint(tiny_trained_model, tmp_path, capsys, damage, expected):
     model = tmp_path / "Dataset990_SynthCT" / model_folder(tiny_trained_model).name
     shutil.copytree(model_folder(tiny_trained_model), model)
     plans = json.loads((model / "plans.json").read_text())
-    plans["configurations"]["2d"]["architecture"]["arch_kwargs"]["n_stages"] = 2
+    damage(plans["configurations"]["2d"])
     (model / "plans.json").write_text(json.dumps(plans))
     image = sorted((tiny_trained_model["dataset"] / "imagesTs").glob("*_0000.nii.gz"))[0]
     code = main(["predict", "-i", str(image), "-o", str(tmp_path / "out"), "-m", str(model), "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith(f"pu-nnunet predict: error: {model}: cannot load the model (folds 0, checkpoint_final.pth; "
-                          "plans.json and checkpoint must match): ")
+    assert err.startswith("pu-nnunet predict: error: " + expected.format(model=model)), err
     assert not (tmp_path / "out").exists()
