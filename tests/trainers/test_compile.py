@@ -5,8 +5,6 @@ it into pieces. Dynamo's tracing (what breaks a graph) is the same on the CPU, s
 count is tested here with cheap backends; one real inductor compile checks the generated code.
 """
 
-import copy
-
 import pytest
 import torch
 import torch._dynamo
@@ -36,22 +34,6 @@ TRAINERS = [nnUNetTrainerPURe, nnUNetTrainerPURe_AllStages, nnUNetTrainerPURe_Un
 FLOAT32_TOLERANCE = dict(rtol=1e-4, atol=1e-5)
 
 
-def small_plans(plain_plans: dict, configuration: str) -> dict:
-    """nnU-Net's PlainConvUNet plans cut to 3 small stages (tracing time grows with the modules)."""
-    plans = copy.deepcopy(plain_plans)
-    arch = plans["configurations"]["2d"]["architecture"]["arch_kwargs"]
-    arch.update(n_stages=3, features_per_stage=[4, 8, 8], n_conv_per_stage=[2] * 3,
-                n_conv_per_stage_decoder=[1] * 2, kernel_sizes=[[3, 3]] * 3, strides=[[1, 1]] + [[2, 2]] * 2)
-    if configuration == "3d_fullres":
-        # 3d_fullres of an anisotropic CT: in-plane kernels and strides first, as nnU-Net's planner makes them
-        arch.update(conv_op="torch.nn.modules.conv.Conv3d", norm_op="torch.nn.modules.instancenorm.InstanceNorm3d",
-                    kernel_sizes=[[1, 3, 3]] + [[3, 3, 3]] * 2, strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]])
-        config = plans["configurations"].pop("2d")
-        plans["configurations"]["3d_fullres"] = dict(config, data_identifier="nnUNetPlans_3d_fullres",
-                                                     patch_size=[8, 16, 16], spacing=[3.0, 0.8, 0.8])
-    return plans
-
-
 def build(trainer, plans: dict, configuration: str, deep_supervision: bool = True) -> nn.Module:
     manager = PlansManager(plans)
     return trainer.build_network_architecture(manager, manager.get_configuration(configuration), 1, 3,
@@ -65,8 +47,8 @@ def patch_batch(plans: dict, configuration: str, batch: int = 2, seed: int = 0) 
 
 @pytest.mark.parametrize("configuration", ["2d", "3d_fullres"])
 @pytest.mark.parametrize("trainer", TRAINERS, ids=lambda t: t.__name__.replace("nnUNetTrainer", ""))
-def test_trainer_networks_have_no_graph_break(plain_plans, configuration, trainer):
-    plans = small_plans(plain_plans, configuration)
+def test_trainer_networks_have_no_graph_break(small_plans, one_torch_thread, configuration, trainer):
+    plans = small_plans(configuration)
     network = build(trainer, plans, configuration)
     assert any(isinstance(m, ProductUnitConv) for m in network.modules())
     torch._dynamo.reset()
@@ -108,8 +90,8 @@ def assert_same_values(compiled, eager) -> None:
 
 @pytest.mark.parametrize("trainer", [nnUNetTrainerPURe, _ThresholdClipped, nnUNetTrainerPURe_Unstabilised],
                          ids=["softplus_clipped", "threshold_clipped", "threshold_unclipped"])
-def test_compiled_forward_and_gradients_equal_eager(plain_plans, trainer):
-    plans = small_plans(plain_plans, "2d")
+def test_compiled_forward_and_gradients_equal_eager(small_plans, one_torch_thread, trainer):
+    plans = small_plans("2d")
     torch.manual_seed(0)
     network = build(trainer, plans, "2d")
     _randomise_norms(network)
@@ -125,7 +107,7 @@ def test_compiled_forward_and_gradients_equal_eager(plain_plans, trainer):
     assert_same_values(_output_and_gradients(network, compiled, x), eager)
 
 
-def test_inductor_compiles_a_pu_layer_to_the_eager_values(tmp_path, monkeypatch):
+def test_inductor_compiles_a_pu_layer_to_the_eager_values(tmp_path, monkeypatch, one_torch_thread):
     """A real inductor compile (generated C++ built with gcc) of a PU layer, forward and backward."""
     # a fresh kernel cache: the test compiles whatever an earlier run left on the machine
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
