@@ -13,7 +13,7 @@ from torch import nn
 
 from pu_nnunet.product_units import ProductUnitConv
 from pu_nnunet.trainers.pure_trainers import (nnUNetTrainerPURe, nnUNetTrainerPURe_AllStages,
-                                              nnUNetTrainerPURe_Unstabilised, nnUNetTrainerPUReBaseline)
+                                              nnUNetTrainerPURe_Unstabilised)
 
 
 class _ThresholdClipped(nnUNetTrainerPURe):
@@ -27,7 +27,7 @@ class _SoftplusUnclipped(nnUNetTrainerPURe):
     pu_log_output_clip = None
 
 
-# every positivity x clip combination, and every PU placement the trainers use
+# every positivity x clip combination; AllStages puts PU blocks in every stage (HighResStages' too)
 TRAINERS = [nnUNetTrainerPURe, nnUNetTrainerPURe_AllStages, nnUNetTrainerPURe_Unstabilised, _ThresholdClipped,
             _SoftplusUnclipped]
 # float32: compiled kernels may sum in another order than eager's
