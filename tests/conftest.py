@@ -131,3 +131,36 @@ def tiny_trained_model(tmp_path_factory):
          "-c", "2d", "-f", "0", "-tr", TINY_TRAINER, "-device", "cpu", "-npp", "1", "-nps", "1"], env)
     return dict(root=root, dataset=dataset, dataset_id=TINY_DATASET_ID, trainer=TINY_TRAINER, fold=fold,
                 first_run=first_run, resumed=resumed, predictions=predictions, env=env, bin=NNUNET_BIN)
+
+
+# the tiny 3d_fullres model: nnU-Net's most used configuration, shared by the 3d tests
+TINY_3D_DATASET_ID = 991
+TINY_3D_CONFIGURATION = "3d_fullres"
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_model_3d(tmp_path_factory):
+    """nnUNetTrainerPURe_tiny trained on ``3d_fullres`` plans of a generated CT dataset (16x32x32
+    volumes; nnU-Net's plans with the demo's CPU features) through nnU-Net's console scripts, with nnUNetv2_predict's predictions (default
+    settings, mirroring TTA) of the held-out volumes."""
+    from pu_nnunet.datasets.synthetic.ct import generate_synthetic_ct
+    from pu_nnunet.demo.cpu_plans import CPU_PLANS, write_cpu_plans
+
+    root = tmp_path_factory.mktemp("nnunet_3d")
+    dataset = generate_synthetic_ct(root / "raw", TINY_3D_DATASET_ID, num_cases=7, num_test=2, shape=(16, 32, 32),
+                                    num_organs=2, seed=0)
+    env = nnunet_env(root)
+    # the 2d fixture runs nnU-Net's dataset integrity check on the same generator's output
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(TINY_3D_DATASET_ID), "-c", TINY_3D_CONFIGURATION, "-np", "1"], env)
+    # the demo's narrower features (16..256 instead of 32..320): a 3d network costs 3x less per iteration
+    write_cpu_plans(root / "preprocessed" / dataset.name, TINY_3D_CONFIGURATION)
+    training = run(["nnUNetv2_train", str(TINY_3D_DATASET_ID), TINY_3D_CONFIGURATION, "0", "-tr", TINY_TRAINER,
+                    "-p", CPU_PLANS, "-device", "cpu"], nnunet_env(root, nnUNet_n_proc_DA="0")).stdout
+    model_dir = (root / "results" / dataset.name / f"{TINY_TRAINER}__{CPU_PLANS}__{TINY_3D_CONFIGURATION}")
+    predictions = root / "predictions"
+    run(["nnUNetv2_predict", "-i", str(dataset / "imagesTs"), "-o", str(predictions), "-d", str(TINY_3D_DATASET_ID),
+         "-c", TINY_3D_CONFIGURATION, "-p", CPU_PLANS, "-f", "0", "-tr", TINY_TRAINER, "-device", "cpu", "-npp", "1",
+         "-nps", "1"], env)
+    return dict(root=root, dataset=dataset, dataset_id=TINY_3D_DATASET_ID, trainer=TINY_TRAINER,
+                configuration=TINY_3D_CONFIGURATION, fold=model_dir / "fold_0", training=training,
+                predictions=predictions, env=env, bin=NNUNET_BIN)

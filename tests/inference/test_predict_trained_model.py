@@ -123,3 +123,23 @@ def test_existing_segmentation_needs_overwrite(tiny_trained_model, tmp_path, cap
     assert target.stat().st_mtime_ns == written
     assert main([*args, "--overwrite"]) == 0
     assert target.stat().st_mtime_ns != written
+
+
+def test_3d_model_agrees_with_nnunetv2_predict(tiny_trained_model_3d, tmp_path):
+    """A 3d_fullres model folder: nnU-Net's own 3d sliding window, same segmentation as nnUNetv2_predict."""
+    model = tiny_trained_model_3d
+    out = tmp_path / "segmentations_3d"
+    assert main(["predict", "-i", str(model["dataset"] / "imagesTs"), "-o", str(out), "-m", str(model["fold"].parent),
+                 "--device", "cpu"]) == 0
+    labels = foreground_labels(model)
+    references = sorted(model["predictions"].glob("*.nii.gz"))
+    assert len(references) == 2
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == [r.name for r in references]
+    for reference_path, image_path in zip(references, held_out_images(model)):
+        reference, ours, image = (sitk.ReadImage(str(p)) for p in (reference_path, out / reference_path.name,
+                                                                      image_path))
+        theirs_array = sitk.GetArrayFromImage(reference)
+        assert np.isin(theirs_array, labels).any(), f"nnUNetv2_predict found no foreground in {reference_path.name}"
+        assert_agreement(sitk.GetArrayFromImage(ours), theirs_array, labels, f"3d {reference_path.name}")
+        for geometry in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
+            assert getattr(ours, geometry)() == getattr(image, geometry)(), geometry

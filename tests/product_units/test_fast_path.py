@@ -233,14 +233,6 @@ def test_invalid_implementation_raises_value_error_naming_it():
         ProductUnitConv(nn.Conv2d, 4, 4, 3, implementation="compiled")
 
 
-@pytest.fixture
-def fresh_bound_cache():
-    """The passing-range cache holds values for the installed rule; a test that fakes the rule clears it."""
-    clamp_rule._largest_passing_magnitude.cache_clear()
-    yield
-    clamp_rule._largest_passing_magnitude.cache_clear()
-
-
 def test_clamp_rule_helpers_equal_autograds_clamp_gradient():
     t = torch.tensor([-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, float("nan")], requires_grad=True)
     (autograd_grad,) = torch.autograd.grad(t.clamp(-2.0, 2.0), t, torch.ones(8))
@@ -250,8 +242,8 @@ def test_clamp_rule_helpers_equal_autograds_clamp_gradient():
 
 
 @pytest.mark.parametrize("passes_at_bounds", [True, False])
-def test_clamp_rule_helpers_follow_either_rule_at_the_bounds(fresh_bound_cache, monkeypatch, passes_at_bounds):
-    monkeypatch.setattr(clamp_rule, "clamp_passes_gradient_at_bounds", lambda: passes_at_bounds)
+def test_clamp_rule_helpers_follow_either_rule_at_the_bounds(monkeypatch, passes_at_bounds):
+    monkeypatch.setattr(clamp_rule, "CLAMP_PASSES_GRADIENT_AT_BOUNDS", passes_at_bounds)
     t = torch.tensor([-3.0, -2.0, 0.5, 2.0, 3.0, float("nan")])
     at_bound = torch.tensor([False, True, False, True, False, False])
     expected_blocked = torch.tensor([True, False, False, False, True, True]) | (at_bound & (not passes_at_bounds))

@@ -1,7 +1,8 @@
-"""nnU-Net's own console scripts with nnUNetTrainerPURe, on a tiny generated CT dataset.
+"""nnU-Net's own console scripts with nnUNetTrainerPURe, on tiny generated CT datasets.
 
-The pipeline runs once per session in the ``tiny_trained_model`` fixture (tests/conftest.py):
-plan_and_preprocess -> train (interrupted after epoch 0) -> resume with --c -> predict.
+The pipelines run once per session in fixtures (tests/conftest.py): ``tiny_trained_model`` (2d:
+plan_and_preprocess -> train, interrupted after epoch 0 -> resume with --c -> predict) and
+``tiny_trained_model_3d`` (3d_fullres: plan_and_preprocess -> train -> predict).
 """
 
 import subprocess
@@ -26,8 +27,7 @@ def test_training_resumes_from_the_checkpoint_and_the_loss_falls(tiny_trained_mo
     assert any(".pu.weight" in key for key in checkpoint["network_weights"])
 
 
-def test_predictions_keep_the_input_geometry_and_hold_foreground(tiny_trained_model):
-    model = tiny_trained_model
+def assert_predictions_keep_geometry_and_hold_foreground(model) -> None:
     images = sorted((model["dataset"] / "imagesTs").glob("*_0000.nii.gz"))
     assert len(images) == 2
     for image_path in images:
@@ -39,6 +39,28 @@ def test_predictions_keep_the_input_geometry_and_hold_foreground(tiny_trained_mo
         np.testing.assert_allclose(prediction.GetDirection(), image.GetDirection(), atol=1e-6)
         labels = np.unique(sitk.GetArrayFromImage(prediction))
         assert labels.min() == 0 and labels.max() >= 1 and labels.max() <= 2, labels
+
+
+def test_predictions_keep_the_input_geometry_and_hold_foreground(tiny_trained_model):
+    assert_predictions_keep_geometry_and_hold_foreground(tiny_trained_model)
+
+
+def test_3d_fullres_trains_pu_blocks_through_nnunet(tiny_trained_model_3d):
+    model = tiny_trained_model_3d
+    assert "Epoch 1" in model["training"]
+    checkpoint = torch.load(model["fold"] / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["trainer_name"] == model["trainer"]
+    assert checkpoint["init_args"]["configuration"] == "3d_fullres"
+    losses = checkpoint["logging"]["train_losses"]
+    assert len(losses) == 2 and np.isfinite(losses).all(), losses
+    pu_weights = {k: v for k, v in checkpoint["network_weights"].items() if k.endswith(".pu.weight")}
+    assert pu_weights and all(v.dim() == 5 for v in pu_weights.values())  # Conv3d product units
+    # nnU-Net's own validation of the held-out fold ran on the 3d network
+    assert (model["fold"] / "validation" / "summary.json").is_file()
+
+
+def test_3d_fullres_predictions_keep_the_input_geometry_and_hold_foreground(tiny_trained_model_3d):
+    assert_predictions_keep_geometry_and_hold_foreground(tiny_trained_model_3d)
 
 
 def test_missing_ext_trainer_variable_is_named_in_the_error(tiny_trained_model):
