@@ -14,7 +14,24 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from pu_nnunet.product_units.constants import POSITIVITY_CHOICES, POSITIVITY_EPS
+
 _CONV_BY_DIM = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def as_tuple(value: Sequence[int] | int, ndim: int, name: str) -> tuple[int, ...]:
+    """An int or ``ndim`` ints (stride, padding, ...) as a tuple of ``ndim`` non-negative ints."""
+    values = (int(value),) * ndim if isinstance(value, int) else tuple(int(v) for v in value)
+    if len(values) != ndim or any(v < 0 for v in values):
+        raise ValueError(f"{name} must be a non-negative int or {ndim} of them, got {value!r}")
+    return values
+
+
+def check_positivity(positivity: str, theta: Optional[torch.Tensor]) -> None:
+    if positivity not in POSITIVITY_CHOICES:
+        raise ValueError(f"positivity must be one of {POSITIVITY_CHOICES}, got {positivity!r}")
+    if positivity == "threshold" and theta is None:
+        raise ValueError("positivity='threshold' needs the trainable threshold theta")
 
 
 def positive(x: torch.Tensor, positivity: str, eps: float, theta: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -23,14 +40,10 @@ def positive(x: torch.Tensor, positivity: str, eps: float, theta: Optional[torch
     ``softplus``: smooth, every input keeps a non-zero gradient (the stable choice).
     ``threshold``: PURe's floor, max(x, softplus(theta) + eps); inputs below it get no gradient.
     """
+    check_positivity(positivity, theta)
     if positivity == "softplus":
         return F.softplus(x) + eps
-    if positivity == "threshold":
-        if theta is None:
-            raise ValueError("positivity='threshold' needs the trainable threshold theta")
-        floor = F.softplus(theta) + eps
-        return torch.maximum(x, floor)
-    raise ValueError(f"positivity must be 'softplus' or 'threshold', got {positivity!r}")
+    return torch.maximum(x, F.softplus(theta) + eps)
 
 
 def _clip(z: torch.Tensor, bound: Optional[float]) -> torch.Tensor:
@@ -45,7 +58,7 @@ def log_input(x: torch.Tensor, positivity: str, eps: float, log_input_clip: Opti
 
 def product_unit_conv(x: torch.Tensor, weight: torch.Tensor, *, stride: Sequence[int] | int = 1,
                       padding: Sequence[int] | int = 0, dilation: Sequence[int] | int = 1, groups: int = 1,
-                      positivity: str = "softplus", eps: float = 1e-7, log_input_clip: Optional[float] = None,
+                      positivity: str = "softplus", eps: float = POSITIVITY_EPS, log_input_clip: Optional[float] = None,
                       log_output_clip: Optional[float] = None, theta: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Reference product-unit convolution in the dtype of ``weight`` (callers pick float32/float64);
     a lower-precision ``x`` is cast to it first."""

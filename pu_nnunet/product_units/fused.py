@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from pu_nnunet.product_units.clamp_rule import clamp_backward_, clamp_blocked
-from pu_nnunet.product_units.functional import _CONV_BY_DIM
+from pu_nnunet.product_units.constants import POSITIVITY_EPS
+from pu_nnunet.product_units.functional import _CONV_BY_DIM, as_tuple, check_positivity
 
 # F.softplus's defaults: beta = 1, and above x * beta = 20 it returns x (gradient 1); the
 # recomputed gradient must apply the same rule to equal the reference's.
@@ -144,25 +145,19 @@ def _maximum_backward(grad_p: torch.Tensor, x: torch.Tensor, theta: torch.Tensor
     return shared.masked_fill_(x < floor, 0), grad_theta
 
 
-def _as_tuple(value, ndim: int) -> tuple:
-    return (int(value),) * ndim if isinstance(value, int) else tuple(int(v) for v in value)
-
-
 def fused_product_unit_conv(x: torch.Tensor, weight: torch.Tensor, *, stride: Sequence[int] | int = 1,
                             padding: Sequence[int] | int = 0, dilation: Sequence[int] | int = 1, groups: int = 1,
-                            positivity: str = "softplus", eps: float = 1e-7, log_input_clip: Optional[float] = None,
+                            positivity: str = "softplus", eps: float = POSITIVITY_EPS, log_input_clip: Optional[float] = None,
                             log_output_clip: Optional[float] = None,
                             theta: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``functional.product_unit_conv``'s arguments and results, saving only x, y and a bool mask.
 
     Computes in the dtype of ``weight``; a lower-precision ``x`` is saved as it is and cast on use.
     """
-    if positivity not in ("softplus", "threshold"):
-        raise ValueError(f"positivity must be 'softplus' or 'threshold', got {positivity!r}")
-    if positivity == "threshold" and theta is None:
-        raise ValueError("positivity='threshold' needs the trainable threshold theta")
+    check_positivity(positivity, theta)
     ndim = weight.dim() - 2
-    spec = _Spec(_as_tuple(stride, ndim), _as_tuple(padding, ndim), _as_tuple(dilation, ndim), int(groups),
+    spec = _Spec(as_tuple(stride, ndim, "stride"), as_tuple(padding, ndim, "padding"),
+                 as_tuple(dilation, ndim, "dilation"), int(groups),
                  positivity, float(eps), log_input_clip, log_output_clip)
     theta = theta if positivity == "threshold" else None
     inputs = (x, weight) if theta is None else (x, weight, theta)

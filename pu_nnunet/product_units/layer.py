@@ -8,20 +8,13 @@ import torch
 from torch import nn
 
 from pu_nnunet.product_units import constants as C
-from pu_nnunet.product_units.functional import product_unit_conv
+from pu_nnunet.product_units.functional import as_tuple, product_unit_conv
 from pu_nnunet.product_units.fused import fused_product_unit_conv
 
 _DIM_BY_CONV_OP = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
 _FUNCTION_BY_IMPLEMENTATION = {"fused": fused_product_unit_conv, "reference": product_unit_conv}
 
 IntOrSeq = Union[int, Sequence[int]]
-
-
-def _as_tuple(value: IntOrSeq, ndim: int, name: str) -> tuple[int, ...]:
-    values = (value,) * ndim if isinstance(value, int) else tuple(int(v) for v in value)
-    if len(values) != ndim or any(v < 0 for v in values):
-        raise ValueError(f"{name} must be a non-negative int or {ndim} of them, got {value!r}")
-    return values
 
 
 def _check_clip(name: str, bound: Optional[float]) -> Optional[float]:
@@ -82,16 +75,16 @@ class ProductUnitConv(nn.Module):
 
         self.conv_op = conv_op
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = _as_tuple(kernel_size, ndim, "kernel_size")
+        self.kernel_size = as_tuple(kernel_size, ndim, "kernel_size")
         if any(k == 0 for k in self.kernel_size):
             raise ValueError(f"kernel_size must be positive, got {kernel_size!r}")
-        self.stride = _as_tuple(stride, ndim, "stride")
+        self.stride = as_tuple(stride, ndim, "stride")
         if any(s == 0 for s in self.stride):
             raise ValueError(f"stride must be positive, got {stride!r}")
-        self.dilation = _as_tuple(dilation, ndim, "dilation")
+        self.dilation = as_tuple(dilation, ndim, "dilation")
         if padding is None:
             padding = tuple((k - 1) // 2 * d for k, d in zip(self.kernel_size, self.dilation))
-        self.padding = _as_tuple(padding, ndim, "padding")
+        self.padding = as_tuple(padding, ndim, "padding")
         self.positivity = positivity
         self.log_input_clip = _check_clip("log_input_clip", log_input_clip)
         self.log_output_clip = _check_clip("log_output_clip", log_output_clip)
