@@ -21,7 +21,8 @@ from pu_nnunet.trainers.plans_to_network import residual_unet_kwargs
 
 __all__ = ["nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline", "nnUNetTrainerPURe_AllStages",
            "nnUNetTrainerPURe_HighResStages", "nnUNetTrainerPURe_Unstabilised", "nnUNetTrainerPURe_tiny",
-           "nnUNetTrainerPUReBaseline_tiny", "nnUNetTrainerPURe_demo", "nnUNetTrainerPUReBaseline_demo"]
+           "nnUNetTrainerPUReBaseline_tiny", "nnUNetTrainerPURe_demo", "nnUNetTrainerPUReBaseline_demo",
+           "nnUNetTrainerPURe_HighResStages_demo"]
 
 
 class nnUNetTrainerPURe(nnUNetTrainer):
@@ -132,4 +133,8 @@ class nnUNetTrainerPURe_demo(_DemoSchedule, nnUNetTrainerPURe):
 
 
 class nnUNetTrainerPUReBaseline_demo(_DemoSchedule, nnUNetTrainerPUReBaseline):
+    pass
+
+
+class nnUNetTrainerPURe_HighResStages_demo(_DemoSchedule, nnUNetTrainerPURe_HighResStages):
     pass

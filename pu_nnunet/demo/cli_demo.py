@@ -31,14 +31,21 @@ def resolve_device(requested: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import time
 
-    from pu_nnunet.demo.nnunet_runner import StepFailed
     from pu_nnunet.demo.pipeline import Demo, DemoSettings
     from pu_nnunet.demo.summary import format_summary
+    from pu_nnunet.study.cli_study import configure_logging
+    from pu_nnunet.study.job import LOG_PREFIX_VARIABLE
+    from pu_nnunet.study.nnunet_commands import StepFailed
+    from pu_nnunet.study.steps import Interrupted
 
     start = time.perf_counter()
-    demo = Demo(DemoSettings(workdir=Path(args.workdir).resolve(), device=resolve_device(args.device)))
+    configure_logging("pu-nnunet demo")
+    os.environ[LOG_PREFIX_VARIABLE] = "pu-nnunet demo"  # the jobs' own progress lines
+    demo = Demo(DemoSettings(workdir=Path(args.workdir).resolve(), device=resolve_device(args.device)),
+                echo_jobs=True)
     if args.fresh:
         demo.remove_previous_run()
     try:
@@ -46,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
     except StepFailed as error:
         print(f"pu-nnunet demo: {error}")
         return 1
+    except Interrupted:
+        print("pu-nnunet demo: interrupted; run it again to resume")
+        return 143
     print(format_summary(result, demo))
     print(f"Demo finished in {time.perf_counter() - start:.0f} s.")
     return 0

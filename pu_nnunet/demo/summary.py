@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pu_nnunet.study.summary_table import format_table
+
 FOREGROUND = "foreground"
 
 
@@ -31,12 +33,6 @@ def summary_rows(pure: dict, baseline: dict) -> list[tuple[str, ...]]:
     return rows
 
 
-def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-    return "\n".join([line(header), "  ".join("-" * w for w in widths), *[line(r) for r in rows]])
-
-
 def format_summary(result: dict, demo) -> str:
     pure, baseline = result["first"], result["second"]
     first, second = demo.s.runs
@@ -49,14 +45,16 @@ def format_summary(result: dict, demo) -> str:
          _fmt(timings.get(f"train_{name}"), 0), _fmt(timings.get(f"predict_{name}"), 0))
         for name, trainer in demo.s.runs.items()])
     n_cases = pure["n_reference_cases"]
+    runs = {name: demo.workdir / "runs" / demo.job(name).name for name in demo.s.runs}
+    comparison = Path(result["comparison"]["comparison_dir"])
     where = "\n".join([
         f"  work folder:      {demo.workdir}",
         f"  nnU-Net results:  {demo.results}",
-        f"  predictions:      {demo.workdir / 'predictions'}",
-        f"  reports:          {demo.workdir / 'evaluation' / first / 'report.md'}, "
-        f"{demo.workdir / 'evaluation' / second / 'report.md'}",
-        f"  comparison:       {demo.workdir / 'comparison' / 'report.md'} (paired statistics, plots)",
-        f"  logs:             {demo.logs}",
+        f"  predictions:      {runs[first] / 'predictions'}, {runs[second] / 'predictions'}",
+        f"  reports:          {runs[first] / 'evaluation' / 'report.md'}, {runs[second] / 'evaluation' / 'report.md'}",
+        f"  comparison:       {comparison / 'report.md'} (paired statistics, plots)",
+        f"  study report:     {demo.workdir / 'report.md'} (`pu-nnunet study status {demo.workdir}`)",
+        f"  logs:             {runs[first] / 'train.log'}, ... (one folder per run)",
     ])
     return (f"\nHeld-out synthetic CT volumes: {n_cases}, scored per 3D case "
             f"(Dice/IoU: mean over cases containing the label; FPR: share of cases without the label "
