@@ -159,6 +159,7 @@ def configure_logging(prefix: str) -> None:
 
 
 def format_status(study) -> str:
+    from pu_nnunet.study.errors import StudyError
     from pu_nnunet.study.jobs import RUNNING, job_states, run_in_progress
     from pu_nnunet.study.report import short_name
     from pu_nnunet.study.summary_table import format_table
@@ -178,7 +179,11 @@ def format_status(study) -> str:
                      "-" if duration is None else f"{duration:.0f} s", "-" if dice is None else f"{dice:.3f}",
                      state.get("log") or "-"))
     header = ("trainer", "fold", "repeat", "state", "attempts", "duration", "Dice fg", "log")
-    lines = [f"study {study.study_dir}: {study.dataset_folder_name()} {study.configuration} {study.plans}; "
+    try:
+        dataset = study.dataset_folder_name()
+    except StudyError:  # status works on a copied study folder without the raw data
+        dataset = f"Dataset{study.dataset_id:03d}"
+    lines = [f"study {study.study_dir}: {dataset} {study.configuration} {study.plans}; "
              + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), "", format_table(header, rows)]
     failed = [(job, s) for job, s in job_states(study) if s["state"] == "failed" and s.get("error")]
     for job, state in failed:
