@@ -43,6 +43,10 @@ def _add_study_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--repeats", type=int, metavar="N",
                        help="trainings per trainer and fold (default 1); repeat r >= 1 trains into "
                             "STUDY_DIR/results/repeat_r")
+    group.add_argument("--held-out", dest="held_out", choices=("auto", "test", "validation"),
+                       help="cases that score each run: test = imagesTs/labelsTs, validation = the fold's "
+                            "validation cases (nnU-Net's fold_F/validation predictions); default auto = test "
+                            "when the dataset has labelled test images")
     group.add_argument("--preset", choices=("demo",),
                        help="demo: built-in synthetic CT, CPU plans, the _demo trainers, fold 0")
     group.add_argument("--config", metavar="study.toml", help="the study as a TOML file (flags override it)")
@@ -87,7 +91,8 @@ def _study_values(args: argparse.Namespace) -> tuple[dict, dict]:
             content["dataset_id"] = content.pop("dataset")
         values.update(content)
     flags = {"dataset_id": args.dataset_id, "configuration": args.configuration, "plans": args.plans,
-             "trainers": args.trainers, "baseline": args.baseline, "folds": args.folds, "repeats": args.repeats}
+             "trainers": args.trainers, "baseline": args.baseline, "folds": args.folds, "repeats": args.repeats,
+             "held_out": args.held_out}
     values.update({key: value for key, value in flags.items() if value is not None})
     return values, executor
 

@@ -29,7 +29,9 @@ DEFAULT_CONFIGURATION = "2d"
 DEFAULT_PLANS = "nnUNetPlans"
 DEFAULT_FOLDS = (0,)
 # the fields that define a study; anything else (devices, executor) may change between runs
-IDENTITY_FIELDS = ("dataset_id", "configuration", "plans", "trainers", "baseline", "folds", "repeats", "synthetic")
+IDENTITY_FIELDS = ("dataset_id", "configuration", "plans", "trainers", "baseline", "folds", "repeats", "held_out",
+                   "synthetic")
+HELD_OUT_CHOICES = ("auto", "test", "validation")
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
 
@@ -42,6 +44,9 @@ class Study:
     baseline: Optional[str] = None
     folds: list[int] = field(default_factory=lambda: list(DEFAULT_FOLDS))
     repeats: int = 1
+    # which cases score a run: "test" = imagesTs/labelsTs, "validation" = the fold's validation
+    # cases (nnU-Net's own fold_F/validation predictions), "auto" = test when the dataset has it
+    held_out: str = "auto"
     # generator settings of a built-in synthetic dataset (the demo preset), else None
     synthetic: Optional[dict] = None
     # nnU-Net's three folders as resolved when the study was created
@@ -108,6 +113,8 @@ def check_study(study: Study) -> None:
         raise StudyError(f"folds must be non-negative integers, got {study.folds!r}")
     if len(set(study.folds)) != len(study.folds):
         raise StudyError(f"folds are listed twice: {study.folds}")
+    if study.held_out not in HELD_OUT_CHOICES:
+        raise StudyError(f"held-out cases must be one of {HELD_OUT_CHOICES}, got {study.held_out!r}")
     if not isinstance(study.repeats, int) or study.repeats < 1:
         raise StudyError(f"repeats must be a positive integer, got {study.repeats!r}")
 
@@ -162,7 +169,7 @@ def contradictions(stored: Study, requested: Study) -> list[str]:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """A study file: top-level keys as the flags' long names (dataset, configuration, plans,
-    trainers, baseline, folds, repeats) and an optional [executor] table."""
+    trainers, baseline, folds, repeats, held_out) and an optional [executor] table."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -177,7 +184,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise StudyError(f"study file not found: {path}") from None
     except tomllib.TOMLDecodeError as error:
         raise StudyError(f"{path} is not valid TOML: {error}") from None
-    known = {"dataset", "configuration", "plans", "trainers", "baseline", "folds", "repeats", "executor"}
+    known = {"dataset", "configuration", "plans", "trainers", "baseline", "folds", "repeats", "held_out", "executor"}
     unknown = sorted(set(content) - known)
     if unknown:
         raise StudyError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")

@@ -168,10 +168,16 @@ def _write_nnunet_split(study: Study, target: Path) -> None:
 
 
 def held_out_mode(study: Study) -> str:
+    """"test" (imagesTs/labelsTs) or "validation" (each fold's validation cases): as the study
+    says, or with "auto", test when the dataset has labelled test images."""
     raw = study.raw_dataset()
     ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
     has_test = any((raw / "imagesTs").glob(f"*_0000{ending}")) and any((raw / "labelsTs").glob(f"*{ending}"))
-    return HELD_OUT_TEST if has_test else HELD_OUT_VALIDATION
+    if study.held_out == HELD_OUT_TEST and not has_test:
+        raise StudyError(f"--held-out test: {raw} has no labelled test images (imagesTs/*_0000{ending} and labelsTs)")
+    if study.held_out == "auto":
+        return HELD_OUT_TEST if has_test else HELD_OUT_VALIDATION
+    return study.held_out
 
 
 # --- one job ------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """pu-nnunet study run end to end on the tiny generated CT (tests/conftest.py): 2 trainers x 2
 folds through nnU-Net's console scripts, stopped with SIGTERM in the middle of a training,
-resumed, reported; and one job through submitit's local executor (the SLURM path)."""
+resumed, reported (scored on each fold's validation cases, nnU-Net's own fold_F/validation
+predictions); and one job through submitit's local executor (the SLURM path), scored on the
+held-out imagesTs with pu-nnunet predict."""
 
 import json
 import re
@@ -46,7 +48,7 @@ def resumed_study(tiny_trained_model, tmp_path_factory):
     study_dir = tmp_path_factory.mktemp("study") / "tiny"
     env = study_env(tiny_trained_model, study_dir)
     argv = ["run", "-d", str(TINY_DATASET_ID), "-c", "2d", "--trainers", *TRAINERS, "--folds", "0", "1",
-            "--devices", "cpu", "-o", str(study_dir)]
+            "--held-out", "validation", "--devices", "cpu", "-o", str(study_dir)]
     first_log = study_dir.parent / "first_run.log"
     with open(first_log, "w") as output:
         proc = subprocess.Popen(study_command(*argv), env=env, stdout=output, stderr=subprocess.STDOUT)
@@ -111,16 +113,19 @@ def test_the_report_pairs_both_folds_against_the_baseline(resumed_study):
     study_dir = resumed_study["study_dir"]
     summary = json.loads((study_dir / "summary.json").read_text())
     assert summary["n_runs_finished"] == 4 and summary["missing_runs"] == []
-    assert summary["held_out"] == "test"
+    assert summary["held_out"] == "validation"
     for trainer in TRAINERS:
         entry = summary["per_trainer"][trainer]
         assert entry["n_runs"] == 2 and entry["foreground"]["dice"]["n"] == 2
         assert entry["foreground"]["dice"]["sd"] is not None
     paired = summary["paired"]["nnUNetTrainerPURe_tiny"]
     assert paired["folds"] == [0, 1] and paired["repeats"] == [0]
-    assert paired["n_cases_compared"] == 2 * 2  # the 2 held-out volumes, once per fold
+    splits = json.loads((Path(resumed_study["env"]["nnUNet_preprocessed"]) / f"Dataset{TINY_DATASET_ID}_SynthCT" /
+                         "splits_final.json").read_text())
+    n_validation = len(splits[0]["val"]) + len(splits[1]["val"])
+    assert paired["n_cases_compared"] == n_validation  # each fold's validation cases
     dice = paired["overall"]["foreground"]["dice"]
-    assert dice["n"] == 4 and dice["a_better"] + dice["ties"] + dice["b_better"] == 4
+    assert dice["n"] == n_validation and dice["a_better"] + dice["ties"] + dice["b_better"] == n_validation
     assert dice["ci_low"] <= dice["mean_difference"] <= dice["ci_high"]
     # the paired differences are those of the per-run evaluations, case by case
     runs = {(r["trainer"], r["fold"]): json.loads((Path(r["evaluation"]) / "metrics.json").read_text())
@@ -128,7 +133,8 @@ def test_the_report_pairs_both_folds_against_the_baseline(resumed_study):
     differences = [b["labels"]["foreground"]["dice"] - a["labels"]["foreground"]["dice"]
                    for fold in (0, 1) for a, b in zip(runs[(TRAINERS[1], fold)]["cases"],
                                                        runs[(TRAINERS[0], fold)]["cases"])]
-    assert dice["mean_difference"] == pytest.approx(sum(differences) / 4)
+    assert len(differences) == n_validation
+    assert dice["mean_difference"] == pytest.approx(sum(differences) / n_validation)
     report = (study_dir / "report.md").read_text()
     assert "PURe_tiny - PUReBaseline_tiny" in report and "folds [0, 1]" in report
     assert (study_dir / "plots" / "per_run_dice.png").stat().st_size > 0
@@ -139,7 +145,7 @@ def test_the_report_pairs_both_folds_against_the_baseline(resumed_study):
 def test_a_job_runs_through_the_slurm_executor_with_submitits_local_executor(resumed_study, tmp_path):
     """One job through submitit's LocalExecutor (the SLURM code path without a cluster). To stay
     within the test budget it uses the module study's results root, so the job finds fold 1's
-    finished training and runs its prediction and evaluation on the SLURM side."""
+    finished training and runs the prediction of imagesTs and the evaluation on the SLURM side."""
     pytest.importorskip("submitit")
     study_dir = tmp_path / "slurm_study"
     env = dict(resumed_study["env"])  # nnUNet_results: the module study's
@@ -159,6 +165,4 @@ def test_a_job_runs_through_the_slurm_executor_with_submitits_local_executor(res
     assert len(list((study_dir / "runs" / job / "predictions").glob("*.nii.gz"))) == 2
     summary = json.loads((study_dir / "summary.json").read_text())
     assert summary["per_trainer"]["nnUNetTrainerPURe_tiny"]["n_runs"] == 1 and summary["paired"] == {}
-    # the same run, evaluated locally by the module study, gave the same foreground Dice
-    local = json.loads((resumed_study["study_dir"] / "jobs" / f"{job}.json").read_text())
-    assert state["foreground_dice"] == pytest.approx(local["foreground_dice"])
+    assert state["held_out"] == "test" and summary["runs"][0]["dice"] == pytest.approx(state["foreground_dice"])
