@@ -61,6 +61,9 @@ def _add_executor_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--devices", nargs="+", metavar="DEVICE",
                        help="local: cpu (one job at a time) or cuda:0 cuda:1 ... (one job per GPU at a time); "
                             "default cuda:0 with a GPU, else cpu")
+    group.add_argument("--cpu-threads", type=int, metavar="N",
+                       help="local, cpu: torch threads of each training with this package's trainers (nnU-Net "
+                            "uses every logical CPU; 1 is much faster on a machine other jobs keep busy)")
     group.add_argument("--partition", help="slurm: partition")
     group.add_argument("--time-limit", type=int, metavar="MIN", help="slurm: time limit per job in minutes "
                                                                     "(default 1440)")
@@ -135,7 +138,8 @@ def make_executor(args: argparse.Namespace, executor_settings: dict):
     kind = args.executor or settings.pop("kind", "local")
     settings.pop("kind", None)
     if kind == "local":
-        return LocalExecutor(parse_devices(args.devices or settings.get("devices")))
+        return LocalExecutor(parse_devices(args.devices or settings.get("devices")),
+                             cpu_threads=args.cpu_threads if args.cpu_threads is not None else settings.get("cpu_threads"))
     if kind != "slurm":
         raise StudyError(f"executor must be 'local' or 'slurm', got {kind!r}")
     sbatch = dict(settings.get("sbatch", {}))

@@ -56,8 +56,11 @@ def parse_devices(values: Optional[list[str]]) -> list[str]:
 
 
 class LocalExecutor:
-    def __init__(self, devices: list[str], echo: Optional[bool] = None):
+    def __init__(self, devices: list[str], echo: Optional[bool] = None, cpu_threads: Optional[int] = None):
+        if cpu_threads is not None and cpu_threads < 1:
+            raise StudyError(f"--cpu-threads must be at least 1, got {cpu_threads}")
         self.devices = devices
+        self.cpu_threads = cpu_threads
         # echo: each job's own output (nnU-Net's epochs) goes to this terminal; default with one
         # device only (several jobs at once would interleave); otherwise to runs/<job>/job.log
         self.echo = len(devices) == 1 if echo is None else echo
@@ -67,6 +70,10 @@ class LocalExecutor:
 
     def _start(self, study: Study, job: Job, device: str) -> subprocess.Popen:
         env = dict(os.environ)
+        if self.cpu_threads is not None:
+            from pu_nnunet.trainers.pure_trainers import CPU_THREADS_VARIABLE
+
+            env[CPU_THREADS_VARIABLE] = str(self.cpu_threads)
         nnunet_device = "cpu"
         if device.startswith("cuda:"):
             env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
