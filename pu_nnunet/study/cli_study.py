@@ -62,8 +62,9 @@ def _add_executor_flags(parser: argparse.ArgumentParser) -> None:
                        help="local: cpu (one job at a time) or cuda:0 cuda:1 ... (one job per GPU at a time); "
                             "default cuda:0 with a GPU, else cpu")
     group.add_argument("--cpu-threads", type=int, metavar="N",
-                       help="local, cpu: torch threads of each training with this package's trainers (nnU-Net "
-                            "uses every logical CPU; 1 is much faster on a machine other jobs keep busy)")
+                       help="local, cpu: torch threads of each job (its prediction and, with this package's "
+                            "trainers, its training: nnU-Net uses every logical CPU); 1 is much faster on a "
+                            "machine other jobs keep busy")
     group.add_argument("--partition", help="slurm: partition")
     group.add_argument("--time-limit", type=int, metavar="MIN", help="slurm: time limit per job in minutes "
                                                                     "(default 1440)")

@@ -74,6 +74,8 @@ class LocalExecutor:
             from pu_nnunet.trainers.pure_trainers import CPU_THREADS_VARIABLE
 
             env[CPU_THREADS_VARIABLE] = str(self.cpu_threads)
+            # torch's default for the job's other steps (pu-nnunet predict, evaluate)
+            env["OMP_NUM_THREADS"] = str(self.cpu_threads)
         nnunet_device = "cpu"
         if device.startswith("cuda:"):
             env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
