@@ -48,7 +48,7 @@ def resumed_study(tiny_trained_model, tmp_path_factory):
     study_dir = tmp_path_factory.mktemp("study") / "tiny"
     env = study_env(tiny_trained_model, study_dir)
     argv = ["run", "-d", str(TINY_DATASET_ID), "-c", "2d", "--trainers", *TRAINERS, "--folds", "0", "1",
-            "--held-out", "validation", "--devices", "cpu", "-o", str(study_dir)]
+            "--held-out", "validation", "--devices", "cpu", "--cpu-threads", "1", "-o", str(study_dir)]
     first_log = study_dir.parent / "first_run.log"
     with open(first_log, "w") as output:
         proc = subprocess.Popen(study_command(*argv), env=env, stdout=output, stderr=subprocess.STDOUT)
@@ -76,6 +76,7 @@ def test_sigterm_stops_the_run_and_records_the_interrupted_job(resumed_study):
     assert states["nnUNetTrainerPURe_tiny__fold_0__repeat_0"]["state"] == "done"
     assert states[INTERRUPTED_JOB]["state"] == "failed" and states[INTERRUPTED_JOB]["error"] == "interrupted"
     assert len(states) == 2  # the fold-1 jobs never started
+    assert "-device cpu --c" in (resumed_study["study_dir"] / "runs" / INTERRUPTED_JOB / "train.log").read_text()
     # the interrupted training left nnU-Net's checkpoint of epoch 0 to resume from
     assert "checkpoint_latest.pth" in resumed_study["checkpoints_after_interrupt"]
     status = resumed_study["status"].stdout
