@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "compare": "pu_nnunet.evaluation.cli_compare",
     "predict": "pu_nnunet.inference.cli_predict",
     "demo": "pu_nnunet.demo.cli_demo",
+    "study": "pu_nnunet.study.cli_study",
 }
 
 

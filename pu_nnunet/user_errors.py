@@ -151,12 +151,6 @@ def run_command(command: str, function: Callable[[], int | None], debug: bool = 
             return EXIT_USER_ERROR
 
 
-def call_for_command_line(command: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Runs ``function(*args, **kwargs)`` inside a subcommand's ``run``. Kept for code written
-    before :func:`run_command` wrapped every subcommand: errors now propagate to that wrapper."""
-    return function(*args, **kwargs)
-
-
 def debug_requested() -> bool:
     """``PU_NNUNET_DEBUG=1`` in the environment acts as ``--debug``."""
     return os.environ.get("PU_NNUNET_DEBUG", "") not in ("", "0")

@@ -9,6 +9,7 @@ PU is stabilised, so ``nnUNetTrainerPURe`` vs ``nnUNetTrainerPUReBaseline`` isol
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -21,7 +22,12 @@ from pu_nnunet.trainers.plans_to_network import residual_unet_kwargs
 
 __all__ = ["nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline", "nnUNetTrainerPURe_AllStages",
            "nnUNetTrainerPURe_HighResStages", "nnUNetTrainerPURe_Unstabilised", "nnUNetTrainerPURe_tiny",
-           "nnUNetTrainerPUReBaseline_tiny", "nnUNetTrainerPURe_demo", "nnUNetTrainerPUReBaseline_demo"]
+           "nnUNetTrainerPUReBaseline_tiny", "nnUNetTrainerPURe_demo", "nnUNetTrainerPUReBaseline_demo",
+           "nnUNetTrainerPURe_HighResStages_demo"]
+
+
+# torch threads of a CPU training when set (nnUNetv2_train otherwise uses every logical CPU)
+CPU_THREADS_VARIABLE = "PU_NNUNET_CPU_THREADS"
 
 
 class nnUNetTrainerPURe(nnUNetTrainer):
@@ -42,6 +48,12 @@ class nnUNetTrainerPURe(nnUNetTrainer):
                  device: torch.device = torch.device("cuda")):
         # nnU-Net records __init__'s parameters by name: this signature must stay nnUNetTrainer's
         super().__init__(plans, configuration, fold, dataset_json, device)
+        threads = os.environ.get(CPU_THREADS_VARIABLE)
+        if threads and self.device.type == "cpu":
+            # nnUNetv2_train -device cpu gives torch every logical CPU; on a machine shared with
+            # other jobs each op then waits for busy cores (one conv step: 0.56 s with 2 threads,
+            # 0.07 s with 1 under load), so a study may ask for fewer (pu-nnunet study --cpu-threads)
+            torch.set_num_threads(int(threads))
         if self.schedule_num_epochs is not None:
             self.num_epochs = self.schedule_num_epochs
             # short runs would otherwise write their first checkpoint_latest only at epoch 50
@@ -132,4 +144,8 @@ class nnUNetTrainerPURe_demo(_DemoSchedule, nnUNetTrainerPURe):
 
 
 class nnUNetTrainerPUReBaseline_demo(_DemoSchedule, nnUNetTrainerPUReBaseline):
+    pass
+
+
+class nnUNetTrainerPURe_HighResStages_demo(_DemoSchedule, nnUNetTrainerPURe_HighResStages):
     pass

@@ -1,12 +1,14 @@
-"""pu-nnunet demo: CPU plans, environment, and the whole pipeline with the short test schedules."""
+"""pu-nnunet demo (the study preset "demo"): CPU plans, environment, and the whole pipeline with the
+short test schedules."""
 
 import json
+import logging
 import os
 
 import pytest
 
-from pu_nnunet.demo.cpu_plans import CPU_BATCH_SIZE, CPU_PLANS, write_cpu_plans
-from pu_nnunet.demo.nnunet_runner import nnunet_environment
+from pu_nnunet.study.cpu_plans import CPU_BATCH_SIZE, CPU_PLANS, write_cpu_plans
+from pu_nnunet.study.nnunet_commands import nnunet_environment
 from pu_nnunet.trainers import EXT_TRAINER_DIR
 
 
@@ -35,7 +37,7 @@ def test_environment_keeps_the_users_folders_and_trainer_paths(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_demo_pipeline_runs_end_to_end_and_reuses_finished_steps(tmp_path, monkeypatch, capsys):
+def test_demo_pipeline_runs_end_to_end_and_reuses_finished_steps(tmp_path, monkeypatch, caplog):
     from pu_nnunet.demo.pipeline import Demo, DemoSettings
     from pu_nnunet.demo.summary import format_summary
 
@@ -49,19 +51,26 @@ def test_demo_pipeline_runs_end_to_end_and_reuses_finished_steps(tmp_path, monke
     result = demo.run()
     workdir = tmp_path / "demo"
     for name in ("PURe", "Baseline"):
-        assert len(list((workdir / "predictions" / name).glob("*.nii.gz"))) == 2
-        metrics = json.loads((workdir / "evaluation" / name / "metrics.json").read_text())
+        run = workdir / "runs" / demo.job(name).name
+        assert len(list((run / "predictions").glob("*.nii.gz"))) == 2
+        metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
         assert metrics["n_reference_cases"] == 2 and metrics["missing_predictions"] == []
-    assert (workdir / "comparison" / "report.md").is_file()
-    assert result["first"]["settings"]["pred_dir"].endswith("PURe")
-    assert set(result["timings"]) >= {"generate", "plan_and_preprocess", "train_PURe", "train_Baseline"}
+        assert (demo.fold_folder(settings.runs[name]) / "checkpoint_final.pth").is_file()
+    assert (workdir / "comparisons" / "PURe_tiny_vs_PUReBaseline_tiny" / "report.md").is_file()
+    assert (workdir / "report.md").is_file() and json.loads((workdir / "study.json").read_text())["preset"] == "demo"
+    assert result["first"]["settings"]["pred_dir"].endswith("nnUNetTrainerPURe_tiny__fold_0__repeat_0/predictions")
+    assert set(result["timings"]) == {"train_PURe", "train_Baseline", "predict_PURe", "predict_Baseline"}
+    assert result["comparison"]["n_cases_compared"] == 2
 
-    capsys.readouterr()
-    again = Demo(settings).run()
-    printed = capsys.readouterr().out
-    assert printed.count("reusing") == 6  # dataset, plans, 2 trainings, 2 prediction folders
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pu_nnunet.study"):
+        again = Demo(settings).run()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("reusing" in m for m in messages) == 2  # the dataset and the preprocessed data
+    assert sum("done before" in m for m in messages) == 2  # both jobs (training, prediction, evaluation)
     assert again["first"]["aggregates"]["foreground"]["dice_mean"] == result["first"]["aggregates"]["foreground"][
         "dice_mean"]
+    assert again["timings"] == result["timings"]
     summary = format_summary(again, demo)
     assert "foreground (all organs)" in summary and "nnUNetTrainerPUReBaseline_tiny" in summary
 

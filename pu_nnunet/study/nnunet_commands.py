@@ -1,4 +1,8 @@
-"""Runs nnU-Net's console scripts as a user would, with a log file and a progress bar."""
+"""Runs nnU-Net's console scripts as a user would, with a log file and a progress bar.
+
+Used by every step of a study (and so of the demo): planning, training and prediction are
+nnU-Net's own commands, so their logs and checkpoints are nnU-Net's.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ NNUNET_FOLDER_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"
 
 
 class StepFailed(RuntimeError):
-    """An nnU-Net command of the demo exited with an error; the message names its log file."""
+    """An nnU-Net command of a study exited with an error; the message names its log file."""
 
 
 def nnunet_environment(workdir: Path) -> dict:
@@ -52,17 +56,31 @@ def run_logged(command: list[str], env: dict, log_path: Path, description: str,
     lines = []
     bar = tqdm(total=progress_total, desc=description, unit="step" if pattern else "line", leave=True,
                disable=None)
-    with open(log_path, "w", buffering=1) as log:  # line-buffered: the log is readable while it runs
+    # appended, line-buffered: the log keeps every attempt of a step and is readable while it runs
+    with open(log_path, "a", buffering=1) as log:
         log.write("$ " + " ".join(command) + "\n")
         proc = subprocess.Popen([console_script(command[0]), *command[1:]], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-        for line in proc.stdout:
-            log.write(line)
-            lines.append(line)
-            if pattern is None or pattern.search(line):
-                bar.update(1)
-        returncode = proc.wait()
-    bar.close()
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                lines.append(line)
+                if pattern is None or pattern.search(line):
+                    bar.update(1)
+            returncode = proc.wait()
+        except BaseException:
+            # interrupted (SIGTERM, Ctrl-C): stop the command too, so nothing keeps writing
+            # into the folders a resumed run will use
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.write("\n[interrupted: the command was stopped]\n")
+            raise
+        finally:
+            bar.close()
     if returncode != 0:
         tail = "".join(lines[-15:])
         raise StepFailed(f"{description} failed (exit code {returncode}); full log: {log_path}\n{tail}")

@@ -1,0 +1,250 @@
+"""``pu-nnunet study run|status|report``: trainers x folds x repeats through nnU-Net, with a report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+HELP = ("run a study: several trainers (default PURe and its baseline) over folds and repeats through "
+        "nnU-Net's own commands, on the CPU, several GPUs or SLURM, with a paired-statistics report")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="study_command", metavar="{run,status,report}")
+    sub.required = True
+    run_parser = sub.add_parser("run", help="run (or resume) a study and write its report",
+                                description="Runs every unfinished job of a study, then writes "
+                                            "STUDY_DIR/report.md, summary.json and plots/. Re-running skips "
+                                            "finished jobs, resumes interrupted trainings and retries failed ones.")
+    _add_study_flags(run_parser)
+    _add_executor_flags(run_parser)
+    status_parser = sub.add_parser("status", help="every job of a study: state, attempts, duration, log")
+    status_parser.add_argument("study_dir", metavar="STUDY_DIR")
+    report_parser = sub.add_parser("report", help="rewrite the report from the finished runs")
+    report_parser.add_argument("study_dir", metavar="STUDY_DIR")
+
+
+def _add_study_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("the study (stored in STUDY_DIR/study.json; omit to resume it)")
+    group.add_argument("-o", "--output", dest="study_dir", required=True, metavar="STUDY_DIR",
+                       help="the study folder (study.json, job states, runs, report)")
+    group.add_argument("-d", dest="dataset_id", type=int, metavar="DATASET_ID", help="nnU-Net dataset id")
+    group.add_argument("-c", dest="configuration", metavar="CONFIGURATION", help="nnU-Net configuration (default 2d)")
+    group.add_argument("-p", dest="plans", metavar="PLANS",
+                       help="plans identifier (default nnUNetPlans; nnUNetPlansCPU: nnUNetPlans narrowed for a CPU)")
+    group.add_argument("--trainers", nargs="+", metavar="TRAINER",
+                       help="default nnUNetTrainerPURe nnUNetTrainerPUReBaseline")
+    group.add_argument("--baseline", metavar="TRAINER",
+                       help="the trainer the others are compared with (default: the one named ...Baseline...)")
+    group.add_argument("--folds", nargs="+", type=int, metavar="F", help="default 0")
+    group.add_argument("--repeats", type=int, metavar="N",
+                       help="trainings per trainer and fold (default 1); repeat r >= 1 trains into "
+                            "STUDY_DIR/results/repeat_r")
+    group.add_argument("--held-out", dest="held_out", choices=("auto", "test", "validation"),
+                       help="cases that score each run: test = imagesTs/labelsTs, validation = the fold's "
+                            "validation cases (nnU-Net's fold_F/validation predictions); default auto = test "
+                            "when the dataset has labelled test images")
+    group.add_argument("--preset", choices=("demo",),
+                       help="demo: built-in synthetic CT, CPU plans, the _demo trainers, fold 0")
+    group.add_argument("--config", metavar="study.toml", help="the study as a TOML file (flags override it)")
+    group.add_argument("--reconfigure", action="store_true",
+                       help="accept flags that contradict STUDY_DIR/study.json and replace it (finished "
+                            "jobs of the old study stay and are reused where they are the same job)")
+
+
+def _add_executor_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("where the jobs run")
+    group.add_argument("--executor", choices=("local", "slurm"), help="default local")
+    group.add_argument("--devices", nargs="+", metavar="DEVICE",
+                       help="local: cpu (one job at a time) or cuda:0 cuda:1 ... (one job per GPU at a time); "
+                            "default cuda:0 with a GPU, else cpu")
+    group.add_argument("--cpu-threads", type=int, metavar="N",
+                       help="local, cpu: torch threads of each job (its prediction and, with this package's "
+                            "trainers, its training: nnU-Net uses every logical CPU); 1 is much faster on a "
+                            "machine other jobs keep busy")
+    group.add_argument("--partition", help="slurm: partition")
+    group.add_argument("--time-limit", type=int, metavar="MIN", help="slurm: time limit per job in minutes "
+                                                                    "(default 1440)")
+    group.add_argument("--gpus-per-job", type=int, metavar="N", help="slurm: GPUs per job (default 1; 0 trains on CPU)")
+    group.add_argument("--cpus-per-job", type=int, metavar="N", help="slurm: CPUs per job")
+    group.add_argument("--sbatch", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="slurm: extra sbatch options, e.g. --sbatch account=myproj qos=normal constraint=a100")
+    group.add_argument("--slurm-backend", choices=("slurm", "local"), default="slurm",
+                       help="local: submitit's LocalExecutor runs the jobs on this machine through the same "
+                            "machinery (try the slurm path without a cluster)")
+    group.add_argument("--no-report", action="store_true", help="run the jobs only")
+
+
+def _study_values(args: argparse.Namespace) -> tuple[dict, dict]:
+    """The study's fields from --preset, then --config, then the flags (later ones win), and the
+    TOML file's [executor] table."""
+    from pu_nnunet.study.presets import PRESETS
+    from pu_nnunet.study.spec import read_toml
+
+    values: dict = {}
+    if args.preset:
+        values.update(PRESETS[args.preset])
+    executor = {}
+    if args.config:
+        content = read_toml(args.config)
+        executor = content.pop("executor", {}) or {}
+        if "dataset" in content:
+            content["dataset_id"] = content.pop("dataset")
+        values.update(content)
+    flags = {"dataset_id": args.dataset_id, "configuration": args.configuration, "plans": args.plans,
+             "trainers": args.trainers, "baseline": args.baseline, "folds": args.folds, "repeats": args.repeats,
+             "held_out": args.held_out}
+    values.update({key: value for key, value in flags.items() if value is not None})
+    return values, executor
+
+
+def resolve_study(args: argparse.Namespace):
+    """The study to run: study.json's, updated by the flags (refused where they contradict it
+    unless --reconfigure); a new study needs -d or --preset."""
+    from pu_nnunet.study.errors import StudyError
+    from pu_nnunet.study.spec import (STUDY_FILE, Study, contradictions, default_baseline, load_study, save_study,
+                                      study_paths)
+
+    study_dir = Path(args.study_dir)
+    values, executor = _study_values(args)
+    stored = load_study(study_dir) if (study_dir / STUDY_FILE).is_file() else None
+    if stored is not None and not values:
+        return stored, executor
+    base = stored.identity() if stored is not None else {}
+    if "trainers" in values and "baseline" not in values:
+        values["baseline"] = default_baseline(values["trainers"])
+    merged = {**base, **values}
+    if "dataset_id" not in merged:
+        raise StudyError(f"{study_dir / STUDY_FILE} does not exist yet: a new study needs -d DATASET_ID (or --preset)")
+    merged.setdefault("baseline", default_baseline(merged.get("trainers") or ["nnUNetTrainerPUReBaseline"]))
+    paths = stored.paths if stored is not None else study_paths(study_dir)
+    requested = Study(**merged, paths=paths, preset=args.preset or (stored.preset if stored else None))
+    if stored is not None:
+        problems = contradictions(stored, requested)
+        if problems and not args.reconfigure:
+            raise StudyError(f"the flags contradict {study_dir / STUDY_FILE} ({'; '.join(problems)}); run without "
+                             "them to resume that study, use another -o, or pass --reconfigure")
+    save_study(requested)
+    return requested, executor
+
+
+def make_executor(args: argparse.Namespace, executor_settings: dict):
+    from pu_nnunet.study.errors import StudyError
+    from pu_nnunet.study.executors import LocalExecutor, SlurmExecutor, parse_devices
+
+    settings = dict(executor_settings)
+    kind = args.executor or settings.pop("kind", "local")
+    settings.pop("kind", None)
+    if kind == "local":
+        return LocalExecutor(parse_devices(args.devices or settings.get("devices")),
+                             cpu_threads=args.cpu_threads if args.cpu_threads is not None else settings.get("cpu_threads"))
+    if kind != "slurm":
+        raise StudyError(f"executor must be 'local' or 'slurm', got {kind!r}")
+    sbatch = dict(settings.get("sbatch", {}))
+    for item in args.sbatch:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise StudyError(f"--sbatch takes KEY=VALUE, got {item!r}")
+        sbatch[key.strip().lstrip("-")] = value
+    pick = lambda flag, key, default: flag if flag is not None else settings.get(key, default)  # noqa: E731
+    return SlurmExecutor(partition=pick(args.partition, "partition", None),
+                         time_limit_min=pick(args.time_limit, "time_limit", 24 * 60),
+                         gpus_per_job=pick(args.gpus_per_job, "gpus_per_job", 1),
+                         cpus_per_job=pick(args.cpus_per_job, "cpus_per_job", None), sbatch=sbatch,
+                         backend=args.slurm_backend if args.slurm_backend != "slurm" else settings.get("backend", "slurm"))
+
+
+def configure_logging(prefix: str) -> None:
+    """The command line shows the study's progress; a library user configures logging instead."""
+    logger = logging.getLogger("pu_nnunet.study")
+    if not any(getattr(h, "_pu_nnunet", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter(f"[{prefix}] %(message)s"))
+        handler._pu_nnunet = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def format_status(study) -> str:
+    from pu_nnunet.study.errors import StudyError
+    from pu_nnunet.study.jobs import RUNNING, job_states, run_in_progress
+    from pu_nnunet.study.report import short_name
+    from pu_nnunet.evaluation.report.markdown import table
+
+    active = run_in_progress(study.study_dir)
+    rows, counts = [], {}
+    for job, state in job_states(study):
+        shown = state["state"]
+        if shown == RUNNING and not active:
+            shown = "interrupted"  # no run holds the study: the process that ran it is gone
+        counts[shown] = counts.get(shown, 0) + 1
+        duration = state.get("duration_s")
+        if shown == RUNNING and state.get("started"):
+            duration = round(time.time() - state["started"], 1)
+        dice = state.get("foreground_dice")
+        rows.append((short_name(job.trainer), str(job.fold), str(job.repeat), shown, str(state.get("attempts", 0)),
+                     "-" if duration is None else f"{duration:.0f} s", "-" if dice is None else f"{dice:.3f}",
+                     state.get("log") or "-"))
+    header = ("trainer", "fold", "repeat", "state", "attempts", "duration", "Dice fg", "log")
+    try:
+        dataset = study.dataset_folder_name()
+    except StudyError:  # status works on a copied study folder without the raw data
+        from pu_nnunet.datasets.shared.raw_folder import dataset_id_prefix
+
+        dataset = dataset_id_prefix(study.dataset_id).rstrip("_")
+    lines = [f"study {study.study_dir}: {dataset} {study.configuration} {study.plans}; "
+             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), "", table(header, rows)]
+    failed = [(job, s) for job, s in job_states(study) if s["state"] == "failed" and s.get("error")]
+    for job, state in failed:
+        lines.append(f"\n{job.name} failed: {state['error'].splitlines()[0] if state['error'] else ''}")
+    if counts.get("interrupted"):
+        lines.append("\ninterrupted jobs resume (nnUNetv2_train --c) with `pu-nnunet study run -o "
+                     f"{study.study_dir}`")
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pu_nnunet.study.report import REPORT_FILE, SUMMARY_HEADER, summary_rows
+    from pu_nnunet.study.runner import run_study
+    from pu_nnunet.study.steps import Interrupted
+    from pu_nnunet.evaluation.report.markdown import table
+
+    configure_logging("pu-nnunet study")
+    study, executor_settings = resolve_study(args)
+    executor = make_executor(args, executor_settings)
+    try:
+        outcome = run_study(study, executor, report=not args.no_report)
+    except Interrupted as signal_name:
+        print(f"pu-nnunet study: interrupted ({signal_name}); resume with `pu-nnunet study run -o {study.study_dir}`",
+              file=sys.stderr)
+        return 143
+    if outcome.report is not None:
+        print("\n" + table(SUMMARY_HEADER, summary_rows(outcome.report)))
+        print(f"\nreport: {study.study_dir / REPORT_FILE}")
+    if outcome.failed:
+        print(f"pu-nnunet study: {len(outcome.failed)} job(s) failed: {', '.join(outcome.failed)}; "
+              f"see `pu-nnunet study status {study.study_dir}`; re-running retries them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    # bad input raises UserInputError (StudyError): the pu-nnunet dispatcher prints it as one line
+    from pu_nnunet.study.spec import load_study
+
+    if args.study_command == "run":
+        return _run(args)
+    study = load_study(args.study_dir)
+    if args.study_command == "status":
+        print(format_status(study))
+        return 0
+    from pu_nnunet.study.report import REPORT_FILE, write_study_report
+
+    if write_study_report(study) is None:
+        print(f"pu-nnunet study: no finished run in {study.study_dir} yet", file=sys.stderr)
+        return 1
+    print(f"report: {study.study_dir / REPORT_FILE}")
+    return 0

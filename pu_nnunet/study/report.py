@@ -1,0 +1,319 @@
+"""The study report: ``STUDY_DIR/report.md``, ``summary.json`` and ``plots/``.
+
+Per trainer, the spread over runs (folds x repeats) of each run's evaluate aggregates; per
+trainer against the baseline, ``compare_evaluations`` on the runs pooled over folds and repeats
+(case ids become ``case|fold_F|repeat_R``, so case i of a baseline run pairs with case i of the
+same fold and repeat of the other trainer). All statistics are evaluate's and compare's; this
+module only gathers them. Rebuilt from the finished runs at any time (``study report``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND
+from pu_nnunet.evaluation.report.markdown import number, p_value, table
+from pu_nnunet.study.jobs import DONE, Job, job_states
+from pu_nnunet.study.spec import Study, write_atomic_json
+
+REPORT_FILE, SUMMARY_FILE, PLOTS_DIR, COMPARISONS_DIR = "report.md", "summary.json", "plots", "comparisons"
+SUMMARY_FORMAT = "pu-nnunet-study-summary/1"
+# PU-UNet (arXiv 2606.20035), by the dataset name this package's converters write
+PUBLISHED = {
+    "ISIC2018": {"dice": 0.942},
+    "KvasirSEG": {"dice": 0.959},
+    "BUSI": {"dice": 0.925, "normal_fpr_baseline": 0.077, "normal_fpr_pu": 0.0},
+}
+
+
+def short_name(trainer: str) -> str:
+    return trainer[len("nnUNetTrainer"):] if trainer.startswith("nnUNetTrainer") and trainer != "nnUNetTrainer" \
+        else trainer
+
+
+def _spread(values: list[Optional[float]]) -> dict[str, Any]:
+    kept = np.asarray([v for v in values if v is not None], dtype=float)
+    if len(kept) == 0:
+        return {"n": 0, "mean": None, "sd": None, "min": None, "max": None}
+    return {"n": int(len(kept)), "mean": float(kept.mean()), "sd": float(kept.std(ddof=1)) if len(kept) > 1 else None,
+            "min": float(kept.min()), "max": float(kept.max())}
+
+
+def _finished_runs(study: Study) -> tuple[dict[Job, dict], dict[Job, dict], list[str]]:
+    evaluations, states, missing = {}, {}, []
+    for job, state in job_states(study):
+        metrics = Path(state.get("evaluation") or "") / "metrics.json"
+        if state["state"] == DONE and metrics.is_file():
+            evaluations[job] = json.loads(metrics.read_text())
+            states[job] = state
+        else:
+            missing.append(f"{job.name} ({state['state']})")
+    return evaluations, states, missing
+
+
+def _per_trainer(study: Study, evaluations: dict[Job, dict], states: dict[Job, dict],
+                 label_keys: list[str]) -> dict[str, Any]:
+    result = {}
+    for trainer in study.trainers:
+        runs = [job for job in evaluations if job.trainer == trainer]
+        entry: dict[str, Any] = {"n_runs": len(runs), "runs": [job.name for job in runs],
+                                 "train_s": _spread([states[job].get("train_s") for job in runs])}
+        for key in label_keys:
+            aggregates = [evaluations[job]["aggregates"][key] for job in runs]
+            fp = sum(a["false_positive_cases"] for a in aggregates)
+            empty = sum(a["n_reference_empty"] for a in aggregates)
+            entry[key] = {"dice": _spread([a["dice_mean"] for a in aggregates]),
+                          "iou": _spread([a["iou_mean"] for a in aggregates]),
+                          "fpr": _spread([a["false_positive_rate"] for a in aggregates]),
+                          "fpr_pooled": {"false_positive_cases": fp, "n_reference_empty": empty,
+                                         "rate": fp / empty if empty else None}}
+        organ_keys = [key for key in label_keys if key != FOREGROUND]
+        fp = sum(entry[key]["fpr_pooled"]["false_positive_cases"] for key in organ_keys)
+        empty = sum(entry[key]["fpr_pooled"]["n_reference_empty"] for key in organ_keys)
+        # each label on the cases that lack it, pooled over labels and runs
+        entry["per_label_fpr_pooled"] = {"false_positive_cases": fp, "n_reference_empty": empty,
+                                         "rate": fp / empty if empty else None}
+        by_class = {}
+        for job in runs:
+            for name, aggregates in evaluations[job].get("per_class", {}).items():
+                by_class.setdefault(name, []).append(aggregates[FOREGROUND]["false_positive_rate"])
+        entry["per_class_foreground_fpr"] = {name: _spread(values) for name, values in by_class.items()}
+        result[trainer] = entry
+    return result
+
+
+def _pooled_evaluation(evaluations: dict[Job, dict], runs: list[Job]) -> dict[str, Any]:
+    """The runs' evaluations as one, case ids tagged with fold and repeat, for compare."""
+    first = evaluations[runs[0]]
+    cases, missing = [], []
+    for job in runs:
+        tag = f"|fold_{job.fold}|repeat_{job.repeat}"
+        cases += [{**case, "case": case["case"] + tag} for case in evaluations[job]["cases"]]
+        missing += [case + tag for case in evaluations[job]["missing_predictions"]]
+    return {**first, "cases": cases, "missing_predictions": missing, "n_reference_cases": len(cases)}
+
+
+def _paired(study: Study, evaluations: dict[Job, dict]) -> dict[str, Any]:
+    from pu_nnunet.evaluation import compare_evaluations
+
+    if study.baseline is None:
+        return {}
+    result = {}
+    baseline_runs = {(job.fold, job.repeat): job for job in evaluations if job.trainer == study.baseline}
+    for trainer in study.trainers:
+        if trainer == study.baseline:
+            continue
+        pairs = sorted(((baseline_runs[(job.fold, job.repeat)], job) for job in evaluations
+                        if job.trainer == trainer and (job.fold, job.repeat) in baseline_runs),
+                       key=lambda pair: (pair[1].repeat, pair[1].fold))
+        if not pairs:
+            continue
+        out = study.study_dir / COMPARISONS_DIR / f"{short_name(trainer)}_vs_{short_name(study.baseline)}"
+        comparison = compare_evaluations(_pooled_evaluation(evaluations, [a for a, _ in pairs]),
+                                         _pooled_evaluation(evaluations, [b for _, b in pairs]), out,
+                                         names=(short_name(study.baseline), short_name(trainer)), overwrite=True)
+        result[trainer] = {"baseline": study.baseline, "runs_paired": [b.name for _, b in pairs],
+                           "folds": sorted({b.fold for _, b in pairs}), "repeats": sorted({b.repeat for _, b in pairs}),
+                           "comparison_dir": str(out), "n_cases_compared": comparison["n_cases_compared"],
+                           "overall": comparison["overall"], "per_class": comparison["per_class"]}
+    return result
+
+
+def _published(study: Study) -> Optional[dict[str, Any]]:
+    name = study.dataset_folder_name().split("_", 1)[-1]
+    return PUBLISHED.get(name)
+
+
+def _pm(spread: dict[str, Any]) -> str:
+    if spread["mean"] is None:
+        return "n/a"
+    return number(spread["mean"]) + ("" if spread["sd"] is None else f" ± {number(spread['sd'])}")
+
+
+def _seconds(spread: dict[str, Any]) -> str:
+    if not spread["n"]:
+        return "-"
+    return f"{spread['mean']:.0f}" + ("" if spread["sd"] is None else f" ± {spread['sd']:.0f}")
+
+
+def _rate(pooled: dict[str, Any]) -> str:
+    if not pooled["n_reference_empty"]:
+        return "n/a"
+    return f"{number(pooled['rate'])} ({pooled['false_positive_cases']}/{pooled['n_reference_empty']})"
+
+
+def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """The headline table: per trainer, foreground Dice/IoU over runs and the case-level FPRs."""
+    rows = []
+    for trainer, entry in summary["per_trainer"].items():
+        paired = summary["paired"].get(trainer)
+        dice = paired["overall"][FOREGROUND]["dice"] if paired else None
+        difference = "baseline" if trainer == summary["study"]["baseline"] else (
+            "n/a" if dice is None or dice["mean_difference"] is None else
+            f"{dice['mean_difference']:+.4f} [{dice['ci_low']:+.4f}, {dice['ci_high']:+.4f}] "
+            f"p={p_value(dice['wilcoxon_p'])} W/T/L {dice['b_better']}/{dice['ties']}/{dice['a_better']}")
+        rows.append([short_name(trainer), str(entry["n_runs"]), _pm(entry[FOREGROUND]["dice"]),
+                     _pm(entry[FOREGROUND]["iou"]), _rate(entry[FOREGROUND]["fpr_pooled"]),
+                     _rate(entry["per_label_fpr_pooled"]), difference])
+    return rows
+
+
+SUMMARY_HEADER = ["trainer", "runs", "Dice fg (mean ± sd over runs)", "IoU fg", "FPR fg (empty cases)",
+                  "FPR per label (cases lacking it)", "Δ Dice fg vs baseline, 95% CI, Wilcoxon, W/T/L"]
+
+
+def _paired_section(summary: dict[str, Any]) -> list[str]:
+    lines = []
+    for trainer, paired in summary["paired"].items():
+        names = summary["label_names"]
+        lines += [f"### {short_name(trainer)} - {short_name(paired['baseline'])}",
+                  f"{paired['n_cases_compared']} paired case results (folds {paired['folds']}, repeats "
+                  f"{paired['repeats']}); comparison report: `{Path(paired['comparison_dir']).relative_to(summary['study_dir'])}/report.md`", ""]
+        rows = []
+        for key, stats in paired["overall"].items():
+            for score in ("dice", "iou"):
+                s = stats[score]
+                if not s["n"]:
+                    continue
+                rows.append([names.get(key, key), score, s["n"], number(s["mean_a"]), number(s["mean_b"]),
+                             f"{s['mean_difference']:+.4f}", f"[{s['ci_low']:+.4f}, {s['ci_high']:+.4f}]",
+                             p_value(s["wilcoxon_p"]), f"{s['b_better']}/{s['ties']}/{s['a_better']}"])
+        lines += [table(["label", "score", "n", short_name(paired["baseline"]), short_name(trainer), "difference",
+                         "95% bootstrap CI", "Wilcoxon p", "win/tie/loss"], rows), ""]
+        rows = []
+        for key, stats in paired["overall"].items():
+            fp = stats["false_positive"]
+            if fp["n"]:
+                rows.append([names.get(key, key), fp["n"], f"{number(fp['rate_a'])} ({fp['cases_a']})",
+                             f"{number(fp['rate_b'])} ({fp['cases_b']})", f"{fp['only_a']}/{fp['only_b']}",
+                             p_value(fp["mcnemar_p"])])
+        for name, groups in paired["per_class"].items():
+            fp = groups[FOREGROUND]["false_positive"]
+            if fp["n"]:
+                rows.append([f"foreground, class {name}", fp["n"], f"{number(fp['rate_a'])} ({fp['cases_a']})",
+                             f"{number(fp['rate_b'])} ({fp['cases_b']})", f"{fp['only_a']}/{fp['only_b']}",
+                             p_value(fp["mcnemar_p"])])
+        if rows:
+            lines += ["False positives on cases whose reference lacks the label (McNemar's exact test):", "",
+                      table(["label", "empty cases", f"FPR {short_name(paired['baseline'])}",
+                             f"FPR {short_name(trainer)}", "only baseline / only trainer", "McNemar p"], rows), ""]
+        else:
+            lines += ["No case lacks a label, so there is no false-positive rate to compare.", ""]
+    return lines
+
+
+def _published_section(summary: dict[str, Any]) -> list[str]:
+    published = summary["published"]
+    if not published:
+        return []
+    rows = []
+    for trainer, entry in summary["per_trainer"].items():
+        rows.append([short_name(trainer), _pm(entry[FOREGROUND]["dice"]),
+                     _pm(entry["per_class_foreground_fpr"].get("normal", {"mean": None}))
+                     if "normal_fpr_baseline" in published else "-"])
+    lines = ["## Published PU-UNet numbers beside the measured ones", "",
+             f"PU-UNet (arXiv 2606.20035) reports Dice {published['dice']:.3f} on this dataset"
+             + (f" and a false-positive rate on normal images of {published['normal_fpr_baseline']:.3f} for the "
+                f"matched residual U-Net against {published['normal_fpr_pu']:.0f} for PU-UNet"
+                if "normal_fpr_baseline" in published else "") + " (their training schedule and split).", "",
+             table(["trainer", "Dice fg (measured)", "FPR on normal images (measured)"], rows), ""]
+    return lines
+
+
+def report_markdown(summary: dict[str, Any]) -> str:
+    s = summary["study"]
+    lines = [f"# Study: {summary['dataset']} ({s['configuration']}, {s['plans']})", "",
+             f"Trainers {', '.join(s['trainers'])}; baseline {s['baseline']}; folds {s['folds']}; "
+             f"{s['repeats']} repeat(s); held-out cases: "
+             + ("imagesTs/labelsTs" if summary["held_out"] == "test" else "each fold's validation cases") + ".",
+             f"Finished runs: {summary['n_runs_finished']} of {summary['n_runs_total']}"
+             + (f"; missing: {', '.join(summary['missing_runs'])}" if summary["missing_runs"] else "") + ".", "",
+             "## Per trainer", "",
+             "Mean ± sd over runs (folds x repeats) of each run's mean over held-out cases; FPR: share of cases "
+             "whose reference lacks the label where it was predicted, pooled over runs (cases flagged / cases).", "",
+             table(SUMMARY_HEADER, summary_rows(summary)), ""]
+    names = summary["label_names"]
+    rows = [[short_name(t), *[_pm(e[key]["dice"]) for key in summary["label_keys"]],
+             _seconds(e["train_s"])] for t, e in summary["per_trainer"].items()]
+    lines += ["Dice per label (mean ± sd over runs) and training time (s):", "",
+              table(["trainer", *[names.get(k, k) for k in summary["label_keys"]], "training s"], rows), ""]
+    if summary["paired"]:
+        lines += ["## Paired differences against the baseline, pooled over folds and repeats", "",
+                  "Each baseline run is paired with the other trainer's run of the same fold and repeat, case by "
+                  "case; differences are trainer - baseline (`compare`: seeded paired bootstrap CI of the mean, "
+                  "Wilcoxon signed-rank test, win/tie/loss). The pooled results are not independent (a held-out "
+                  "case appears once per run), so the interval and p-value are optimistic; the spread of run "
+                  "means above is the between-run noise.", ""]
+        lines += _paired_section(summary)
+    lines += _published_section(summary)
+    lines += ["## Files", "", "- `summary.json`: everything above, as numbers",
+              f"- `{PLOTS_DIR}/per_run_dice.png`: foreground Dice of every run",
+              f"- `{COMPARISONS_DIR}/*/`: compare's reports, paired tables and plots",
+              "- `runs/<job>/evaluation/`: evaluate's report of each run; `jobs/<job>.json`: job states", ""]
+    return "\n".join(lines)
+
+
+def plot_runs(summary: dict[str, Any], runs: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trainers = list(summary["per_trainer"])
+    figure, axis = plt.subplots(figsize=(max(4.0, 1.8 * len(trainers)), 3.6))
+    markers = "os^Dv<>"
+    for index, trainer in enumerate(trainers):
+        for run in (r for r in runs if r["trainer"] == trainer and r["dice"] is not None):
+            axis.scatter(index + 0.08 * (run["repeat"] - 1), run["dice"], color=f"C{run['fold'] % 10}",
+                         marker=markers[run["repeat"] % len(markers)], s=36, zorder=3)
+        mean = summary["per_trainer"][trainer][FOREGROUND]["dice"]["mean"]
+        if mean is not None:
+            axis.hlines(mean, index - 0.25, index + 0.25, color="black", linewidth=1.5, zorder=2)
+    axis.set_xticks(range(len(trainers)), [short_name(t) for t in trainers], rotation=15, fontsize=8)
+    axis.set_ylabel("foreground Dice (run mean)")
+    axis.set_title("Runs: colour = fold, marker = repeat, bar = mean", fontsize=9)
+    axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_study_report(study: Study) -> Optional[dict[str, Any]]:
+    """Writes report.md, summary.json and plots/ from the finished runs; None when none finished."""
+    evaluations, states, missing = _finished_runs(study)
+    if not evaluations:
+        return None
+    first = next(iter(evaluations.values()))
+    label_keys = [str(label) for label in first["labels"]] + [FOREGROUND]
+    runs = [{"job": job.name, "trainer": job.trainer, "fold": job.fold, "repeat": job.repeat,
+             "dice": evaluations[job]["aggregates"][FOREGROUND]["dice_mean"],
+             "iou": evaluations[job]["aggregates"][FOREGROUND]["iou_mean"],
+             "train_s": states[job].get("train_s"), "evaluation": states[job]["evaluation"]} for job in evaluations]
+    summary = {
+        "format": SUMMARY_FORMAT,
+        "study": study.identity(),
+        "study_dir": str(study.study_dir),
+        "dataset": study.dataset_folder_name(),
+        "held_out": next(iter(states.values())).get("held_out"),
+        "label_keys": label_keys,
+        "label_names": {**first["label_names"], FOREGROUND: "foreground"},
+        "n_runs_total": len(evaluations) + len(missing),
+        "n_runs_finished": len(evaluations),
+        "missing_runs": missing,
+        "runs": runs,
+        "per_trainer": _per_trainer(study, evaluations, states, label_keys),
+        "paired": _paired(study, evaluations),
+        "published": _published(study),
+    }
+    plot_runs(summary, runs, study.study_dir / PLOTS_DIR / "per_run_dice.png")
+    write_atomic_json(study.study_dir / SUMMARY_FILE, summary)
+    report = study.study_dir / REPORT_FILE
+    tmp = report.with_name(f".{REPORT_FILE}.tmp")
+    tmp.write_text(report_markdown(summary))
+    tmp.replace(report)
+    return summary

@@ -1,0 +1,70 @@
+"""``study run`` as a library call: prepare the dataset, run every unfinished job, write the report.
+
+Re-running skips finished jobs, resumes interrupted ones (nnU-Net's ``--c`` from their
+``checkpoint_latest.pth``) and retries failed ones. Progress goes to the ``pu_nnunet.study``
+logger (silence it with ``logging.getLogger("pu_nnunet.study").setLevel(logging.WARNING)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from pu_nnunet.study.jobs import DONE, FAILED, RUNNING, RunLock, job_states
+from pu_nnunet.study.spec import Study
+from pu_nnunet.study.steps import Interrupted, check_trainers, prepare_dataset
+
+log = logging.getLogger("pu_nnunet.study")
+
+
+@dataclass
+class StudyOutcome:
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    report: Optional[dict[str, Any]] = None
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def run_study(study: Study, executor, report: bool = True) -> StudyOutcome:
+    """Runs the study's unfinished jobs with ``executor`` and writes the report (also when some
+    jobs failed: it covers the finished runs and lists the missing ones)."""
+    from pu_nnunet.study.report import write_study_report
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {}
+    if in_main_thread:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, _raise_interrupted)
+    try:
+        with RunLock(study.study_dir):
+            check_trainers(study)
+            prepare_dataset(study)
+            todo = []
+            for job, state in job_states(study):
+                if state["state"] == DONE:
+                    log.info("job %s: done before (%s s), skipped", job.name, state.get("duration_s"))
+                    continue
+                if state["state"] == RUNNING:
+                    log.info("job %s: was cut off while running; resuming it", job.name)
+                elif state["state"] == FAILED:
+                    log.info("job %s: failed before (%s); retrying", job.name, state.get("error"))
+                todo.append(job)
+            failed = executor.run(study, todo) if todo else []
+            outcome = StudyOutcome(failed=failed)
+            outcome.done = [job.name for job, state in job_states(study) if state["state"] == DONE]
+            if report:
+                outcome.report = write_study_report(study)
+            return outcome
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,192 @@
+"""What a study is (dataset, configuration, plans, trainers, folds, repeats) and its study.json.
+
+The resolved study is written to ``STUDY_DIR/study.json`` before anything runs, so that a run
+can be resumed (``study run -o STUDY_DIR`` with no other flag), reproduced and shared. A re-run
+whose flags contradict the stored study is refused unless ``--reconfigure`` says so: mixing runs
+of two different studies in one report would be silently wrong.
+
+Repeats: repeat 0 trains into ``nnUNet_results`` as any nnU-Net run does; repeat r >= 1 trains
+into its own results root ``STUDY_DIR/results/repeat_r``. The trainer name stays the same (no
+generated ``..._r1`` classes for nnU-Net to find), and each repeat's model folder is still
+nnU-Net's ``DatasetX/Trainer__Plans__Config/fold_F``, so ``nnUNetv2_predict`` works on it with
+``nnUNet_results`` pointed at that root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from pu_nnunet.study.errors import StudyError
+
+STUDY_FILE = "study.json"
+STUDY_FORMAT = "pu-nnunet-study/1"
+DEFAULT_TRAINERS = ("nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline")
+DEFAULT_CONFIGURATION = "2d"
+DEFAULT_PLANS = "nnUNetPlans"
+DEFAULT_FOLDS = (0,)
+# the fields that define a study; anything else (devices, executor) may change between runs
+IDENTITY_FIELDS = ("dataset_id", "configuration", "plans", "trainers", "baseline", "folds", "repeats", "held_out",
+                   "synthetic")
+HELD_OUT_CHOICES = ("auto", "test", "validation")
+NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+
+
+@dataclass
+class Study:
+    dataset_id: int
+    configuration: str = DEFAULT_CONFIGURATION
+    plans: str = DEFAULT_PLANS
+    trainers: list[str] = field(default_factory=lambda: list(DEFAULT_TRAINERS))
+    baseline: Optional[str] = None
+    folds: list[int] = field(default_factory=lambda: list(DEFAULT_FOLDS))
+    repeats: int = 1
+    # which cases score a run: "test" = imagesTs/labelsTs, "validation" = the fold's validation
+    # cases (nnU-Net's own fold_F/validation predictions), "auto" = test when the dataset has it
+    held_out: str = "auto"
+    # generator settings of a built-in synthetic dataset (the demo preset), else None
+    synthetic: Optional[dict] = None
+    # nnU-Net's three folders as resolved when the study was created
+    paths: dict = field(default_factory=dict)
+    preset: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        check_study(self)
+
+    # --- where things are ----------------------------------------------------------------
+    def results_root(self, repeat: int) -> Path:
+        if repeat == 0:
+            return Path(self.paths["nnUNet_results"])
+        return Path(self.paths["study_dir"]) / "results" / f"repeat_{repeat}"
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.paths["study_dir"])
+
+    def dataset_folder_name(self) -> str:
+        from pu_nnunet.datasets.shared.raw_folder import dataset_folder_name
+        from pu_nnunet.datasets.shared.splits import find_raw_dataset
+
+        if self.synthetic is not None:
+            return dataset_folder_name(self.dataset_id, self.synthetic["name"])
+        try:
+            return find_raw_dataset(Path(self.paths["nnUNet_raw"]), self.dataset_id).name
+        except Exception as error:  # the converters' SourceLayoutError names the folder
+            raise StudyError(str(error)) from None
+
+    def raw_dataset(self) -> Path:
+        return Path(self.paths["nnUNet_raw"]) / self.dataset_folder_name()
+
+    def preprocessed_dataset(self) -> Path:
+        return Path(self.paths["nnUNet_preprocessed"]) / self.dataset_folder_name()
+
+    def model_folder(self, trainer: str, repeat: int) -> Path:
+        return (self.results_root(repeat) / self.dataset_folder_name()
+                / f"{trainer}__{self.plans}__{self.configuration}")
+
+    def identity(self) -> dict[str, Any]:
+        values = asdict(self)
+        return {key: values[key] for key in IDENTITY_FIELDS}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": STUDY_FORMAT, **asdict(self)}
+
+
+def default_baseline(trainers: list[str]) -> Optional[str]:
+    """The trainer others are compared with: the one named ...Baseline..., else none."""
+    baselines = [t for t in trainers if "Baseline" in t]
+    return baselines[0] if len(baselines) == 1 else None
+
+
+def check_study(study: Study) -> None:
+    if not isinstance(study.dataset_id, int) or not 0 <= study.dataset_id <= 999:
+        raise StudyError(f"dataset id must be an integer 0-999, got {study.dataset_id!r}")
+    if not study.trainers:
+        raise StudyError("a study needs at least one trainer")
+    if len(set(study.trainers)) != len(study.trainers):
+        raise StudyError(f"trainers are listed twice: {study.trainers}")
+    if study.baseline is not None and study.baseline not in study.trainers:
+        raise StudyError(f"baseline {study.baseline!r} is not one of the trainers {study.trainers}")
+    if not study.folds or any(not isinstance(f, int) or f < 0 for f in study.folds):
+        raise StudyError(f"folds must be non-negative integers, got {study.folds!r}")
+    if len(set(study.folds)) != len(study.folds):
+        raise StudyError(f"folds are listed twice: {study.folds}")
+    if study.held_out not in HELD_OUT_CHOICES:
+        raise StudyError(f"held-out cases must be one of {HELD_OUT_CHOICES}, got {study.held_out!r}")
+    if not isinstance(study.repeats, int) or study.repeats < 1:
+        raise StudyError(f"repeats must be a positive integer, got {study.repeats!r}")
+
+
+def study_paths(study_dir: Path) -> dict[str, str]:
+    """nnU-Net's folders from the environment, else under the study folder (as the demo did)."""
+    paths = {"study_dir": str(study_dir.resolve())}
+    for variable in NNUNET_FOLDERS:
+        value = os.environ.get(variable)
+        paths[variable] = str(Path(value).resolve()) if value else str(study_dir.resolve() / variable)
+    return paths
+
+
+def load_study(study_dir: str | Path) -> Study:
+    path = Path(study_dir) / STUDY_FILE
+    if not path.is_file():
+        raise StudyError(f"{path} not found: not a study folder (start one with pu-nnunet study run)")
+    try:
+        content = json.loads(path.read_text())
+    except ValueError as error:
+        raise StudyError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(content, dict) or content.get("format") != STUDY_FORMAT:
+        raise StudyError(f"{path} is not a {STUDY_FORMAT} file")
+    content.pop("format")
+    try:
+        study = Study(**content)
+    except TypeError as error:
+        raise StudyError(f"{path}: {error}") from None
+    # a study folder that was moved or shared keeps working: its own parts follow the folder
+    study.paths = {**study.paths, "study_dir": str(Path(study_dir).resolve())}
+    return study
+
+
+def write_atomic_json(path: Path, content: Any) -> None:
+    """Writes JSON through a temporary file and a rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(content, indent=2))
+    tmp.replace(path)
+
+
+def save_study(study: Study) -> Path:
+    path = study.study_dir / STUDY_FILE
+    write_atomic_json(path, study.to_json())
+    return path
+
+
+def contradictions(stored: Study, requested: Study) -> list[str]:
+    old, new = stored.identity(), requested.identity()
+    return [f"{key}: stored {old[key]!r}, requested {new[key]!r}" for key in IDENTITY_FIELDS if old[key] != new[key]]
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A study file: top-level keys as the flags' long names (dataset, configuration, plans,
+    trainers, baseline, folds, repeats, held_out) and an optional [executor] table."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise StudyError("reading a TOML study file needs Python >= 3.11 (or `pip install tomli`)") from None
+    path = Path(path)
+    try:
+        content = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise StudyError(f"study file not found: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise StudyError(f"{path} is not valid TOML: {error}") from None
+    known = {"dataset", "configuration", "plans", "trainers", "baseline", "folds", "repeats", "held_out", "executor"}
+    unknown = sorted(set(content) - known)
+    if unknown:
+        raise StudyError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
+    return content

@@ -1,0 +1,287 @@
+"""The steps of a study, each through nnU-Net's own commands where nnU-Net has one.
+
+Before the jobs (once, by ``study run``): the synthetic dataset of a preset, then
+``nnUNetv2_plan_and_preprocess`` when the plans or the preprocessed data are missing, then the
+split (the converter's ``splits_final.json`` installed, else nnU-Net's own 5-fold split written
+before any training so that concurrent jobs never race to create it).
+
+One job (anywhere: this machine, a GPU, a SLURM node): ``nnUNetv2_train`` (always with ``--c``:
+nnU-Net resumes from ``checkpoint_latest.pth`` when there is one and starts fresh otherwise),
+then the held-out cases (``imagesTs``/``labelsTs`` when the dataset has them, predicted with
+``pu-nnunet predict``; else nnU-Net's own ``fold_F/validation`` predictions of the fold's
+validation cases), then ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from pu_nnunet.study.cpu_plans import CPU_PLANS, SOURCE_PLANS, write_cpu_plans
+from pu_nnunet.study.errors import StudyError
+from pu_nnunet.study.jobs import Job, mark_finished, mark_started, run_folder
+from pu_nnunet.study.nnunet_commands import nnunet_environment, run_logged
+from pu_nnunet.study.spec import Study, load_study
+
+log = logging.getLogger("pu_nnunet.study")
+
+SPLITS_FILE = "splits_final.json"
+# planners of nnU-Net's plans presets (nnUNetv2_plan_and_preprocess -pl)
+PLANNERS = {"nnUNetPlans": "ExperimentPlanner", "nnUNetResEncUNetMPlans": "nnUNetPlannerResEncM",
+            "nnUNetResEncUNetLPlans": "nnUNetPlannerResEncL", "nnUNetResEncUNetXLPlans": "nnUNetPlannerResEncXL"}
+HELD_OUT_TEST, HELD_OUT_VALIDATION = "test", "validation"
+
+
+class Interrupted(Exception):
+    """SIGTERM (or SIGINT) arrived: the job records itself as interrupted and stops."""
+
+
+def study_environment(study: Study, repeat: Optional[int] = None) -> dict:
+    """The environment of nnU-Net's commands for this study (and repeat's results root)."""
+    env = nnunet_environment(study.study_dir)
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        env[variable] = study.paths[variable]
+    if repeat is not None:
+        env["nnUNet_results"] = str(study.results_root(repeat))
+    return env
+
+
+def trainer_class(name: str):
+    """The trainer class by name: this package's, else nnU-Net's; None when neither has it."""
+    from pu_nnunet.trainers import pure_trainers
+
+    if hasattr(pure_trainers, name):
+        return getattr(pure_trainers, name)
+    import nnunetv2
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    return recursive_find_python_class(os.path.join(nnunetv2.__path__[0], "training", "nnUNetTrainer"), name,
+                                       "nnunetv2.training.nnUNetTrainer")
+
+
+def check_trainers(study: Study) -> None:
+    own_paths = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
+    for name in study.trainers:
+        if trainer_class(name) is None and not own_paths:
+            raise StudyError(f"trainer {name!r} is neither one of pu-nnunet's nor one of nnU-Net's "
+                             "(trainers of your own are found through nnUNet_extTrainer)")
+
+
+# --- before the jobs ----------------------------------------------------------------------
+
+def prepare_dataset(study: Study) -> str:
+    """Dataset, plans, preprocessed data and split; returns how held-out cases are chosen."""
+    env = study_environment(study)
+    logs = study.study_dir / "logs"
+    raw = study.raw_dataset()
+    if study.synthetic is not None and not (raw / "dataset.json").is_file():
+        from pu_nnunet.datasets.synthetic.ct import generate_synthetic_ct
+
+        settings = dict(study.synthetic)
+        log.info("generating the synthetic CT dataset (%d volumes of %s)", settings["num_cases"],
+                 tuple(settings["shape"]))
+        generate_synthetic_ct(raw.parent, study.dataset_id, **{**settings, "shape": tuple(settings["shape"]),
+                                                                 "spacing": tuple(settings["spacing"])})
+    elif study.synthetic is not None:
+        log.info("synthetic CT dataset: reusing %s", raw)
+    if not (raw / "dataset.json").is_file():
+        raise StudyError(f"{raw / 'dataset.json'} not found: convert the dataset first (pu-nnunet convert)")
+    plan_and_preprocess(study, env, logs)
+    install_split(study)
+    return held_out_mode(study)
+
+
+def _plans_file(study: Study, plans: str) -> Path:
+    return study.preprocessed_dataset() / f"{plans}.json"
+
+
+def _has_preprocessed_data(study: Study, plans: str) -> bool:
+    path = _plans_file(study, plans)
+    if not path.is_file():
+        return False
+    configurations = json.loads(path.read_text()).get("configurations", {})
+    if study.configuration not in configurations:
+        raise StudyError(f"{path} has no configuration {study.configuration!r} "
+                         f"(it has {sorted(configurations)})")
+    identifier = configurations[study.configuration].get("data_identifier")
+    return identifier is not None and (study.preprocessed_dataset() / identifier).is_dir()
+
+
+def plan_and_preprocess(study: Study, env: dict, logs: Path) -> None:
+    # nnUNetPlansCPU is derived from nnUNetPlans (narrower network, same preprocessed data)
+    source = SOURCE_PLANS if study.plans == CPU_PLANS else study.plans
+    if _has_preprocessed_data(study, study.plans):
+        log.info("nnU-Net plans and preprocessed data: reusing %s", study.preprocessed_dataset())
+        return
+    if not _has_preprocessed_data(study, source):
+        if _plans_file(study, source).is_file():
+            command = ["nnUNetv2_preprocess", "-d", str(study.dataset_id), "-plans_name", source,
+                       "-c", study.configuration, "-np", env["nnUNet_def_n_proc"]]
+        elif source in PLANNERS:
+            command = ["nnUNetv2_plan_and_preprocess", "-d", str(study.dataset_id), "-c", study.configuration,
+                       "-pl", PLANNERS[source], "-np", env["nnUNet_def_n_proc"], "--verify_dataset_integrity"]
+        else:
+            raise StudyError(f"plans {source!r} not found ({_plans_file(study, source)}); plan them with "
+                             "nnUNetv2_plan_and_preprocess first, or use one of "
+                             f"{sorted(PLANNERS) + [CPU_PLANS]}")
+        log.info("%s (%s configuration)", command[0], study.configuration)
+        # the planner refuses nnUNet_n_proc_DA=0, which a CPU user may have set for training
+        plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}
+        run_logged(command, plan_env, logs / "plan_and_preprocess.log", "plan and preprocess")
+    if study.plans == CPU_PLANS:
+        write_cpu_plans(study.preprocessed_dataset(), study.configuration)
+
+
+def install_split(study: Study) -> None:
+    """The converter's split when the raw dataset has one, else nnU-Net's own 5-fold split,
+    written now; then every fold of the study must exist in it."""
+    target = study.preprocessed_dataset() / SPLITS_FILE
+    if not target.is_file():
+        if (study.raw_dataset() / SPLITS_FILE).is_file():
+            from pu_nnunet.datasets.shared.splits import install_splits
+
+            install_splits(study.dataset_id, study.paths["nnUNet_raw"], study.paths["nnUNet_preprocessed"])
+            log.info("installed the dataset's %s", SPLITS_FILE)
+        else:
+            _write_nnunet_split(study, target)
+    splits = json.loads(target.read_text())
+    missing = [fold for fold in study.folds if fold >= len(splits)]
+    if missing:
+        raise StudyError(f"{target} has {len(splits)} folds; the study asks for fold(s) {missing}")
+
+
+def _write_nnunet_split(study: Study, target: Path) -> None:
+    # what nnUNetTrainer.do_split does on first use: 5 folds of the training cases, seed 12345
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+    from nnunetv2.utilities.utils import get_identifiers_from_splitted_dataset_folder
+
+    dataset_json = json.loads((study.raw_dataset() / "dataset.json").read_text())
+    identifiers = get_identifiers_from_splitted_dataset_folder(str(study.raw_dataset() / "imagesTr"),
+                                                               dataset_json["file_ending"])
+    splits = generate_crossval_split(sorted(identifiers), seed=12345, n_splits=5)
+    target.write_text(json.dumps(splits, indent=4))
+    log.info("wrote nnU-Net's 5-fold split to %s", target)
+
+
+def held_out_mode(study: Study) -> str:
+    """"test" (imagesTs/labelsTs) or "validation" (each fold's validation cases): as the study
+    says, or with "auto", test when the dataset has labelled test images."""
+    raw = study.raw_dataset()
+    ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
+    has_test = any((raw / "imagesTs").glob(f"*_0000{ending}")) and any((raw / "labelsTs").glob(f"*{ending}"))
+    if study.held_out == HELD_OUT_TEST and not has_test:
+        raise StudyError(f"--held-out test: {raw} has no labelled test images (imagesTs/*_0000{ending} and labelsTs)")
+    if study.held_out == "auto":
+        return HELD_OUT_TEST if has_test else HELD_OUT_VALIDATION
+    return study.held_out
+
+
+# --- one job ------------------------------------------------------------------------------
+
+def find_job(study: Study, job_name: str) -> Job:
+    from pu_nnunet.study.jobs import study_jobs
+
+    for job in study_jobs(study):
+        if job.name == job_name:
+            return job
+    raise StudyError(f"the study in {study.study_dir} has no job {job_name!r}")
+
+
+def train(study: Study, job: Job, device: str, env: dict, log_path: Path) -> Optional[float]:
+    """nnUNetv2_train with --c; returns its seconds, None when the training had finished before."""
+    fold_folder = study.model_folder(job.trainer, job.repeat) / f"fold_{job.fold}"
+    if (fold_folder / "checkpoint_final.pth").is_file():
+        log.info("%s: training finished before, reusing %s", job.name, fold_folder)
+        return None
+    resume = (fold_folder / "checkpoint_latest.pth").is_file()
+    log.info("%s: nnUNetv2_train %s on %s", job.name, "resuming from checkpoint_latest" if resume else "starting",
+             device)
+    env = dict(env)
+    if device == "cpu":
+        # augmentation in the training process: worker processes only compete for the cores
+        env["nnUNet_n_proc_DA"] = "0"
+    command = ["nnUNetv2_train", str(study.dataset_id), study.configuration, str(job.fold), "-tr", job.trainer,
+               "-p", study.plans, "-device", device, "--c"]
+    trainer = trainer_class(job.trainer)
+    epochs = getattr(trainer, "schedule_num_epochs", None) if trainer is not None else None
+    start = time.perf_counter()
+    run_logged(command, env, log_path, f"train {job.trainer} fold {job.fold} repeat {job.repeat} (epochs)",
+               progress_pattern=r"Epoch time", progress_total=epochs)
+    return time.perf_counter() - start
+
+
+def predict_test_cases(study: Study, job: Job, device: str, env: dict, out: Path,
+                       log_path: Path) -> Optional[float]:
+    images = study.raw_dataset() / "imagesTs"
+    ending = json.loads((study.raw_dataset() / "dataset.json").read_text())["file_ending"]
+    n_cases = len(list(images.glob(f"*_0000{ending}")))
+    if out.is_dir() and len(list(out.glob(f"*{ending}"))) == n_cases:
+        log.info("%s: predictions reused from %s", job.name, out)
+        return None
+    # pu-nnunet predict: nnU-Net's preprocessing, sliding window, mirroring and export, with many
+    # slices per forward pass (agrees with nnUNetv2_predict, see tests/inference)
+    log.info("%s: pu-nnunet predict on the %d held-out cases", job.name, n_cases)
+    start = time.perf_counter()
+    run_logged(["pu-nnunet", "predict", "-i", str(images), "-o", str(out), "-m",
+                str(study.model_folder(job.trainer, job.repeat)), "-f", str(job.fold), "--device", device,
+                "--overwrite"], env, log_path, f"predict {job.trainer} fold {job.fold} repeat {job.repeat} (cases)",
+               progress_pattern=r"^\[\d+/\d+\]", progress_total=n_cases)
+    return time.perf_counter() - start
+
+
+def evaluate_job(study: Study, job: Job, device: str, held_out: str, predictions: Path, out: Path) -> dict:
+    from pu_nnunet.evaluation import evaluate_folders
+    from pu_nnunet.evaluation.evaluate import cases_of_fold
+
+    raw = study.raw_dataset()
+    if held_out == HELD_OUT_TEST:
+        reference, images, cases = raw / "labelsTs", raw / "imagesTs", None
+    else:
+        reference, images = raw / "labelsTr", raw / "imagesTr"
+        cases = cases_of_fold(study.preprocessed_dataset() / SPLITS_FILE, job.fold)
+    meta = raw / "cases.json"  # per-class results (BUSI's normal images) where the converter wrote it
+    return evaluate_folders(predictions, reference, out, device="cuda" if device.startswith("cuda") else "cpu",
+                            images=images, dataset_json=raw / "dataset.json", overwrite=True, cases=cases,
+                            meta=meta if meta.is_file() else None)
+
+
+def run_job(study_dir: str | Path, job_name: str, device: str) -> dict[str, Any]:
+    """Trains, predicts and evaluates one job, recording its state; returns the final state.
+
+    ``device`` is nnU-Net's ``-device``: "cpu" or "cuda" (which GPU: CUDA_VISIBLE_DEVICES).
+    This is the function a SLURM job runs (through submitit) and ``python -m
+    pu_nnunet.study.job`` runs locally."""
+    study = load_study(study_dir)
+    job = find_job(study, job_name)
+    folder = run_folder(study.study_dir, job)
+    train_log, predict_log = folder / "train.log", folder / "predict.log"
+    held_out = held_out_mode(study)
+    mark_started(study.study_dir, job, device, train_log, slurm_job_id=os.environ.get("SLURM_JOB_ID"))
+    env = study_environment(study, job.repeat)
+    try:
+        timings = {}
+        seconds = train(study, job, device, env, train_log)
+        if seconds is not None:
+            timings["train_s"] = round(seconds, 1)
+        if held_out == HELD_OUT_TEST:
+            predictions = folder / "predictions"
+            seconds = predict_test_cases(study, job, device, env, predictions, predict_log)
+            if seconds is not None:
+                timings["predict_s"] = round(seconds, 1)
+        else:
+            predictions = study.model_folder(job.trainer, job.repeat) / f"fold_{job.fold}" / "validation"
+        evaluation = evaluate_job(study, job, device, held_out, predictions, folder / "evaluation")
+    except BaseException as error:
+        reason = "interrupted" if isinstance(error, (Interrupted, KeyboardInterrupt)) else \
+            f"{type(error).__name__}: {error}"
+        mark_finished(study.study_dir, job, error=reason.strip()[-2000:])
+        raise
+    foreground = evaluation["aggregates"]["foreground"]
+    state = mark_finished(study.study_dir, job, held_out=held_out, evaluation=str(folder / "evaluation"),
+                          foreground_dice=foreground["dice_mean"], **timings)
+    log.info("%s: done, foreground Dice %.3f", job.name, foreground["dice_mean"] or 0.0)
+    return state

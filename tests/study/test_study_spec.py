@@ -1,0 +1,117 @@
+"""pu-nnunet study without nnU-Net runs: study.json, flags against it, TOML, devices, job states, status."""
+
+import argparse
+import json
+import os
+
+import pytest
+
+from pu_nnunet.study.cli_study import add_arguments, format_status, resolve_study
+from pu_nnunet.study.errors import StudyError
+from pu_nnunet.study.executors import parse_devices
+from pu_nnunet.study.jobs import DONE, FAILED, Job, mark_finished, mark_started, read_state, study_jobs
+from pu_nnunet.study.spec import Study, load_study
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+@pytest.fixture
+def nnunet_folders(tmp_path, monkeypatch):
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(name, str(tmp_path / name))
+    (tmp_path / "nnUNet_raw" / "Dataset302_KvasirSEG").mkdir(parents=True)
+    return tmp_path
+
+
+def test_a_new_study_is_written_with_defaults_and_resumed_without_flags(nnunet_folders):
+    out = nnunet_folders / "study"
+    study, _ = resolve_study(parse("run", "-d", "302", "--folds", "0", "1", "--repeats", "2", "-o", str(out)))
+    stored = json.loads((out / "study.json").read_text())
+    assert stored["trainers"] == ["nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline"]
+    assert stored["baseline"] == "nnUNetTrainerPUReBaseline" and stored["folds"] == [0, 1] and stored["repeats"] == 2
+    assert stored["paths"]["nnUNet_results"] == str(nnunet_folders / "nnUNet_results")
+    # repeat 0 trains where nnU-Net would; later repeats each in their own results root
+    assert study.results_root(0) == nnunet_folders / "nnUNet_results"
+    assert study.results_root(1) == out.resolve() / "results" / "repeat_1"
+    assert study.model_folder("nnUNetTrainerPURe", 1).name == "nnUNetTrainerPURe__nnUNetPlans__2d"
+    assert study.dataset_folder_name() == "Dataset302_KvasirSEG"
+    assert len(study_jobs(study)) == 2 * 2 * 2
+    resumed, _ = resolve_study(parse("run", "-o", str(out)))
+    assert resumed.identity() == study.identity()
+    same, _ = resolve_study(parse("run", "-d", "302", "--repeats", "2", "-o", str(out)))  # agreeing flags are fine
+    assert same.identity() == study.identity()
+
+
+def test_flags_that_contradict_study_json_are_refused_unless_reconfigured(nnunet_folders):
+    out = nnunet_folders / "study"
+    resolve_study(parse("run", "-d", "302", "-o", str(out)))
+    with pytest.raises(StudyError, match=r"contradict .*study.json \(repeats: stored 1, requested 3"):
+        resolve_study(parse("run", "--repeats", "3", "-o", str(out)))
+    assert load_study(out).repeats == 1
+    study, _ = resolve_study(parse("run", "--repeats", "3", "--reconfigure", "-o", str(out)))
+    assert study.repeats == 3 and load_study(out).repeats == 3
+
+
+def test_bad_studies_are_refused_with_the_reason(nnunet_folders):
+    out = str(nnunet_folders / "study")
+    with pytest.raises(StudyError, match="needs -d"):
+        resolve_study(parse("run", "-o", out))
+    with pytest.raises(StudyError, match="repeats must be a positive integer"):
+        resolve_study(parse("run", "-d", "302", "--repeats", "0", "-o", out))
+    with pytest.raises(StudyError, match="baseline 'X' is not one of the trainers"):
+        resolve_study(parse("run", "-d", "302", "--baseline", "X", "-o", out))
+    (nnunet_folders / "study" / "study.json").parent.mkdir(exist_ok=True)
+    (nnunet_folders / "study" / "study.json").write_text('{"format": "pu-nnunet-study/1", "dataset_id"')
+    with pytest.raises(StudyError, match="study.json is not valid JSON"):
+        resolve_study(parse("run", "-o", out))
+
+
+def test_a_toml_study_file_sets_the_study_and_flags_override_it(nnunet_folders):
+    config = nnunet_folders / "study.toml"
+    config.write_text('dataset = 302\nconfiguration = "2d"\nfolds = [0, 1, 2]\nrepeats = 2\n'
+                      'trainers = ["nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline"]\n'
+                      '[executor]\nkind = "slurm"\npartition = "gpu"\n')
+    study, executor = resolve_study(parse("run", "--config", str(config), "--repeats", "3",
+                                          "-o", str(nnunet_folders / "s")))
+    assert (study.folds, study.repeats, executor["partition"]) == ([0, 1, 2], 3, "gpu")
+    config.write_text("dataset = 302\nfold = 1\n")
+    with pytest.raises(StudyError, match=r"unknown key\(s\) \['fold'\]"):
+        resolve_study(parse("run", "--config", str(config), "-o", str(nnunet_folders / "t")))
+
+
+def test_devices_are_cpu_or_numbered_gpus():
+    assert parse_devices(["cpu"]) == ["cpu"]
+    assert parse_devices(["cuda:0", "CUDA:1"]) == ["cuda:0", "cuda:1"]
+    assert parse_devices(["cuda"]) == ["cuda:0"]
+    for bad, message in ((["gpu0"], "neither 'cpu' nor 'cuda:N'"), (["cuda:0", "cuda:0"], "listed twice"),
+                         (["cpu", "cuda:0"], "cannot be mixed")):
+        with pytest.raises(StudyError, match=message):
+            parse_devices(bad)
+
+
+def test_job_states_and_status_say_what_happened(tmp_path):
+    study = Study(dataset_id=900, trainers=["nnUNetTrainerPURe_tiny", "nnUNetTrainerPUReBaseline_tiny"],
+                  baseline="nnUNetTrainerPUReBaseline_tiny", synthetic={"name": "SynthCT"},
+                  paths={"study_dir": str(tmp_path), "nnUNet_raw": str(tmp_path / "raw"),
+                         "nnUNet_preprocessed": str(tmp_path / "pre"), "nnUNet_results": str(tmp_path / "res")})
+    done, failed, cut_off, pending = (Job("nnUNetTrainerPURe_tiny", 0, 0), Job("nnUNetTrainerPUReBaseline_tiny", 0, 0),
+                                      Job("nnUNetTrainerPURe_tiny", 1, 0), Job("nnUNetTrainerPUReBaseline_tiny", 1, 0))
+    study.folds = [0, 1]
+    for job in (done, failed, cut_off):
+        mark_started(tmp_path, job, "cpu", tmp_path / job.name / "train.log")
+    mark_finished(tmp_path, done, foreground_dice=0.91)
+    mark_finished(tmp_path, failed, error="StepFailed: train failed (exit code 1)")
+    assert read_state(tmp_path, done)["state"] == DONE and read_state(tmp_path, done)["duration_s"] >= 0
+    assert read_state(tmp_path, failed)["state"] == FAILED and read_state(tmp_path, pending)["state"] == "pending"
+    assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path / "jobs"))  # atomic writes leave no temp file
+    status = format_status(study)
+    rows = {line.split()[0] + line.split()[1]: line.split() for line in status.splitlines()[4:8]}
+    assert rows["PURe_tiny0"][3] == "done" and "0.910" in rows["PURe_tiny0"]
+    assert rows["PUReBaseline_tiny0"][3] == "failed"
+    assert rows["PURe_tiny1"][3] == "interrupted"  # left running, and no run holds the study
+    assert rows["PUReBaseline_tiny1"][3] == "pending"
+    assert "StepFailed: train failed" in status and "resume" in status
