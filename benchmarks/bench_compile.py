@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
 import sys
 import time
@@ -33,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_network import PLANS, TRAINERS, INITIAL_LR, MOMENTUM, WEIGHT_DECAY, _targets, build, nnunet_loss, \
     planner_2d_plans, training_step  # noqa: E402
-from bench_pu_layer import RESULTS_DIR, interleaved_times, machine_info, paired_ratio, write_json  # noqa: E402
+from bench_pu_layer import RESULTS_DIR, finish_run, interleaved_times, machine_info, paired_ratio  # noqa: E402
 
 CANDIDATES = [(net, mode) for mode in ("eager", "compiled") for net in TRAINERS]  # baseline, pure
 
@@ -130,10 +129,7 @@ def main() -> None:
     if device.type == "cpu":
         results["cuda"] = "not measured: " + ("--no-cuda" if args.no_cuda else "no CUDA device on this machine")
         print(f"CUDA: {results['cuda']}")
-    results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
-    results["wall_seconds"] = round(time.time() - started, 1)
-    write_json(args.output, results)
-    print(f"\nwrote {args.output} ({results['wall_seconds']} s)")
+    finish_run(results, args.output, started)
 
 
 if __name__ == "__main__":

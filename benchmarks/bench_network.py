@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
 import sys
 import time
@@ -48,7 +47,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pu_layer import RESULTS_DIR, interleaved_times, machine_info, paired_ratio, write_json  # noqa: E402
+from bench_pu_layer import RESULTS_DIR, finish_run, interleaved_times, machine_info, paired_ratio  # noqa: E402
 
 from nnunetv2.training.loss.compound_losses import DC_and_CE_loss  # noqa: E402
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper  # noqa: E402
@@ -291,10 +290,7 @@ def main() -> None:
              f"{args.threads} threads, {results['machine']['cpu_model']}; train MiB = "
              f"{'max_memory_allocated' if device.type == 'cuda' else 'bytes saved for backward'} at the train batch")
     print(_format_table(results["rows"], title, memory_key))
-    results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
-    results["wall_seconds"] = round(time.time() - started, 1)
-    write_json(args.output, results)
-    print(f"\nwrote {args.output} ({results['wall_seconds']} s)")
+    finish_run(results, args.output, started)
 
 
 if __name__ == "__main__":

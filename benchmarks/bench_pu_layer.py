@@ -137,6 +137,14 @@ def write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
+def finish_run(results: dict, output: Path, started: float) -> None:
+    """Records the load at the end (timings under load say so) and the wall time, writes the JSON."""
+    results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    results["wall_seconds"] = round(time.time() - started, 1)
+    write_json(output, results)
+    print(f"\nwrote {output} ({results['wall_seconds']} s)")
+
+
 # --- this benchmark --------------------------------------------------------------------------
 
 def _modules(ndim: int, channels: int, device: torch.device) -> Dict[str, nn.Module]:
@@ -265,10 +273,7 @@ def main() -> None:
     else:
         results["cuda_note"] = "skipped: " + ("--no-cuda" if args.no_cuda else "no CUDA device on this machine")
         print(f"\nCUDA fp16 autocast: {results['cuda_note']}")
-    results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
-    results["wall_seconds"] = round(time.time() - started, 1)
-    write_json(args.output, results)
-    print(f"\nwrote {args.output} ({results['wall_seconds']} s)")
+    finish_run(results, args.output, started)
 
 
 if __name__ == "__main__":

@@ -6,4 +6,8 @@ source "$repo/scripts/setup.sh"
 cd "$repo"
 # nnU-Net's default of 8 worker processes only slows a small CPU machine down
 export nnUNet_def_n_proc="${nnUNet_def_n_proc:-1}"
-exec python -m pytest "$@"
+# one pytest worker per core, each computing on one thread (two threads per worker would
+# oversubscribe the cores); nnUNetv2_train of this package's trainers honours PU_NNUNET_CPU_THREADS
+workers="${PU_NNUNET_TEST_WORKERS:-$(nproc)}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" PU_NNUNET_CPU_THREADS="${PU_NNUNET_CPU_THREADS:-1}"
+exec python -m pytest -n "$workers" --dist loadgroup "$@"

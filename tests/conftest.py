@@ -144,7 +144,7 @@ def tiny_trained_model_3d(tmp_path_factory):
     volumes; nnU-Net's plans with the demo's CPU features) through nnU-Net's console scripts, with nnUNetv2_predict's predictions (default
     settings, mirroring TTA) of the held-out volumes."""
     from pu_nnunet.datasets.synthetic.ct import generate_synthetic_ct
-    from pu_nnunet.demo.cpu_plans import CPU_PLANS, write_cpu_plans
+    from pu_nnunet.study.cpu_plans import CPU_PLANS, write_cpu_plans
 
     root = tmp_path_factory.mktemp("nnunet_3d")
     dataset = generate_synthetic_ct(root / "raw", TINY_3D_DATASET_ID, num_cases=7, num_test=2, shape=(16, 32, 32),
@@ -164,3 +164,16 @@ def tiny_trained_model_3d(tmp_path_factory):
     return dict(root=root, dataset=dataset, dataset_id=TINY_3D_DATASET_ID, trainer=TINY_TRAINER,
                 configuration=TINY_3D_CONFIGURATION, fold=model_dir / "fold_0", training=training,
                 predictions=predictions, env=env, bin=NNUNET_BIN)
+
+
+# The suite runs on both cores (pytest-xdist, --dist loadgroup; see scripts/test.sh): each trained
+# model fixture is built once, so the tests that share it run in one worker, and every other module
+# stays whole in one worker, so module-scoped fixtures are built once too.
+SHARED_MODEL_GROUPS = {"tiny_trained_model": "tiny_model_2d", "tiny_trained_model_3d": "tiny_model_3d"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = next((g for fixture, g in SHARED_MODEL_GROUPS.items() if fixture in item.fixturenames),
+                     item.nodeid.split("::")[0])
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -81,6 +81,7 @@ def test_sigterm_stops_the_run_and_records_the_interrupted_job(resumed_study):
     assert "checkpoint_latest.pth" in resumed_study["checkpoints_after_interrupt"]
     status = resumed_study["status"].stdout
     assert resumed_study["status"].returncode == 0
+    status = re.sub(r"\s*\|\s*", " ", status)  # the table's cells, space-separated
     assert re.search(r"PUReBaseline_tiny\s+0\s+0\s+failed\s+1\s", status), status
     assert re.search(r"PURe_tiny\s+1\s+0\s+pending", status), status
     assert str(resumed_study["study_dir"] / "runs" / INTERRUPTED_JOB / "train.log") in status

@@ -109,7 +109,10 @@ def test_job_states_and_status_say_what_happened(tmp_path):
     assert read_state(tmp_path, failed)["state"] == FAILED and read_state(tmp_path, pending)["state"] == "pending"
     assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path / "jobs"))  # atomic writes leave no temp file
     status = format_status(study)
-    rows = {line.split()[0] + line.split()[1]: line.split() for line in status.splitlines()[4:8]}
+    cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in status.splitlines()
+             if line.startswith("| ")]
+    rows = {row[0] + row[1]: row for row in cells[1:]}  # cells[0] is the header
+    assert len(rows) == 4
     assert rows["PURe_tiny0"][3] == "done" and "0.910" in rows["PURe_tiny0"]
     assert rows["PUReBaseline_tiny0"][3] == "failed"
     assert rows["PURe_tiny1"][3] == "interrupted"  # left running, and no run holds the study
