@@ -80,6 +80,7 @@ def run_logged(command: list[str], env: dict, log_path: Path, description: str,
             log.write("\n[interrupted: the command was stopped]\n")
             raise
         finally:
+            proc.stdout.close()  # else a ResourceWarning reaches the user as "unclosed file"
             bar.close()
     if returncode != 0:
         tail = "".join(lines[-15:])
