@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_network import PLANS, TRAINERS, INITIAL_LR, MOMENTUM, WEIGHT_DECAY, _targets, build, nnunet_loss, \
     planner_2d_plans, training_step  # noqa: E402
-from bench_pu_layer import RESULTS_DIR, finish_run, interleaved_times, machine_info, paired_ratio  # noqa: E402
+from bench_pu_layer import RESULTS_DIR, add_timing_arguments, finish_run, interleaved_times, machine_info, paired_ratio  # noqa: E402
 
 CANDIDATES = [(net, mode) for mode in ("eager", "compiled") for net in TRAINERS]  # baseline, pure
 
@@ -109,9 +109,7 @@ def _format_table(rows: list, title: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--plans", default="ct2d", help="comma-separated subset of " + ",".join(PLANS))
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (recorded)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds after compiling")
+    add_timing_arguments(parser, "untimed rounds after compiling")
     parser.add_argument("--train-batch", type=int, default=None, help="CPU training batch (default per plans)")
     parser.add_argument("--no-cuda", action="store_true", help="measure on CPU even when CUDA is present")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "compile.json")

@@ -47,7 +47,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pu_layer import RESULTS_DIR, finish_run, interleaved_times, machine_info, paired_ratio  # noqa: E402
+from bench_pu_layer import RESULTS_DIR, add_timing_arguments, finish_run, interleaved_times, machine_info, paired_ratio  # noqa: E402
 
 from nnunetv2.training.loss.compound_losses import DC_and_CE_loss  # noqa: E402
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper  # noqa: E402
@@ -268,9 +268,7 @@ def _format_table(rows: List[dict], title: str, memory_key: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--plans", default="ct2d,rgb2d", help="comma-separated subset of " + ",".join(PLANS))
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (recorded)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    add_timing_arguments(parser)
     parser.add_argument("--train-batch", type=int, default=None,
                         help="CPU training batch (default per plans: " +
                              ", ".join(f"{k} {v['cpu_train_batch']}" for k, v in PLANS.items()) + ")")

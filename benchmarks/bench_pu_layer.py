@@ -137,6 +137,13 @@ def write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
+def add_timing_arguments(parser, warmup_help: str = "untimed rounds first") -> None:
+    """The options every timing benchmark here shares: threads, timed and untimed rounds."""
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (recorded)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds")
+    parser.add_argument("--warmup", type=int, default=1, help=warmup_help)
+
+
 def finish_run(results: dict, output: Path, started: float) -> None:
     """Records the load at the end (timings under load say so) and the wall time, writes the JSON."""
     results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
@@ -239,9 +246,7 @@ def _format_table(rows: List[dict], title: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default="ct2d,rgb2d,ct3d", help="comma-separated subset of " + ",".join(SHAPES))
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (recorded)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per shape")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    add_timing_arguments(parser)
     parser.add_argument("--batch-fraction", type=float, default=1.0,
                         help="CPU only: batch = ceil(plan batch x this); CUDA uses the plan batch")
     parser.add_argument("--no-cuda", action="store_true", help="skip the CUDA fp16-autocast part")
