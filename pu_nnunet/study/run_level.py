@@ -56,23 +56,27 @@ def pairs_from_evaluations(evaluations: Mapping[Any, dict], baseline: str, train
 
 
 def pairs_from_paired_csv(path: str | Path) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
-    """label key -> run id -> (A scores, B scores) from a study comparison's per_case_paired.csv
-    (rows with both Dice values: cases whose reference has the label)."""
+    """label key -> run id -> (A scores, B scores) from a study comparison's per_case_paired.csv:
+    the cases whose reference has the label (compare writes the false-positive flags only on
+    reference-empty cases, so a row with a flag is left out)."""
     pairs: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+    order: dict[str, tuple[int, int]] = {}
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = next(reader)
         for row in reader:
             values = dict(zip(header, row))
             match = _POOLED_CASE.fullmatch(values["case"])
-            dice_a, dice_b = row[3], row[4]
-            if match is None or dice_a == "" or dice_b == "":
+            dice_a, dice_b, flag_a, flag_b = row[3], row[4], row[6], row[7]
+            if match is None or dice_a == "" or dice_b == "" or flag_a != "" or flag_b != "":
                 continue
             run = run_id(int(match["fold"]), int(match["repeat"]))
+            order[run] = (int(match["repeat"]), int(match["fold"]))
             a, b = pairs.setdefault(values["label"], {}).setdefault(run, ([], []))
             a.append(float(dice_a))
             b.append(float(dice_b))
-    return pairs
+    # runs in the order pairs_from_evaluations gives them (repeat, then fold)
+    return {key: dict(sorted(runs.items(), key=lambda item: order[item[0]])) for key, runs in pairs.items()}
 
 
 def run_level_analysis(pairs: RunPairs, resamples: int = RUN_BOOTSTRAP_RESAMPLES) -> dict[str, Any]:

@@ -129,3 +129,17 @@ def test_a_partial_study_reports_what_finished_and_lists_the_rest(busi_like_stud
     assert summary["n_runs_finished"] == 8 and len(summary["missing_runs"]) == 4
     assert all(name.endswith("(pending)") for name in summary["missing_runs"])
     assert "missing: nnUNetTrainerPURe__fold_0__repeat_2 (pending)" in (study.study_dir / "report.md").read_text()
+
+
+def test_run_level_pairs_from_compares_paired_csv_equal_those_from_the_runs(busi_like_study):
+    """A study kept without its runs (only comparisons/*/per_case_paired.csv) gives the same pairs."""
+    from pu_nnunet.study import run_level
+
+    study, _ = busi_like_study
+    summary = write_study_report(study)
+    from_csv = run_level.pairs_from_paired_csv(
+        study.study_dir / "comparisons" / "PURe_vs_PUReBaseline" / "per_case_paired.csv")
+    analysis = run_level.run_level_analysis({PURE: from_csv})
+    for key in ("1", "foreground"):  # the normal images (reference-empty) are left out in both
+        assert analysis[PURE][key]["runs"] == summary["run_level"][PURE][key]["runs"]
+        assert analysis[PURE][key]["ci_low"] == pytest.approx(summary["run_level"][PURE][key]["ci_low"])

@@ -50,17 +50,21 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def dice_protocols(records: Iterable[dict[str, Any]]) -> dict[str, float | None]:
-    """The four protocols' Dice of one label over per-case records (None where undefined)."""
+    """The four protocols' Dice of one label over per-case records (None where undefined).
+
+    Records without voxel counts (rebuilt from compare's per_case_paired.csv, which keeps only
+    Dice) give no pooled Dice."""
     records = list(records)
-    tp = sum(r["tp"] for r in records)
-    fp = sum(r["fp"] for r in records)
-    fn = sum(r["fn"] for r in records)
+    counted = all("tp" in r for r in records)
+    tp = sum(r["tp"] for r in records) if counted else 0
+    fp = sum(r["fp"] for r in records) if counted else 0
+    fn = sum(r["fn"] for r in records) if counted else 0
     empty_as_one = [1.0 if r["dice"] is None else r["dice"] for r in records]
     return {
         PER_CASE_NONEMPTY: _mean([r["dice"] for r in records if not r["ref_empty"]]),
         NNUNET: _mean([r["dice"] for r in records if r["dice"] is not None]),
         EMPTY_AS_ONE: _mean(empty_as_one),
-        POOLED: 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None,
+        POOLED: 2 * tp / (2 * tp + fp + fn) if counted and tp + fp + fn else None,
     }
 
 
