@@ -19,12 +19,13 @@ from typing import Any, Optional
 import numpy as np
 
 from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND, aggregate_cases
-from pu_nnunet.evaluation.metrics.protocols import DICE_PROTOCOLS, PROTOCOL_DEFINITIONS, PROTOCOL_TITLES
+from pu_nnunet.evaluation.metrics.protocols import DICE_PROTOCOLS
 from pu_nnunet.evaluation.metrics.run_stats import holm
-from pu_nnunet.evaluation.published import PROTOCOL_NOT_STATED, PUBLISHED, PUBLISHED_SOURCE, published_for
+from pu_nnunet.evaluation.published import PUBLISHED, published_for
 from pu_nnunet.evaluation.report.markdown import number, p_value, table
 from pu_nnunet.provenance import RUN_RECORD_FILE, run_record, short_form
 from pu_nnunet.study import run_level
+from pu_nnunet.study.protocol_section import mean_sd as _pm, protocol_section, published_fpr_section
 from pu_nnunet.study.jobs import DONE, Job, job_states
 from pu_nnunet.study.spec import Study, write_atomic_json
 
@@ -137,12 +138,6 @@ def _published(study: Study) -> Optional[dict[str, Any]]:
     return published_for(study.dataset_folder_name())
 
 
-def _pm(spread: dict[str, Any]) -> str:
-    if spread["mean"] is None:
-        return "n/a"
-    return number(spread["mean"]) + ("" if spread["sd"] is None else f" ± {number(spread['sd'])}")
-
-
 def _seconds(spread: dict[str, Any]) -> str:
     if not spread["n"]:
         return "-"
@@ -216,48 +211,6 @@ def _paired_section(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def protocol_rows(summary: dict[str, Any], published: Optional[dict[str, Any]]) -> list[list[str]]:
-    """Per trainer, foreground Dice (mean ± sd over runs) under each protocol, paper beside each."""
-    rows = []
-    for trainer, entry in summary["per_trainer"].items():
-        values = (entry.get("dice_protocols") or {}).get(FOREGROUND)
-        if values is None:
-            continue
-        cells = [_pm(values[name]) for name in DICE_PROTOCOLS]
-        if published is not None:
-            cells = [f"{cell} (paper {published['dice']:.3f})" for cell in cells]
-        rows.append([short_name(trainer), *cells])
-    return rows
-
-
-def _protocol_section(summary: dict[str, Any]) -> list[str]:
-    published = summary["published"]
-    rows = protocol_rows(summary, published)
-    if not rows:
-        return []
-    lines = ["## Foreground Dice under the four averaging protocols", "",
-             "Mean ± sd over runs of each run's value" + (f"; in brackets the value {PUBLISHED_SOURCE} reports for "
-                                                          "this dataset" if published else "") + ".", "",
-             table(["trainer", *(PROTOCOL_TITLES[name] for name in DICE_PROTOCOLS)], rows), ""]
-    lines += [f"- {PROTOCOL_TITLES[name]}: {PROTOCOL_DEFINITIONS[name]}." for name in DICE_PROTOCOLS]
-    if published:
-        lines.append(f"- {PROTOCOL_NOT_STATED}")
-    return lines + [""]
-
-
-def _published_section(summary: dict[str, Any]) -> list[str]:
-    published = summary["published"]
-    if not published or "normal_fpr_baseline" not in published:
-        return []
-    rows = [[short_name(trainer), _pm(entry["per_class_foreground_fpr"].get("normal", {"mean": None}))]
-            for trainer, entry in summary["per_trainer"].items()]
-    return ["## Published false-positive rates on normal images beside the measured ones", "",
-            f"{PUBLISHED_SOURCE} reports a false-positive rate on normal images of "
-            f"{published['normal_fpr_baseline']:.3f} for the matched residual U-Net against "
-            f"{published['normal_fpr_pu']:.0f} for PU-UNet (their training schedule and split).", "",
-            table(["trainer", "FPR on normal images (measured, mean ± sd over runs)"], rows), ""]
-
-
 def report_markdown(summary: dict[str, Any]) -> str:
     s = summary["study"]
     lines = [f"# Study: {summary['dataset']} ({s['configuration']}, {s['plans']})", "",
@@ -285,8 +238,8 @@ def report_markdown(summary: dict[str, Any]) -> str:
         lines += _paired_section(summary)
     if summary.get("run_level"):
         lines += run_level.markdown(summary["run_level"], s["baseline"], summary["label_names"], short_name)
-    lines += _protocol_section(summary)
-    lines += _published_section(summary)
+    lines += protocol_section(summary, short_name)
+    lines += published_fpr_section(summary, short_name)
     lines += ["## Files", "", "- `summary.json`: everything above, as numbers",
               f"- `{PLOTS_DIR}/per_run_dice.png`: foreground Dice of every run",
               f"- `{COMPARISONS_DIR}/*/`: compare's reports, paired tables and plots",
