@@ -56,6 +56,7 @@ class CasePair:
     ref: np.ndarray
     spacing: tuple[float, ...]  # nnU-Net order (z, y, x) in mm; 2D readers put 999 in z
     is_2d: bool
+    reference_sha256: str | None = None  # of the reference file, filled in by evaluate
 
 
 def _file_ending(name: str) -> str | None:
@@ -131,6 +132,18 @@ def pair_cases(pred_dir: Path, ref_dir: Path, file_ending: str) -> tuple[list[st
     refs = strip(ref_dir.glob(f"*{file_ending}"))
     preds = strip(pred_dir.glob(f"*{file_ending}"))
     return sorted(refs), sorted(refs - preds), sorted(preds - refs)
+
+
+def predictions_under_other_endings(pred_dir: Path, cases: list[str], file_ending: str) -> dict[str, str]:
+    """Case -> file name of predictions missing under ``file_ending`` but present under another
+    known ending (``case.nii`` where the references are ``.nii.gz``): named, not scored as empty."""
+    found = {}
+    for case in cases:
+        for ending in KNOWN_FILE_ENDINGS:
+            if ending != file_ending and (pred_dir / f"{case}{ending}").is_file():
+                found[case] = f"{case}{ending}"
+                break
+    return found
 
 
 def check_complete(path: Path, case: str, role: str) -> None:

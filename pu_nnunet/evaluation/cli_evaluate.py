@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate_folders(
         args.pred_dir, args.ref_dir, args.out_dir, device=args.device, labels=args.labels, min_size=args.min_size,
         meta=args.meta, num_processes=args.num_processes, overwrite=args.overwrite, images=args.images,
-        dataset_json=args.dataset_json, plots=not args.no_plots, cases=cases)
+        dataset_json=args.dataset_json, plots=not args.no_plots, cases=cases, split_file=args.split_file)
     fg = results["aggregates"]["foreground"]
     print(f"{len(results['cases'])} cases ({len(results['missing_predictions'])} missing predictions), "
           f"device {results['settings']['device_used']}: foreground Dice {number(fg['dice_mean'])}, "

@@ -1,9 +1,13 @@
 """``compare_evaluations``: two evaluate outputs on the same references, case by case.
 
-Only cases present in both evaluations are paired (the others are listed and warned about);
-both must have scored them against the same reference (equal reference voxel counts), else the
-comparison is refused. Differences are B - A: positive Dice differences favour B, positive
-false-positive-rate differences count against B.
+Two evaluations are compared only when they scored the same reference set: the same cases, the
+same reference files (hashes; reference voxel counts for evaluations written before the hashes),
+the same dataset.json and split file. Otherwise the comparison is refused naming the difference,
+unless ``allow_different_references`` (``--allow-different-references``): then the shared cases
+are compared and the report says so. Labels scored by only one evaluation are not compared (nor
+the foreground, which then merges different labels); the report names them. Differences are
+B - A: positive Dice differences favour B, positive false-positive-rate differences count
+against B.
 """
 
 from __future__ import annotations
@@ -20,11 +24,15 @@ from pu_nnunet.evaluation.jsonio import read_json, write_json
 from pu_nnunet.evaluation.evaluate import METRICS_FORMAT
 from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND, UNKNOWN_CLASS
 from pu_nnunet.evaluation.metrics.paired_stats import paired_flags, paired_scores
+from pu_nnunet.evaluation.run_records import reference_differences
+from pu_nnunet.provenance import RUN_RECORD_FILE, run_record
 
 COMPARISON_FILE = "comparison.json"
 PAIRED_CSV_FILE = "per_case_paired.csv"
-COMPARE_OUTPUTS = (COMPARISON_FILE, PAIRED_CSV_FILE, REPORT_FILE, PLOTS_DIR)
+COMPARE_OUTPUTS = (COMPARISON_FILE, PAIRED_CSV_FILE, REPORT_FILE, PLOTS_DIR, RUN_RECORD_FILE)
 COMPARISON_FORMAT = "pu-nnunet-comparison/1"
+# the source name of an evaluation handed over as a dict (the study's pooled runs)
+IN_MEMORY = "(in memory)"
 SCORES = ("dice", "iou")
 # what compare reads of each case's label entry in metrics.json
 CASE_LABEL_FIELDS = {"dice", "iou", "n_ref", "ref_empty", "false_positive", "false_negative"}
@@ -33,7 +41,7 @@ CASE_LABEL_FIELDS = {"dice", "iou", "n_ref", "ref_empty", "false_positive", "fal
 def load_evaluation(source: str | Path | dict) -> tuple[dict[str, Any], str]:
     """An evaluate output folder, its metrics.json, or the dict evaluate_folders returned."""
     if isinstance(source, dict):
-        return source, "(in memory)"
+        return source, IN_MEMORY
     path = Path(source)
     if path.is_dir():
         path = path / METRICS_FILE
@@ -79,14 +87,21 @@ def _common_cases(a: dict, b: dict, names: tuple[str, str]) -> tuple[list[str], 
     return common, only_a, only_b
 
 
-def _label_keys(a: dict, b: dict) -> list[str]:
+def _label_keys(a: dict, b: dict, names: tuple[str, str]) -> tuple[list[str], dict[str, list[str]]]:
+    """(compared label keys, labels not compared per run). With different label sets only the
+    shared labels are compared; the foreground is not, since each run's merges other labels."""
     keys_a = [str(label) for label in a["labels"]]
-    keys_b = {str(label) for label in b["labels"]}
+    keys_b = [str(label) for label in b["labels"]]
     common = [key for key in keys_a if key in keys_b]
-    if set(keys_a) != keys_b:
-        warnings.warn(f"the evaluations scored different labels; compared: {common}; the foreground of each "
-                      "run is the union of its own labels")
-    return common + [FOREGROUND]
+    not_compared = {names[0]: [k for k in keys_a if k not in keys_b], names[1]: [k for k in keys_b if k not in keys_a]}
+    if not common:
+        raise EvaluationError(f"evaluations {names[0]} (labels {keys_a}) and {names[1]} (labels {keys_b}) share no "
+                              "label")
+    if any(not_compared.values()):
+        warnings.warn(f"the evaluations scored different labels; compared: {common} (not the foreground); not "
+                      f"compared: {names[0]} {not_compared[names[0]]}, {names[1]} {not_compared[names[1]]}")
+        return common, not_compared
+    return common + [FOREGROUND], not_compared
 
 
 def _check_same_references(pairs: list[tuple[dict, dict]], keys: list[str]) -> None:
@@ -129,13 +144,16 @@ def _write_paired_csv(pairs: list[tuple[dict, dict]], keys: list[str], names: tu
 
 def compare_evaluations(eval_a: str | Path | dict, eval_b: str | Path | dict, out_dir: str | Path,
                         names: tuple[str, str] = ("A", "B"), overwrite: bool = False,
-                        plots: bool = True) -> dict[str, Any]:
+                        plots: bool = True, allow_different_references: bool = False) -> dict[str, Any]:
     """Paired comparison of two evaluations; writes comparison.json, per_case_paired.csv,
     report.md and plots/. Returns the content of comparison.json.
 
     For all cases and for each class of cases.json, per label key: Dice and IoU paired
     statistics over cases whose reference has the label, and the false-positive (false-
     negative) rates over the reference-empty (non-empty) cases, all as B - A.
+
+    Refuses evaluations of different reference sets, datasets or splits (see the module
+    docstring) unless ``allow_different_references``.
     """
     names = (str(names[0]), str(names[1]))
     if names[0] == names[1]:
@@ -144,12 +162,18 @@ def compare_evaluations(eval_a: str | Path | dict, eval_b: str | Path | dict, ou
     check_output_dir(out_dir, "compare", COMPARE_OUTPUTS, overwrite,
                      {"first evaluation": _folder_of(eval_a), "second evaluation": _folder_of(eval_b)})
     (a, source_a), (b, source_b) = load_evaluation(eval_a), load_evaluation(eval_b)
+    differences = reference_differences(a, b, names)
+    if differences and not allow_different_references:
+        raise EvaluationError(f"{source_a} and {source_b} were not evaluated on the same references: "
+                              f"{'; '.join(differences)}; pass --allow-different-references to compare the shared "
+                              "cases anyway")
     common, only_a, only_b = _common_cases(a, b, names)
-    keys = _label_keys(a, b)
+    keys, not_compared = _label_keys(a, b, names)
     by_case_a = {c["case"]: c for c in a["cases"]}
     by_case_b = {c["case"]: c for c in b["cases"]}
     pairs = [(by_case_a[case], by_case_b[case]) for case in common]
-    _check_same_references(pairs, keys[:-1])
+    if not allow_different_references:
+        _check_same_references(pairs, [key for key in keys if key != FOREGROUND])
     min_sizes = (a["settings"]["min_size"], b["settings"]["min_size"])
     if min_sizes[0] != min_sizes[1]:
         warnings.warn(f"the runs used different --min-size ({min_sizes[0]} vs {min_sizes[1]}); "
@@ -164,6 +188,8 @@ def compare_evaluations(eval_a: str | Path | dict, eval_b: str | Path | dict, ou
         "sources": {names[0]: source_a, names[1]: source_b},
         "difference": f"{names[1]} - {names[0]}",
         "label_keys": keys,
+        "labels_not_compared": not_compared,
+        "different_references": differences,
         "label_names": {key: a["label_names"].get(key, key) for key in keys},
         "n_cases_compared": len(common),
         "only_in": {names[0]: only_a, names[1]: only_b},
@@ -171,15 +197,23 @@ def compare_evaluations(eval_a: str | Path | dict, eval_b: str | Path | dict, ou
         "min_size": {names[0]: min_sizes[0], names[1]: min_sizes[1]},
         "overall": _group_statistics(pairs, keys),
         "per_class": {name: _group_statistics(classes[name], keys) for name in sorted(classes)},
+        "provenance": run_record(files={f"evaluation {names[0]}": _metrics_file(source_a),
+                                        f"evaluation {names[1]}": _metrics_file(source_b)}),
+        "evaluations_provenance": {names[0]: a.get("provenance"), names[1]: b.get("provenance")},
     }
     from pu_nnunet.evaluation.report.compare_report import write_compare_report
 
     check_output_dir(out_dir, "compare", COMPARE_OUTPUTS, overwrite, {})
     with replaced_outputs(out_dir, COMPARE_OUTPUTS) as work:
         write_json(work / COMPARISON_FILE, result)
+        write_json(work / RUN_RECORD_FILE, {**result["provenance"], "evaluations": result["evaluations_provenance"]})
         _write_paired_csv(pairs, keys, names, work / PAIRED_CSV_FILE)
         write_compare_report(result, pairs, work, plots=plots)
     return result
+
+
+def _metrics_file(source: str) -> str | None:
+    return None if source == IN_MEMORY else source
 
 
 def _folder_of(source: str | Path | dict) -> Path | None:

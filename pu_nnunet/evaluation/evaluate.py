@@ -15,7 +15,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from pu_nnunet.evaluation.case_io import CasePair, DatasetInfo, describe_dataset, pair_cases, read_case, read_meta
+from pu_nnunet.evaluation.case_io import (CasePair, DatasetInfo, describe_dataset, pair_cases,
+                                          predictions_under_other_endings, read_case, read_meta)
+from pu_nnunet.evaluation.run_records import evaluation_record, reference_set
 from pu_nnunet.evaluation.metrics.confusion import LabelConfusion, counting_device, label_confusion
 from pu_nnunet.evaluation.errors import EvaluationError
 from pu_nnunet.evaluation.output_folder import check_output_dir, replaced_outputs
@@ -23,6 +25,9 @@ from pu_nnunet.evaluation.report.evaluation_outputs import EVALUATION_OUTPUTS, w
 from pu_nnunet.user_errors import worker_pool
 from pu_nnunet.evaluation.metrics.case_metrics import (DEFAULT_MIN_SIZE, FOREGROUND, aggregate_by_class, aggregate_cases,
                                           case_record)
+
+# Binary masks saved as 8-bit images mark the foreground with this value; nnU-Net expects 0..N.
+MASK_VALUE_8BIT = 255
 
 # Identifies the layout of metrics.json for compare and later readers.
 METRICS_FORMAT = "pu-nnunet-evaluation/1"
@@ -35,31 +40,58 @@ class CaseCounts:
     spacing: tuple[float, ...]
     is_2d: bool
     missing_prediction: bool
+    reference_sha256: str | None = None
 
 
 def _count(pair: CasePair, device: str) -> CaseCounts:
     pred = pair.pred if pair.pred is not None else np.zeros_like(pair.ref)
     return CaseCounts(pair.case, label_confusion(pred, pair.ref, device), pair.spacing, pair.is_2d,
-                      missing_prediction=pair.pred is None)
+                      missing_prediction=pair.pred is None, reference_sha256=pair.reference_sha256)
+
+
+def _read_hashed(case: str, pred_dir: Path | None, ref_dir: Path, info: DatasetInfo) -> CasePair:
+    """read_case, plus the reference file's SHA-256 (compare checks two runs scored the same files)."""
+    from pu_nnunet.provenance import sha256_file
+
+    pair = read_case(case, pred_dir, ref_dir, info)
+    pair.reference_sha256 = sha256_file(ref_dir / f"{case}{info.file_ending}")
+    return pair
 
 
 def _case_job(job: tuple) -> CasePair | CaseCounts:
     """Worker: reads a case and, for CPU evaluation, counts it there; GPU counting stays in the parent."""
     case, pred_dir, ref_dir, info, count_device = job
-    pair = read_case(case, pred_dir, ref_dir, info)
+    pair = _read_hashed(case, pred_dir, ref_dir, info)
     return pair if count_device is None else _count(pair, count_device)
 
 
 def _count_all(jobs: list[tuple], device: str, num_processes: int) -> Iterator[CaseCounts]:
     if num_processes <= 1:
         for job in jobs:
-            yield _count(read_case(*job[:4]), device)
+            yield _count(_read_hashed(*job[:4]), device)
         return
     # workers read (and on CPU count) in parallel; CUDA is used by this process only
     in_worker = device if device == "cpu" else None
     with worker_pool(num_processes) as pool:
         for result in pool.imap(_case_job, [(*job, in_worker) for job in jobs]):
             yield result if in_worker else _count(result, device)
+
+
+def _check_prediction_values(info: DatasetInfo, counted: list[CaseCounts], pred_dir: Path) -> None:
+    """Without dataset.json's labels, a 0/255 mask against 0/1 references (or the reverse) would
+    be scored as two labels that never overlap: refused, naming a file. The sign is the 8-bit mask
+    value on one side only while the predictions hold a value no reference has; a model that
+    predicts a label absent from these references (2 against 0/1) is left alone."""
+    in_references = set().union(*(c.confusion.reference_labels() for c in counted))
+    in_predictions = set().union(*(c.confusion.prediction_labels() for c in counted if not c.missing_prediction))
+    foreign = in_predictions - in_references - {info.ignore_label}
+    if not foreign or MASK_VALUE_8BIT not in in_references ^ in_predictions:
+        return
+    example = next(c for c in counted if not c.missing_prediction and c.confusion.prediction_labels() & foreign)
+    raise EvaluationError(
+        f"{pred_dir / (example.case + info.file_ending)}: predictions hold label values {sorted(in_predictions)}, "
+        f"the references {sorted(in_references)}; a 0/{MASK_VALUE_8BIT} mask against 0..N labels? There is no "
+        "dataset.json to say which labels exist: convert the masks to 0..N, or pass --dataset-json or --labels")
 
 
 def _choose_labels(labels: list[int] | None, info: DatasetInfo, counted: list[CaseCounts]) -> list[int]:
@@ -72,6 +104,10 @@ def _choose_labels(labels: list[int] | None, info: DatasetInfo, counted: list[Ca
             raise EvaluationError(f"--labels: label values are 0 or more, got {chosen[0]}")
         if 0 in chosen:
             raise EvaluationError("label 0 is the background and is not evaluated; the foreground is")
+        absent = [label for label in chosen if label not in present]
+        if absent:
+            raise EvaluationError(f"--labels: {', '.join(map(str, absent))} occur(s) in no reference and no "
+                                  f"prediction (values found: {sorted(present) or 'none'})")
     elif info.label_names:
         chosen = sorted(info.label_names)
     else:
@@ -89,7 +125,8 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
                      labels: list[int] | None = None, min_size: int = DEFAULT_MIN_SIZE,
                      meta: str | Path | dict | None = None, num_processes: int = 1, overwrite: bool = False,
                      images: str | Path | None = None, dataset_json: str | Path | None = None,
-                     plots: bool = True, cases: list[str] | None = None) -> dict[str, Any]:
+                     plots: bool = True, cases: list[str] | None = None,
+                     split_file: str | Path | None = None) -> dict[str, Any]:
     """Scores every reference case; writes metrics.json, per_case.csv, report.md and plots/.
 
     Args:
@@ -105,6 +142,7 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
         plots: False skips the PNGs (metrics.json, per_case.csv and report.md still written).
         cases: evaluate only these reference cases (e.g. one fold's validation cases, see
             ``cases_of_fold``); every one of them must be in REF_DIR.
+        split_file: the splits_final.json ``cases`` came from, recorded (hashed) in provenance.json.
 
     Returns: the content of metrics.json.
     """
@@ -129,6 +167,11 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
         cases = sorted(set(selected))
         missing = [case for case in missing if case in selected]
         extra = [case for case in extra if case not in selected]
+    elsewhere = predictions_under_other_endings(pred_dir, missing, info.file_ending)
+    if elsewhere:
+        raise EvaluationError(f"{pred_dir}: {len(elsewhere)} prediction(s) end in another file ending than the "
+                              f"references ({info.file_ending}): {', '.join(list(elsewhere.values())[:5])}; write "
+                              f"them as {info.file_ending} (or give the dataset.json whose file_ending they use)")
     if len(missing) == len(cases):
         raise EvaluationError(f"none of the {len(cases)} reference cases in {ref_dir} has a prediction "
                               f"({info.file_ending}) in {pred_dir}")
@@ -145,9 +188,13 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
 
     jobs = [(case, None if case in missing else pred_dir, ref_dir, info) for case in cases]
     counted = list(_count_all(jobs, used_device, num_processes))
+    if not labels and not info.label_names:
+        _check_prediction_values(info, counted, pred_dir)
     chosen = _choose_labels(labels, info, counted)
     records = [case_record(c.case, c.confusion.without_reference(info.ignore_label), chosen, c.spacing,
                            c.is_2d, min_size, case_meta.get(c.case), c.missing_prediction) for c in counted]
+    for record, c in zip(records, counted):
+        record["reference_sha256"] = c.reference_sha256
     label_keys = [str(label) for label in chosen] + [FOREGROUND]
     results = {
         "format": METRICS_FORMAT,
@@ -163,7 +210,11 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
             "min_size": min_size,
             "ignore_label": info.ignore_label,
             "meta": str(meta) if meta is not None and not isinstance(meta, dict) else None,
+            "split_file": str(Path(split_file).resolve()) if split_file is not None else None,
         },
+        "dataset_name": dataset_folder_name(ref_dir, info),
+        "references": reference_set(records),
+        "provenance": evaluation_record(used_device, info, pred_dir, split_file),
         "labels": chosen,
         "label_names": {str(label): info.label_names.get(label, str(label)) for label in chosen},
         "volume_unit": records[0]["volume_unit"],
@@ -179,6 +230,16 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
     with replaced_outputs(out_dir, EVALUATION_OUTPUTS) as work:
         write_evaluation_outputs(results, work, info, plots=plots)
     return results
+
+
+def dataset_folder_name(ref_dir: Path, info: DatasetInfo) -> str | None:
+    """``DatasetXXX_Name`` of nnU-Net's raw layout (REF_DIR's or dataset.json's folder), else None."""
+    import re
+
+    candidates = [ref_dir.resolve().parent.name]
+    if info.dataset_json_path:
+        candidates.append(Path(info.dataset_json_path).resolve().parent.name)
+    return next((name for name in candidates if re.fullmatch(r"Dataset\d{3}_.+", name)), None)
 
 
 def cases_of_fold(split_file: str | Path, fold: int) -> list[str]:

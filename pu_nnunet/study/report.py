@@ -3,8 +3,11 @@
 Per trainer, the spread over runs (folds x repeats) of each run's evaluate aggregates; per
 trainer against the baseline, ``compare_evaluations`` on the runs pooled over folds and repeats
 (case ids become ``case|fold_F|repeat_R``, so case i of a baseline run pairs with case i of the
-same fold and repeat of the other trainer). All statistics are evaluate's and compare's; this
-module only gathers them. Rebuilt from the finished runs at any time (``study report``).
+same fold and repeat of the other trainer), with Holm-adjusted p-values over labels and trainers;
+then the run-level analysis of :mod:`pu_nnunet.study.run_level` (one difference per paired run,
+hierarchical bootstrap, exact test, runs needed), the four Dice protocols per trainer beside the
+published numbers, and the run record (provenance.json). Rebuilt from the finished runs at any
+time (``study report``).
 """
 
 from __future__ import annotations
@@ -15,19 +18,20 @@ from typing import Any, Optional
 
 import numpy as np
 
-from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND
+from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND, aggregate_cases
+from pu_nnunet.evaluation.metrics.protocols import DICE_PROTOCOLS
+from pu_nnunet.evaluation.metrics.run_stats import holm
+from pu_nnunet.evaluation.published import PUBLISHED, published_for
 from pu_nnunet.evaluation.report.markdown import number, p_value, table
+from pu_nnunet.provenance import RUN_RECORD_FILE, run_record, short_form
+from pu_nnunet.study import run_level
+from pu_nnunet.study.protocol_section import mean_sd as _pm, protocol_section, published_fpr_section
 from pu_nnunet.study.jobs import DONE, Job, job_states
 from pu_nnunet.study.spec import Study, write_atomic_json
 
 REPORT_FILE, SUMMARY_FILE, PLOTS_DIR, COMPARISONS_DIR = "report.md", "summary.json", "plots", "comparisons"
 SUMMARY_FORMAT = "pu-nnunet-study-summary/1"
-# PU-UNet (arXiv 2606.20035), by the dataset name this package's converters write
-PUBLISHED = {
-    "ISIC2018": {"dice": 0.942},
-    "KvasirSEG": {"dice": 0.959},
-    "BUSI": {"dice": 0.925, "normal_fpr_baseline": 0.077, "normal_fpr_pu": 0.0},
-}
+__all__ = ["PUBLISHED", "write_study_report"]  # PUBLISHED: where it was read from before published.py
 
 
 def short_name(trainer: str) -> str:
@@ -82,6 +86,10 @@ def _per_trainer(study: Study, evaluations: dict[Job, dict], states: dict[Job, d
             for name, aggregates in evaluations[job].get("per_class", {}).items():
                 by_class.setdefault(name, []).append(aggregates[FOREGROUND]["false_positive_rate"])
         entry["per_class_foreground_fpr"] = {name: _spread(values) for name, values in by_class.items()}
+        # every protocol from the per-case records, so that runs evaluated by older versions count too
+        protocols = [aggregate_cases(evaluations[job]["cases"], label_keys) for job in runs]
+        entry["dice_protocols"] = {key: {name: _spread([p[key]["dice_protocols"][name] for p in protocols])
+                                         for name in DICE_PROTOCOLS} for key in label_keys}
         result[trainer] = entry
     return result
 
@@ -120,18 +128,14 @@ def _paired(study: Study, evaluations: dict[Job, dict]) -> dict[str, Any]:
                            "folds": sorted({b.fold for _, b in pairs}), "repeats": sorted({b.repeat for _, b in pairs}),
                            "comparison_dir": str(out), "n_cases_compared": comparison["n_cases_compared"],
                            "overall": comparison["overall"], "per_class": comparison["per_class"]}
+    dice_tests = [stats["dice"] for paired in result.values() for stats in paired["overall"].values()]
+    for stats, adjusted in zip(dice_tests, holm([stats["wilcoxon_p"] for stats in dice_tests])):
+        stats["wilcoxon_p_holm"] = adjusted
     return result
 
 
 def _published(study: Study) -> Optional[dict[str, Any]]:
-    name = study.dataset_folder_name().split("_", 1)[-1]
-    return PUBLISHED.get(name)
-
-
-def _pm(spread: dict[str, Any]) -> str:
-    if spread["mean"] is None:
-        return "n/a"
-    return number(spread["mean"]) + ("" if spread["sd"] is None else f" ± {number(spread['sd'])}")
+    return published_for(study.dataset_folder_name())
 
 
 def _seconds(spread: dict[str, Any]) -> str:
@@ -179,11 +183,12 @@ def _paired_section(summary: dict[str, Any]) -> list[str]:
                 s = stats[score]
                 if not s["n"]:
                     continue
+                holm_p = p_value(s["wilcoxon_p_holm"]) if "wilcoxon_p_holm" in s else "-"
                 rows.append([names.get(key, key), score, s["n"], number(s["mean_a"]), number(s["mean_b"]),
                              f"{s['mean_difference']:+.4f}", f"[{s['ci_low']:+.4f}, {s['ci_high']:+.4f}]",
-                             p_value(s["wilcoxon_p"]), f"{s['b_better']}/{s['ties']}/{s['a_better']}"])
+                             p_value(s["wilcoxon_p"]), holm_p, f"{s['b_better']}/{s['ties']}/{s['a_better']}"])
         lines += [table(["label", "score", "n", short_name(paired["baseline"]), short_name(trainer), "difference",
-                         "95% bootstrap CI", "Wilcoxon p", "win/tie/loss"], rows), ""]
+                         "95% bootstrap CI", "Wilcoxon p", "Holm p (Dice)", "win/tie/loss"], rows), ""]
         rows = []
         for key, stats in paired["overall"].items():
             fp = stats["false_positive"]
@@ -203,24 +208,6 @@ def _paired_section(summary: dict[str, Any]) -> list[str]:
                              f"FPR {short_name(trainer)}", "only baseline / only trainer", "McNemar p"], rows), ""]
         else:
             lines += ["No case lacks a label, so there is no false-positive rate to compare.", ""]
-    return lines
-
-
-def _published_section(summary: dict[str, Any]) -> list[str]:
-    published = summary["published"]
-    if not published:
-        return []
-    rows = []
-    for trainer, entry in summary["per_trainer"].items():
-        rows.append([short_name(trainer), _pm(entry[FOREGROUND]["dice"]),
-                     _pm(entry["per_class_foreground_fpr"].get("normal", {"mean": None}))
-                     if "normal_fpr_baseline" in published else "-"])
-    lines = ["## Published PU-UNet numbers beside the measured ones", "",
-             f"PU-UNet (arXiv 2606.20035) reports Dice {published['dice']:.3f} on this dataset"
-             + (f" and a false-positive rate on normal images of {published['normal_fpr_baseline']:.3f} for the "
-                f"matched residual U-Net against {published['normal_fpr_pu']:.0f} for PU-UNet"
-                if "normal_fpr_baseline" in published else "") + " (their training schedule and split).", "",
-             table(["trainer", "Dice fg (measured)", "FPR on normal images (measured)"], rows), ""]
     return lines
 
 
@@ -245,15 +232,21 @@ def report_markdown(summary: dict[str, Any]) -> str:
         lines += ["## Paired differences against the baseline, pooled over folds and repeats", "",
                   "Each baseline run is paired with the other trainer's run of the same fold and repeat, case by "
                   "case; differences are trainer - baseline (`compare`: seeded paired bootstrap CI of the mean, "
-                  "Wilcoxon signed-rank test, win/tie/loss). The pooled results are not independent (a held-out "
-                  "case appears once per run), so the interval and p-value are optimistic; the spread of run "
-                  "means above is the between-run noise.", ""]
+                  "Wilcoxon signed-rank test, win/tie/loss; Holm: the Dice p-values adjusted over every label and "
+                  "trainer). The pooled results are not independent (a held-out case appears once per run), so "
+                  "the interval and p-value are optimistic; the run-level analysis below respects the runs.", ""]
         lines += _paired_section(summary)
-    lines += _published_section(summary)
+    if summary.get("run_level"):
+        lines += run_level.markdown(summary["run_level"], s["baseline"], summary["label_names"], short_name)
+    lines += protocol_section(summary, short_name)
+    lines += published_fpr_section(summary, short_name)
     lines += ["## Files", "", "- `summary.json`: everything above, as numbers",
               f"- `{PLOTS_DIR}/per_run_dice.png`: foreground Dice of every run",
               f"- `{COMPARISONS_DIR}/*/`: compare's reports, paired tables and plots",
-              "- `runs/<job>/evaluation/`: evaluate's report of each run; `jobs/<job>.json`: job states", ""]
+              "- `runs/<job>/evaluation/`: evaluate's report of each run; `jobs/<job>.json`: job states",
+              f"- `{RUN_RECORD_FILE}`: code, libraries, command and hashes of dataset.json, plans and split", ""]
+    if summary.get("provenance"):
+        lines += ["## Provenance", "", *short_form(summary["provenance"]), ""]
     return "\n".join(lines)
 
 
@@ -283,6 +276,19 @@ def plot_runs(summary: dict[str, Any], runs: list[dict[str, Any]], path: Path) -
     plt.close(figure)
 
 
+def study_record(study: Study, evaluations: dict[Job, dict]) -> dict[str, Any]:
+    """The report's run record: dataset.json, plans and split of the study, hashed."""
+    try:
+        raw, preprocessed = study.raw_dataset(), study.preprocessed_dataset()
+    except Exception:  # a moved study whose raw data is gone: record what is left
+        raw = preprocessed = None
+    files = {"dataset.json": raw / "dataset.json" if raw else None,
+             "plans": preprocessed / f"{study.plans}.json" if preprocessed else None,
+             "split file": preprocessed / "splits_final.json" if preprocessed else None}
+    devices = sorted({str(((e.get("provenance") or {}).get("device"))) for e in evaluations.values()})
+    return run_record(device=", ".join(devices), files=files)
+
+
 def write_study_report(study: Study) -> Optional[dict[str, Any]]:
     """Writes report.md, summary.json and plots/ from the finished runs; None when none finished."""
     evaluations, states, missing = _finished_runs(study)
@@ -308,10 +314,15 @@ def write_study_report(study: Study) -> Optional[dict[str, Any]]:
         "runs": runs,
         "per_trainer": _per_trainer(study, evaluations, states, label_keys),
         "paired": _paired(study, evaluations),
+        "run_level": (run_level.run_level_analysis(run_level.pairs_from_evaluations(
+            evaluations, study.baseline, study.trainers, label_keys)) if study.baseline else {}),
         "published": _published(study),
+        "provenance": study_record(study, evaluations),
     }
     plot_runs(summary, runs, study.study_dir / PLOTS_DIR / "per_run_dice.png")
     write_atomic_json(study.study_dir / SUMMARY_FILE, summary)
+    write_atomic_json(study.study_dir / RUN_RECORD_FILE, {**summary["provenance"], "runs": {
+        job.name: evaluations[job].get("provenance") for job in evaluations}})
     report = study.study_dir / REPORT_FILE
     tmp = report.with_name(f".{REPORT_FILE}.tmp")
     tmp.write_text(report_markdown(summary))

@@ -133,6 +133,10 @@ def test_equal_to_nnunet(tmp_path, monkeypatch, ending, n_labels, synth):
             assert abs(aggregate["iou_mean_nnunet"] - theirs["mean"][label]["IoU"]) < TOLERANCE
         macro = ours["aggregates"]["mean_over_labels"]
         assert abs(macro["dice_mean_nnunet"] - theirs["foreground_mean"]["Dice"]) < TOLERANCE
+        # the foreground's nnU-Net value is nnU-Net's foreground_mean, not the merged labels' mean
+        foreground = ours["aggregates"]["foreground"]
+        assert abs(foreground["dice_mean_nnunet"] - theirs["foreground_mean"]["Dice"]) < TOLERANCE
+        assert abs(foreground["dice_protocols"]["nnunet"] - theirs["foreground_mean"]["Dice"]) < TOLERANCE
 
 
 @pytest.mark.cuda

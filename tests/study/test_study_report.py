@@ -89,8 +89,36 @@ def test_the_report_gathers_runs_pairs_them_and_sets_published_numbers_beside_th
     assert summary["published"] == {"dice": 0.925, "normal_fpr_baseline": 0.077, "normal_fpr_pu": 0.0}
 
     report = (study.study_dir / "report.md").read_text()
-    assert "Published PU-UNet numbers" in report and "0.925" in report and "0.077" in report
+    assert "Foreground Dice under the four averaging protocols" in report and "(paper 0.925)" in report
+    assert "does not state how its Dice is averaged" in report and "0.077" in report
     assert "foreground, class normal" in report and "Finished runs: 8 of 8" in report
+    # two labels' Dice tests (lesion, foreground) in the Holm family: the smaller p doubled
+    assert stats["dice"]["wilcoxon_p_holm"] == pytest.approx(2 * stats["dice"]["wilcoxon_p"])
+
+
+def test_run_level_analysis_and_protocols_by_hand(busi_like_study):
+    study, dice = busi_like_study
+    summary = write_study_report(study)
+    run_level = summary["run_level"][PURE]["foreground"]
+    differences = {f"fold {f}, repeat {r}": dice[Job(PURE, f, r)] - dice[Job(BASELINE, f, r)]
+                   for r in (0, 1) for f in (0, 1)}
+    assert {r["run"]: r["difference"] for r in run_level["runs"]} == pytest.approx(differences)
+    assert run_level["mean_difference"] == pytest.approx(np.mean(list(differences.values())))
+    assert run_level["sd"] == pytest.approx(np.std(list(differences.values()), ddof=1))
+    assert run_level["ci_low"] <= min(differences.values()) and run_level["ci_high"] >= max(differences.values())
+    assert run_level["exact_p"] is None and run_level["exact_p_holm"] is None  # 4 runs: p < 0.05 unattainable
+    report = (study.study_dir / "report.md").read_text()
+    assert "too few for an exact test" in report and "Run-level differences against the baseline" in report
+    # the baseline's protocols: benign cases Dice d, normal_1 always a false positive (0), normal_2 a false
+    # positive in repeat 1 (0) and empty/empty in repeat 0
+    protocols = summary["per_trainer"][BASELINE]["dice_protocols"]["foreground"]
+    runs = [(dice[Job(BASELINE, f, r)], r) for f in (0, 1) for r in (0, 1)]
+    assert protocols["nnunet"]["mean"] == pytest.approx(np.mean([2 * d / (3 if r == 0 else 4) for d, r in runs]))
+    assert protocols["per_case_empty_as_one"]["mean"] == pytest.approx(
+        np.mean([(2 * d + (1 if r == 0 else 0)) / 4 for d, r in runs]))
+    assert protocols["per_case_nonempty"]["mean"] == pytest.approx(np.mean([d for d, _ in runs]))
+    record = json.loads((study.study_dir / "provenance.json").read_text())
+    assert record["files"]["dataset.json"]["sha256"] and set(record["runs"]) == {job.name for job in dice}
     assert (study.study_dir / "plots" / "per_run_dice.png").stat().st_size > 0
 
 
@@ -101,3 +129,17 @@ def test_a_partial_study_reports_what_finished_and_lists_the_rest(busi_like_stud
     assert summary["n_runs_finished"] == 8 and len(summary["missing_runs"]) == 4
     assert all(name.endswith("(pending)") for name in summary["missing_runs"])
     assert "missing: nnUNetTrainerPURe__fold_0__repeat_2 (pending)" in (study.study_dir / "report.md").read_text()
+
+
+def test_run_level_pairs_from_compares_paired_csv_equal_those_from_the_runs(busi_like_study):
+    """A study kept without its runs (only comparisons/*/per_case_paired.csv) gives the same pairs."""
+    from pu_nnunet.study import run_level
+
+    study, _ = busi_like_study
+    summary = write_study_report(study)
+    from_csv = run_level.pairs_from_paired_csv(
+        study.study_dir / "comparisons" / "PURe_vs_PUReBaseline" / "per_case_paired.csv")
+    analysis = run_level.run_level_analysis({PURE: from_csv})
+    for key in ("1", "foreground"):  # the normal images (reference-empty) are left out in both
+        assert analysis[PURE][key]["runs"] == summary["run_level"][PURE][key]["runs"]
+        assert analysis[PURE][key]["ci_low"] == pytest.approx(summary["run_level"][PURE][key]["ci_low"])

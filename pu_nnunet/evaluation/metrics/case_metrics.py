@@ -9,8 +9,11 @@ Definitions, per label and for the foreground (the union of all evaluated labels
   reference is not empty it is a false negative when the prediction has fewer than K voxels.
 - Aggregates: mean/median/std of Dice and IoU over reference-non-empty cases; the case-level
   false-positive rate = false positives / reference-empty cases; the false-negative rate =
-  false negatives / reference-non-empty cases. ``dice_mean_nnunet`` is nnU-Net's own mean
-  (over every case where Dice is defined, so reference-empty false positives count as 0).
+  false negatives / reference-non-empty cases, each with its exact (Clopper-Pearson) 95 %
+  interval. ``dice_mean_nnunet`` is nnU-Net's own mean (over every case where Dice is defined, so
+  reference-empty false positives count as 0); for the foreground it is nnU-Net's
+  ``foreground_mean``, the mean of the label means. ``dice_protocols`` holds the four averaging
+  protocols of :mod:`pu_nnunet.evaluation.metrics.protocols` side by side.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from pu_nnunet.evaluation.metrics.confusion import LabelConfusion
+from pu_nnunet.evaluation.metrics.protocols import NNUNET, clopper_pearson, dice_protocols, nnunet_foreground_mean
 
 FOREGROUND = "foreground"
 
@@ -112,8 +116,11 @@ def aggregate_label(records: list[dict[str, Any]]) -> dict[str, Any]:
         "iou_mean_nnunet": _summary([r["iou"] for r in defined])[0],
         "false_positive_cases": false_positives,
         "false_positive_rate": _rate(false_positives, len(empty)),
+        "false_positive_rate_ci": clopper_pearson(false_positives, len(empty)),
         "false_negative_cases": false_negatives,
         "false_negative_rate": _rate(false_negatives, len(nonempty)),
+        "false_negative_rate_ci": clopper_pearson(false_negatives, len(nonempty)),
+        "dice_protocols": dice_protocols(records),
     }
 
 
@@ -125,11 +132,17 @@ def _mean_of(values: Iterable[float | None]) -> float | None:
 def aggregate_cases(cases: list[dict[str, Any]], label_keys: list[str]) -> dict[str, Any]:
     """Per label key (label values as strings, then "foreground") aggregates over ``cases``.
 
-    ``mean_over_labels`` averages the per-label means (nnU-Net's ``foreground_mean`` is this
-    average of its own means); the foreground entry instead scores the union as one label.
+    ``mean_over_labels`` averages the per-label means; the foreground entry scores the union as
+    one label, except its nnU-Net values, which are nnU-Net's ``foreground_mean`` (the mean of
+    the label means, undefined when one label's is).
     """
     result = {key: aggregate_label([c["labels"][key] for c in cases]) for key in label_keys}
     per_label = [result[key] for key in label_keys if key != FOREGROUND]
+    if FOREGROUND in result:
+        foreground = result[FOREGROUND]
+        foreground["dice_mean_nnunet"] = nnunet_foreground_mean([a["dice_mean_nnunet"] for a in per_label])
+        foreground["iou_mean_nnunet"] = nnunet_foreground_mean([a["iou_mean_nnunet"] for a in per_label])
+        foreground["dice_protocols"][NNUNET] = foreground["dice_mean_nnunet"]
     result["mean_over_labels"] = {
         "dice_mean": _mean_of(a["dice_mean"] for a in per_label),
         "iou_mean": _mean_of(a["iou_mean"] for a in per_label),

@@ -64,6 +64,14 @@ class LabelConfusion:
             "n_ref": int(ref_in),
         }
 
+    def prediction_labels(self) -> set[int]:
+        """Label values that occur in the prediction."""
+        return {int(v) for v in self.values[self.matrix.sum(axis=1) > 0]}
+
+    def reference_labels(self) -> set[int]:
+        """Label values that occur in the reference."""
+        return {int(v) for v in self.values[self.matrix.sum(axis=0) > 0]}
+
     def present_labels(self) -> set[int]:
         """Label values that occur in the prediction or the reference."""
         used = (self.matrix.sum(axis=0) + self.matrix.sum(axis=1)) > 0

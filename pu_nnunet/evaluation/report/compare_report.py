@@ -13,6 +13,7 @@ from pu_nnunet.evaluation.report.evaluation_outputs import PLOTS_DIR, REPORT_FIL
 from pu_nnunet.evaluation.report.evaluation_plots import FIGURE_DPI, pyplot_agg
 from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND
 from pu_nnunet.evaluation.metrics.paired_stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE_LEVEL
+from pu_nnunet.provenance import RUN_RECORD_FILE, short_form
 
 PAIRED_PLOT_FILE = "paired_dice.png"
 DIFFERENCE_PLOT_FILE = "mean_difference.png"
@@ -79,6 +80,7 @@ def report_markdown(result: dict[str, Any], plot_files: list[str]) -> str:
         f"min size {result['min_size'][b]})",
         f"- cases compared: {result['n_cases_compared']}; only in {a}: {len(result['only_in'][a])}; "
         f"only in {b}: {len(result['only_in'][b])}",
+        *_scope_lines(result),
         "",
         f"Differences are {b} - {a}. Scores are paired over cases whose reference has the label; the CI is a "
         f"paired bootstrap percentile interval of the mean difference ({BOOTSTRAP_RESAMPLES} resamples, seed "
@@ -97,7 +99,32 @@ def report_markdown(result: dict[str, Any], plot_files: list[str]) -> str:
                       ", ".join(f"`{c}`" for c in result["missing_predictions"][name]), ""]
     if plot_files:
         lines += ["## Plots", ""] + [f"![{Path(f).stem}]({f})" for f in plot_files] + [""]
+    if result.get("provenance"):
+        lines += ["## Provenance", "", f"Full record: `{RUN_RECORD_FILE}`.", "", *short_form(result["provenance"])]
+        for name in (a, b):
+            record = (result.get("evaluations_provenance") or {}).get(name)
+            lines.append(f"- evaluation {name}: " + ("; ".join(line[2:] for line in short_form(record)
+                                                              if not line.startswith(("- libraries", "- created")))
+                                                    if record else "no run record (made before provenance records)"))
+        lines.append("")
     return "\n".join(lines)
+
+
+def _scope_lines(result: dict[str, Any]) -> list[str]:
+    """What was compared when the evaluations differ in labels or references (said up front)."""
+    a, b = result["names"]
+    lines = []
+    not_compared = result.get("labels_not_compared") or {}
+    if any(not_compared.values()):
+        compared = ", ".join(_label(result, key) for key in result["label_keys"])
+        lines.append(f"- **labels compared: {compared} only**; not compared (scored by one run only): "
+                     f"{a} {not_compared.get(a) or 'none'}, {b} {not_compared.get(b) or 'none'}; the foreground is "
+                     "not compared because each run's merges different labels")
+    if result.get("different_references"):
+        lines.append("- **the evaluations were made on different references** (allowed with "
+                     f"--allow-different-references): {'; '.join(result['different_references'])}; only the shared "
+                     "cases are compared")
+    return lines
 
 
 def plot_paired_dice(result: dict[str, Any], pairs: list[tuple[dict, dict]], path: Path) -> None:

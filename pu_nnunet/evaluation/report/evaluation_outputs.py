@@ -10,13 +10,17 @@ from pu_nnunet.evaluation.report import markdown as md
 from pu_nnunet.evaluation.case_io import DatasetInfo
 from pu_nnunet.evaluation.jsonio import write_json
 from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND
+from pu_nnunet.evaluation.metrics.protocols import (DICE_PROTOCOLS, PROTOCOL_DEFINITIONS, PROTOCOL_TITLES,
+                                                     RATE_CONFIDENCE)
+from pu_nnunet.evaluation.published import PROTOCOL_NOT_STATED, PUBLISHED_SOURCE, published_for
+from pu_nnunet.provenance import RUN_RECORD_FILE, short_form
 
 METRICS_FILE = "metrics.json"
 PER_CASE_FILE = "per_case.csv"
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 # What one evaluation writes; an output folder holding any of them needs overwrite=True.
-EVALUATION_OUTPUTS = (METRICS_FILE, PER_CASE_FILE, REPORT_FILE, PLOTS_DIR)
+EVALUATION_OUTPUTS = (METRICS_FILE, PER_CASE_FILE, REPORT_FILE, PLOTS_DIR, RUN_RECORD_FILE)
 
 # per_case.csv: one row per case and label key (labels, then "foreground").
 CSV_CASE_COLUMNS = ("case", "class", "split", "missing_prediction")
@@ -60,16 +64,39 @@ def aggregate_table(results: dict[str, Any], aggregates: dict[str, Any]) -> str:
             md.mean_std(a["dice_mean"], a["dice_std"]),
             md.number(a["dice_median"]),
             md.mean_std(a["iou_mean"], a["iou_std"]),
-            md.rate(a["false_positive_rate"], a["false_positive_cases"], a["n_reference_empty"]),
-            md.rate(a["false_negative_rate"], a["false_negative_cases"], a["n_reference_nonempty"]),
+            md.rate_ci(a["false_positive_rate"], a["false_positive_cases"], a["n_reference_empty"],
+                       a.get("false_positive_rate_ci")),
+            md.rate_ci(a["false_negative_rate"], a["false_negative_cases"], a["n_reference_nonempty"],
+                       a.get("false_negative_rate_ci")),
             md.number(a["dice_mean_nnunet"]),
         ])
     over = aggregates["mean_over_labels"]
     rows.append(["mean over labels", "", md.number(over["dice_mean"]), "", md.number(over["iou_mean"]), "", "",
                  md.number(over["dice_mean_nnunet"])])
     header = ["label", "cases with label", "Dice mean ± std", "Dice median", "IoU mean ± std",
-              "FP rate (cases)", "FN rate (cases)", "nnU-Net mean Dice"]
+              f"FP rate (cases) [{RATE_CONFIDENCE:.0%} CI]", f"FN rate (cases) [{RATE_CONFIDENCE:.0%} CI]",
+              "nnU-Net mean Dice"]
     return md.table(header, rows)
+
+
+def protocol_table(results: dict[str, Any], aggregates: dict[str, Any], published: dict | None = None) -> str:
+    """Dice of every label and the foreground under the four averaging protocols; with
+    ``published``, the paper's foreground value beside each protocol."""
+    rows = []
+    for key in label_keys(results):
+        values = aggregates[key]["dice_protocols"]
+        cells = [md.number(values[name]) for name in DICE_PROTOCOLS]
+        if published is not None and key == FOREGROUND:
+            cells = [f"{cell} (paper {published['dice']:.3f})" for cell in cells]
+        rows.append([f"**{key}**" if key == FOREGROUND else display_name(results, key), *cells])
+    return md.table(["label", *(PROTOCOL_TITLES[name] for name in DICE_PROTOCOLS)], rows)
+
+
+def protocol_lines(published: dict | None) -> list[str]:
+    lines = [f"- {PROTOCOL_TITLES[name]}: {PROTOCOL_DEFINITIONS[name]}." for name in DICE_PROTOCOLS]
+    if published is not None:
+        lines.append(f"- paper: {PUBLISHED_SOURCE}'s foreground Dice on this dataset. {PROTOCOL_NOT_STATED}")
+    return lines
 
 
 def _case_note(case: dict[str, Any]) -> str:
@@ -105,12 +132,18 @@ def report_markdown(results: dict[str, Any], plot_files: list[str]) -> str:
         "",
         "Dice and IoU: mean ± sample std over cases whose reference has the label. FP rate: share of "
         f"reference-empty cases with at least K = {k} predicted voxel(s). FN rate: share of cases whose reference "
-        f"has the label with fewer than {k} voxel(s) of it predicted. Foreground: all labels merged into one. "
-        "nnU-Net mean Dice: nnU-Net's own average (reference-empty false positives count as 0).", "",
+        f"has the label with fewer than {k} voxel(s) of it predicted; intervals are exact (Clopper-Pearson). "
+        "Foreground: all labels merged into one. nnU-Net mean Dice: what nnU-Net's summary.json holds "
+        "(reference-empty false positives count as 0; foreground: its foreground_mean, the mean of the label "
+        "means).", "",
         "## All cases", "", aggregate_table(results, results["aggregates"]), "",
     ]
+    published = published_for(results.get("dataset_name"))
+    lines += ["## Dice protocols", "", protocol_table(results, results["aggregates"], published), "",
+              *protocol_lines(published), ""]
     for name, aggregates in results["per_class"].items():
-        lines += [f"## Class: {name}", "", aggregate_table(results, aggregates), ""]
+        lines += [f"## Class: {name}", "", aggregate_table(results, aggregates), "",
+                  "Dice protocols:", "", protocol_table(results, aggregates), ""]
     if results["missing_predictions"]:
         lines += ["## Missing predictions (counted as failures)", "",
                   ", ".join(f"`{c}`" for c in results["missing_predictions"]), ""]
@@ -120,11 +153,23 @@ def report_markdown(results: dict[str, Any], plot_files: list[str]) -> str:
     lines += [f"## Lowest foreground Dice ({WORST_CASES_LISTED} at most)", "", _worst_cases_table(results), ""]
     if plot_files:
         lines += ["## Plots", ""] + [f"![{Path(f).stem}]({f})" for f in plot_files] + [""]
+    if results.get("provenance"):
+        lines += ["## Provenance", "", f"Full record: `{RUN_RECORD_FILE}`.", "", *short_form(results["provenance"]),
+                  *reference_lines(results.get("references")), ""]
     return "\n".join(lines)
+
+
+def reference_lines(references: dict | None) -> list[str]:
+    if not references:
+        return []
+    return [f"- references: {references['n_cases']} cases, case list sha256 {references['cases_sha256'][:12]}, "
+            f"reference files sha256 {references['files_sha256'][:12]}"]
 
 
 def write_evaluation_outputs(results: dict[str, Any], out_dir: Path, info: DatasetInfo, plots: bool = True) -> None:
     write_json(out_dir / METRICS_FILE, results)
+    if results.get("provenance"):
+        write_json(out_dir / RUN_RECORD_FILE, {**results["provenance"], "references": results.get("references")})
     write_per_case_csv(results, out_dir / PER_CASE_FILE)
     plot_files = []
     if plots:

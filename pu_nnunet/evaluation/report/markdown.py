@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 # Digits shown for Dice/IoU and rates in reports (metrics.json keeps full precision).
@@ -12,7 +13,10 @@ NOT_AVAILABLE = "n/a"
 
 
 def number(value: float | None, digits: int = SCORE_DIGITS) -> str:
-    return NOT_AVAILABLE if value is None else f"{value:.{digits}f}"
+    """An undefined value (None, or NaN from an older file) reads n/a, never 'nan'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NOT_AVAILABLE
+    return f"{value:.{digits}f}"
 
 
 def mean_std(mean: float | None, std: float | None, digits: int = SCORE_DIGITS) -> str:
@@ -26,8 +30,14 @@ def rate(value: float | None, hits: int, total: int) -> str:
     return f"{number(value)} ({hits}/{total})"
 
 
+def rate_ci(value: float | None, hits: int, total: int, interval: Sequence[float] | None) -> str:
+    """'0.2500 (1/4) [0.0063, 0.8059]': the share, its counts and its confidence interval."""
+    text = rate(value, hits, total)
+    return text if interval is None else f"{text} [{number(interval[0])}, {number(interval[1])}]"
+
+
 def p_value(value: float | None) -> str:
-    if value is None:
+    if value is None or math.isnan(value):
         return NOT_AVAILABLE
     return f"{value:.2e}" if value < 1e-3 else f"{value:.4f}"
 
