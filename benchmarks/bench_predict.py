@@ -140,10 +140,12 @@ def time_sliding_window(model_dir: Path, images: Path, device: str, threads: int
              ("pu-nnunet predict", batched.predict_logits)]
     totals = {tool: [0.0] * repeats for tool, _ in tools}
     agreement = []
+    shapes = []
     for index, case in enumerate(find_input_cases(images, len(model.channel_names))):
         data, _, _ = preprocessor.run_case([str(f) for f in case.channel_files], None, predictor.plans_manager,
                                            predictor.configuration_manager, model.dataset_json)
         volume = torch.from_numpy(data)
+        shapes.append(_padded_shape(volume.shape[1:], predictor.configuration_manager.patch_size))
         if index == 0:
             for _, function in tools:
                 function(volume)
@@ -162,7 +164,13 @@ def time_sliding_window(model_dir: Path, images: Path, device: str, threads: int
     return {"seconds": {tool: float(np.median(values)) for tool, values in totals.items()},
             "seconds_per_repeat": totals, "batch_size": batched.batch_size,
             "patch_size": list(predictor.configuration_manager.patch_size),
-            "argmax_agreement_min": min(agreement)}
+            "argmax_agreement_min": min(agreement), "work": sliding_window_flops(predictor, len(model.channel_names), shapes)}
+
+
+def _padded_shape(shape, patch_size) -> tuple[int, ...]:
+    """The volume size nnU-Net tiles: each axis padded up to the patch size (pad_nd_image)."""
+    leading = len(shape) - len(patch_size)
+    return tuple(shape[:leading]) + tuple(max(s, p) for s, p in zip(shape[leading:], patch_size))
 
 
 def dice(a: np.ndarray, b: np.ndarray, label: int) -> float:
@@ -188,6 +196,50 @@ def agreement_dice(ours: Path, theirs: Path, labels: dict[str, int]) -> dict:
                    "nnunet_voxels": voxels[name]} for name, values in per_label.items()}
 
 
+# the machine's float32 matmul throughput is measured on square matrices of this size: large
+# enough for the BLAS kernels to reach their peak, small enough to take about a second
+MATMUL_SIZE = 2048
+MATMUL_REPEATS = 5
+
+
+def matmul_gflops(threads: int, device: str) -> float:
+    """Best of a few float32 ``MATMUL_SIZE``-square matmuls, in GFLOP/s: the roof the sliding window
+    is measured against (a convolution network cannot run faster than the matmul kernels)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device)
+    b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device)
+    best = float("inf")
+    for _ in range(MATMUL_REPEATS + 1):  # the first call is a warm-up
+        if device == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
+    return 2 * MATMUL_SIZE ** 3 / best / 1e9
+
+
+def sliding_window_flops(predictor, num_channels: int, volume_shapes: list[tuple[int, ...]]) -> dict:
+    """FLOPs of the sliding window over the given preprocessed volumes: one network forward of a
+    patch (torch's FlopCounterMode: convolutions and matmuls, 2 FLOPs per multiply-add) times the
+    patches nnU-Net's tiling cuts, times the mirrored passes of the TTA."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    patch = list(predictor.configuration_manager.patch_size)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        predictor.network(torch.zeros(1, num_channels, *patch))
+    per_patch = counter.get_total_flops()
+    patches = sum(len(predictor._internal_get_sliding_window_slicers(shape)) for shape in volume_shapes)
+    mirrors = 2 ** len(predictor.allowed_mirroring_axes or ()) if predictor.use_mirroring else 1
+    return {"per_patch_gflop": per_patch / 1e9, "patches": patches, "mirrored_passes": mirrors,
+            "total_tflop": per_patch * patches * mirrors / 1e12}
+
+
 def machine() -> dict:
     import torch
 
@@ -197,15 +249,23 @@ def machine() -> dict:
 
 
 def print_table(results: dict) -> None:
-    print(f"\n{'device':7} {'tool':18} {'end to end s':>13} {'sliding window s':>17} {'speed-up (e2e / sw)':>20}")
+    print(f"\n{'device':7} {'tool':18} {'end to end s':>13} {'sliding window s':>17} {'GFLOP/s':>8} "
+          f"{'of matmul':>9} {'speed-up (e2e / sw)':>20}")
     for device, result in results["devices"].items():
         e2e, window = result["end_to_end"], result["sliding_window"]["seconds"]
+        work = result["sliding_window"]["work"]
+        roof = result["matmul_gflops"]
         for tool in ("nnUNetv2_predict", "pu-nnunet predict"):
             ratio = ""
             if tool == "pu-nnunet predict":
                 ratio = (f"{e2e['nnUNetv2_predict']['median_s'] / e2e[tool]['median_s']:.2f}x / "
                          f"{window['nnUNetv2_predict'] / window[tool]:.2f}x")
-            print(f"{device:7} {tool:18} {e2e[tool]['median_s']:13.1f} {window[tool]:17.1f} {ratio:>20}")
+            rate = work["total_tflop"] * 1e3 / window[tool]
+            print(f"{device:7} {tool:18} {e2e[tool]['median_s']:13.1f} {window[tool]:17.1f} {rate:8.1f} "
+                  f"{rate / roof:9.0%} {ratio:>20}")
+        print(f"{'':7} work: {work['total_tflop']:.2f} TFLOP ({work['per_patch_gflop']:.2f} GFLOP per patch x "
+              f"{work['patches']} patches x {work['mirrored_passes']} mirrored passes); float32 "
+              f"{MATMUL_SIZE}x{MATMUL_SIZE} matmul {roof:.1f} GFLOP/s (the 'of matmul' roof, same run)")
         print(f"{'':7} batch {result['sliding_window']['batch_size']} patches of "
               f"{result['sliding_window']['patch_size']}; agreement Dice per label (min / mean over cases): "
               + ", ".join(f"{name} {v['min']:.4f} / {v['mean']:.4f} ({v['nnunet_voxels']} voxels)"
@@ -232,7 +292,7 @@ def main() -> None:
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_predict_"))
     work.mkdir(parents=True, exist_ok=True)
-    results = {"machine": machine(), "settings": {"threads": args.threads, "repeats": args.repeats,
+    results = {"machine": machine(), "load_average_at_start": os.getloadavg(), "settings": {"threads": args.threads, "repeats": args.repeats,
                                                   "folds": args.folds, "tta": "mirroring (default of both)"}}
     try:
         if args.model_dir is None:
@@ -254,6 +314,7 @@ def main() -> None:
             end_to_end = time_commands(model_dir, images, work, device, args.repeats, args.threads, args.folds)
             window = time_sliding_window(model_dir, images, device, args.threads, args.folds, args.repeats)
             results["devices"][device] = {
+                "matmul_gflops": matmul_gflops(args.threads, device),
                 "end_to_end": {tool: {k: v for k, v in r.items() if k != "output"} for tool, r in end_to_end.items()},
                 "sliding_window": window,
                 "agreement_dice": agreement_dice(end_to_end["pu-nnunet predict"]["output"],

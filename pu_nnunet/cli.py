@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "pu_nnunet.evaluation.cli_evaluate",
     "compare": "pu_nnunet.evaluation.cli_compare",
     "predict": "pu_nnunet.inference.cli_predict",
+    "export-onnx": "pu_nnunet.inference.cli_export_onnx",
     "demo": "pu_nnunet.demo.cli_demo",
     "study": "pu_nnunet.study.cli_study",
 }
