@@ -173,6 +173,53 @@ def _padded_shape(shape, patch_size) -> tuple[int, ...]:
     return tuple(shape[:leading]) + tuple(max(s, p) for s, p in zip(shape[leading:], patch_size))
 
 
+def time_modes(model_dir: Path, images: Path, device: str, threads: int, folds: list[str]) -> dict:
+    """pu-nnunet's opt-in modes that do less work: seconds of the sliding window over all volumes
+    and the agreement Dice per label of each mode's segmentation (argmax of the logits, in the
+    preprocessed grid) with the full-precision, full-TTA one."""
+    import torch
+
+    from pu_nnunet.devices import resolve_device
+    from pu_nnunet.inference.inputs import find_input_cases
+    from pu_nnunet.inference.model_folder import inspect_model_folder, load_predictor
+    from pu_nnunet.inference.precision import check_precision, restrict_mirror_axes
+    from pu_nnunet.inference.errors import PredictionError
+    from pu_nnunet.inference.sliding_window_2d import BatchedSlicePredictor
+
+    torch.set_num_threads(threads)
+    model = inspect_model_folder(model_dir, folds)
+    predictor = load_predictor(model, resolve_device(device))
+    full_axes = tuple(predictor.allowed_mirroring_axes or ())
+    modes = {"full TTA, default precision": ("auto", full_axes), f"TTA axis {full_axes[-1]} only": ("auto", full_axes[-1:]),
+             "no TTA": ("auto", ()), "bf16, full TTA": ("bf16", full_axes)}
+    preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
+    volumes = [torch.from_numpy(preprocessor.run_case([str(f) for f in case.channel_files], None,
+                                                      predictor.plans_manager, predictor.configuration_manager,
+                                                      model.dataset_json)[0])
+               for case in find_input_cases(images, len(model.channel_names))]
+    labels = range(1, predictor.label_manager.num_segmentation_heads)
+    results, reference = {}, None
+    for mode, (precision, axes) in modes.items():
+        try:
+            check_precision(precision, predictor.device, is_2d=True)
+        except PredictionError as why:
+            results[mode] = {"skipped": str(why)}
+            continue
+        predictor.allowed_mirroring_axes, predictor.use_mirroring = full_axes, True
+        restrict_mirror_axes(predictor, list(axes))
+        batched = BatchedSlicePredictor(predictor, precision=precision)
+        batched.predict_logits(volumes[0])  # warm-up
+        started, segmentations = time.perf_counter(), []
+        for volume in volumes:
+            segmentations.append(batched.predict_logits(volume).argmax(0).numpy())
+        seconds = time.perf_counter() - started
+        reference = reference or segmentations
+        results[mode] = {"seconds": seconds, "precision": precision, "mirror_axes": list(axes),
+                         "agreement_dice_min": {str(label): min(dice(a, b, label) for a, b in zip(segmentations, reference))
+                                                for label in labels}}
+    return results
+
+
 def dice(a: np.ndarray, b: np.ndarray, label: int) -> float:
     x, y = a == label, b == label
     total = int(x.sum() + y.sum())
@@ -266,6 +313,14 @@ def print_table(results: dict) -> None:
         print(f"{'':7} work: {work['total_tflop']:.2f} TFLOP ({work['per_patch_gflop']:.2f} GFLOP per patch x "
               f"{work['patches']} patches x {work['mirrored_passes']} mirrored passes); float32 "
               f"{MATMUL_SIZE}x{MATMUL_SIZE} matmul {roof:.1f} GFLOP/s (the 'of matmul' roof, same run)")
+        for mode, timing in result["modes"].items():
+            if "skipped" in timing:
+                print(f"{'':7} mode {mode}: not run ({timing['skipped']})")
+                continue
+            rate = work["total_tflop"] * 1e3 * (2 ** len(timing["mirror_axes"])) / work["mirrored_passes"] \
+                / timing["seconds"]
+            print(f"{'':7} mode {mode:28} sliding window {timing['seconds']:7.1f} s, {rate:6.1f} GFLOP/s, agreement "
+                  "Dice (min over cases) " + ", ".join(f"label {k} {v:.4f}" for k, v in timing["agreement_dice_min"].items()))
         print(f"{'':7} batch {result['sliding_window']['batch_size']} patches of "
               f"{result['sliding_window']['patch_size']}; agreement Dice per label (min / mean over cases): "
               + ", ".join(f"{name} {v['min']:.4f} / {v['mean']:.4f} ({v['nnunet_voxels']} voxels)"
@@ -315,6 +370,7 @@ def main() -> None:
             window = time_sliding_window(model_dir, images, device, args.threads, args.folds, args.repeats)
             results["devices"][device] = {
                 "matmul_gflops": matmul_gflops(args.threads, device),
+                "modes": time_modes(model_dir, images, device, args.threads, args.folds),
                 "end_to_end": {tool: {k: v for k, v in r.items() if k != "output"} for tool, r in end_to_end.items()},
                 "sliding_window": window,
                 "agreement_dice": agreement_dice(end_to_end["pu-nnunet predict"]["output"],

@@ -25,6 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint file in each fold folder (default checkpoint_final.pth)")
     parser.add_argument("--disable_tta", action="store_true",
                         help="no mirroring test-time augmentation (faster, as nnUNetv2_predict --disable_tta)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                        help="auto (default): nnU-Net's choice, fp16 autocast on CUDA and float32 on the CPU; bf16: "
+                             "bfloat16 autocast (CPUs with AVX512-BF16/AMX, CUDA GPUs with bf16); fp32: no autocast "
+                             "(2d models on CUDA). Lower precision changes a few voxels: see benchmarks/bench_predict.py")
+    parser.add_argument("--tta-axes", type=int, nargs="*", metavar="AXIS",
+                        help="mirror only along these spatial axes of the patch (a subset of the model's, from 0): "
+                             "each axis left out halves the work; no axes = --disable_tta")
     parser.add_argument("--batch-size", type=int, metavar="N",
                         help="2d models: patches per forward pass (default: as many as fit a memory budget)")
     resume = parser.add_mutually_exclusive_group()
@@ -40,9 +47,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size is not None and args.batch_size < 1:
         raise PredictionError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.disable_tta and args.tta_axes:
+        raise PredictionError("--disable_tta and --tta-axes contradict each other; give one")
     result = predict(args.input, args.output, args.model, folds=args.folds, device=args.device, checkpoint=args.chk,
                      use_mirroring=not args.disable_tta, batch_size=args.batch_size, overwrite=args.overwrite,
-                     continue_prediction=args.continue_prediction)
+                     continue_prediction=args.continue_prediction, precision=args.precision,
+                     tta_axes=args.tta_axes)
     kept = f" (kept {len(result.skipped)} complete one(s))" if result.skipped else ""
     print(f"wrote {len(result.outputs)} segmentation(s) to {args.output} in {sum(result.case_seconds):.1f} s{kept}")
     return 0

@@ -22,6 +22,7 @@ from typing import Callable
 from pu_nnunet.inference.errors import PredictionError
 from pu_nnunet.inference.inputs import OUTPUT_ENDING, InputCase, check_channels, find_input_cases, materialise_case
 from pu_nnunet.inference.model_folder import DEFAULT_CHECKPOINT, ModelFolder, inspect_model_folder
+from pu_nnunet.inference.precision import autocast_context, check_precision, restrict_mirror_axes
 from pu_nnunet.user_errors import error_reason, naming_the_path
 from pu_nnunet.user_files import (atomic_write_path, damaged_file_problem, read_user_json,
                                   remove_stale_partial_entries, temporary_name)
@@ -41,6 +42,8 @@ class PredictionRun:
     batch_size: int | None = None  # None for 3d models (nnU-Net's own predictor)
     folds: tuple = ()
     mirroring: bool = True
+    precision: str = "auto"
+    mirror_axes: tuple | None = None
 
 
 def _record_contents(model: ModelFolder) -> dict[str, dict]:
@@ -141,10 +144,22 @@ def _export_atomically(export, logits, properties, configuration, plans_manager,
         written.unlink(missing_ok=True)
 
 
+def _on_cpu_under_precision(function: Callable, precision: str, device) -> Callable:
+    """nnU-Net's 3d sliding window under the chosen autocast on the CPU (on CUDA it opens its own)."""
+    if device.type != "cpu":
+        return function
+
+    def wrapped(*args, **kwargs):
+        with autocast_context(precision, device):
+            return function(*args, **kwargs)
+    return wrapped
+
+
 def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Path,
             folds: list[int | str] | None = None, device: str = "auto", checkpoint: str = DEFAULT_CHECKPOINT,
             use_mirroring: bool = True, batch_size: int | None = None, overwrite: bool = False,
-            continue_prediction: bool = False, log: Callable[[str], None] = print) -> PredictionRun:
+            continue_prediction: bool = False, log: Callable[[str], None] = print, precision: str = "auto",
+            tta_axes: list[int] | None = None) -> PredictionRun:
     """Segments every case in ``input_path`` into ``output_dir/CASE.nii.gz``.
 
     Bad input (unreadable header, truncated file, damaged DICOM slice, empty folder, incomplete
@@ -152,6 +167,7 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     PredictionError before any case is predicted; an image whose data fails to read later stops
     the run with a PredictionError naming it. Each segmentation is renamed into place when
     complete; ``continue_prediction`` keeps those already there and predicts the others.
+    ``precision`` and ``tta_axes`` trade accuracy for speed (:mod:`pu_nnunet.inference.precision`).
     """
     if overwrite and continue_prediction:
         raise PredictionError("--overwrite and --continue exclude each other")
@@ -170,14 +186,18 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
 
     predictor = load_predictor(model, torch_device, use_mirroring)
     plans_manager, configuration = predictor.plans_manager, predictor.configuration_manager
-    run = PredictionRun(device=str(torch_device), folds=model.folds,
-                        mirroring=use_mirroring and bool(predictor.allowed_mirroring_axes))
-    # 3d models: nnU-Net's own sliding window; 2d models: ours, many slices per forward pass
-    logits_of, batched = predictor.predict_logits_from_preprocessed_data, None
+    check_precision(precision, torch_device, is_2d=len(configuration.patch_size) == 2)
+    mirror_axes = restrict_mirror_axes(predictor, None if not use_mirroring else tta_axes)
+    run = PredictionRun(device=str(torch_device), folds=model.folds, mirroring=bool(mirror_axes),
+                        precision=precision, mirror_axes=mirror_axes)
+    # 3d models: nnU-Net's own sliding window (its fp16 autocast on CUDA; bf16 on the CPU from here);
+    # 2d models: ours, many slices per forward pass
+    logits_of = _on_cpu_under_precision(predictor.predict_logits_from_preprocessed_data, precision, torch_device)
+    batched = None
     if len(configuration.patch_size) == 2:
         from pu_nnunet.inference.sliding_window_2d import BatchedSlicePredictor
 
-        batched = BatchedSlicePredictor(predictor, batch_size)
+        batched = BatchedSlicePredictor(predictor, batch_size, precision)
         logits_of = batched.predict_logits
     reader = plans_manager.image_reader_writer_class()
     preprocessor = configuration.preprocessor_class(verbose=False)
@@ -185,7 +205,8 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     run.skipped = [output_dir / case.output_name for case in cases if case not in to_predict]
     log(f"{len(to_predict)} case(s)" + (f" ({len(run.skipped)} already complete, kept)" if run.skipped else "")
         + f", model {model.path.name} (folds {', '.join(map(str, model.folds))}), "
-        f"device {torch_device}, mirroring {'on' if run.mirroring else 'off'}"
+        f"device {torch_device}, precision {precision}, mirroring "
+        + (f"along axes {list(mirror_axes)}" if run.mirroring else "off")
         + (f", {batched.batch_size} patches per forward pass" if batched else ""))
 
     output_dir.mkdir(parents=True, exist_ok=True)

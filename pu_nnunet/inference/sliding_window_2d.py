@@ -19,8 +19,10 @@ import torch
 from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from nnunetv2.configuration import default_num_processes
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian
-from nnunetv2.utilities.helpers import dummy_context, empty_cache
+from nnunetv2.utilities.helpers import empty_cache
 from torch._dynamo import OptimizedModule
+
+from pu_nnunet.inference.precision import autocast_context
 
 # the batch-halving retry after a CUDA out-of-memory error is reported here (a library user
 # silences or redirects it with the logging module)
@@ -67,10 +69,12 @@ class BatchedSlicePredictor:
 
     ``batch_size`` patches (slices x tiles) go through the network per forward pass (each
     mirrored copy is one more pass of the same batch); None picks it from a memory budget. On a
-    CUDA out-of-memory error the batch is halved and the volume predicted again.
+    CUDA out-of-memory error the batch is halved and the volume predicted again. ``precision``
+    is one of :data:`pu_nnunet.inference.precision.PRECISIONS` (``auto``: nnU-Net's fp16 autocast
+    on CUDA, float32 on the CPU).
     """
 
-    def __init__(self, predictor, batch_size: int | None = None):
+    def __init__(self, predictor, batch_size: int | None = None, precision: str = "auto"):
         manager = predictor.configuration_manager
         if len(manager.patch_size) != 2:
             raise ValueError(f"predictor must hold a 2d configuration, got patch size {list(manager.patch_size)}")
@@ -83,6 +87,7 @@ class BatchedSlicePredictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.batch_size = int(batch_size)
+        self.precision = precision
 
     def _plain_network(self) -> torch.nn.Module:
         network = self.predictor.network
@@ -127,8 +132,7 @@ class BatchedSlicePredictor:
 
     def _predict_one_fold(self, data: torch.Tensor) -> torch.Tensor:
         device = self.predictor.device
-        autocast = torch.autocast(device.type, enabled=True) if device.type == "cuda" else dummy_context()
-        with autocast:
+        with autocast_context(self.precision, device):
             padded, revert_padding = pad_nd_image(data, self.patch_size, "constant", {"value": 0}, True, None)
             slicers = self.predictor._internal_get_sliding_window_slicers(padded.shape[1:])
             logits = self._accumulate_tiles(padded, slicers)

@@ -132,3 +132,73 @@ def test_out_of_memory_retry_is_logged_not_printed(plain_plans, caplog, capsys, 
     assert failures == [8] and batched.batch_size == 4 and logits.shape == (NUM_CLASSES, *VOLUME_SHAPE[1:])
     assert [r.getMessage() for r in caplog.records] == ["out of GPU memory: retrying with 4 patches per forward pass"]
     assert capsys.readouterr().out == ""  # a library user silences it through logging
+
+
+def test_tta_subset_equals_nnunet_mirroring_the_same_axes(plain_plans):
+    """--tta-axes 1: our batched logits equal nnU-Net's predictor restricted to the same axis, and
+    differ from the full TTA's (so the restriction does something)."""
+    from pu_nnunet.inference.precision import restrict_mirror_axes
+
+    volume = torch.randn(VOLUME_SHAPE, generator=torch.Generator().manual_seed(1))
+    full = BatchedSlicePredictor(make_predictor(nnUNetTrainer, plain_plans, True, 1), 9).predict_logits(volume)
+    predictor = make_predictor(nnUNetTrainer, plain_plans, True, 1)
+    assert restrict_mirror_axes(predictor, [1]) == (1,)
+    expected = predictor.predict_logits_from_preprocessed_data(volume)
+    subset = BatchedSlicePredictor(predictor, 9).predict_logits(volume)
+    torch.testing.assert_close(subset.float(), expected.float(), rtol=0, atol=FP16_TOLERANCE)
+    assert (subset.float() - full.float()).abs().max() > FP16_TOLERANCE
+    assert restrict_mirror_axes(predictor, []) == () and predictor.use_mirroring is False
+
+
+def test_tta_axes_the_model_does_not_mirror_are_refused(plain_plans):
+    from pu_nnunet.inference.errors import PredictionError
+    from pu_nnunet.inference.precision import restrict_mirror_axes
+
+    with pytest.raises(PredictionError, match=r"mirrors along axes \[0, 1\] only .*\[2\] is not among them"):
+        restrict_mirror_axes(make_predictor(nnUNetTrainer, plain_plans, True, 1), [0, 2])
+
+
+def test_precision_choices_are_checked_against_the_device():
+    from pu_nnunet.inference.errors import PredictionError
+    from pu_nnunet.inference.precision import check_precision
+
+    cpu = torch.device("cpu")
+    check_precision("auto", cpu, is_2d=True)
+    check_precision("fp32", cpu, is_2d=False)
+    with pytest.raises(PredictionError, match="fp16 is for CUDA"):
+        check_precision("fp16", cpu, is_2d=True)
+    with pytest.raises(PredictionError, match="must be one of auto, fp32, bf16, fp16, got 'int8'"):
+        check_precision("int8", cpu, is_2d=True)
+
+
+def test_bf16_on_the_cpu_runs_where_supported_and_is_refused_elsewhere(small_resenc_plans):
+    """bf16 autocast of the PU network (whose PU layers keep float32 math): close to float32's
+    segmentation on a CPU with bf16 kernels; a one-line refusal on one without."""
+    from pu_nnunet.inference.errors import PredictionError
+    from pu_nnunet.inference.precision import check_precision, cpu_has_bf16_kernels
+
+    if not cpu_has_bf16_kernels():
+        with pytest.raises(PredictionError, match="no native bf16 kernels"):
+            check_precision("bf16", torch.device("cpu"), is_2d=True)
+        pytest.skip("this CPU has no native bf16 kernels (AVX512-BF16 or AMX): refusal checked, bf16 run not")
+    predictor = make_predictor(nnUNetTrainerPURe, small_resenc_plans, True, 1)
+    volume = torch.randn(VOLUME_SHAPE, generator=torch.Generator().manual_seed(1))
+    fp32 = BatchedSlicePredictor(predictor, 9).predict_logits(volume)
+    bf16 = BatchedSlicePredictor(predictor, 9, precision="bf16").predict_logits(volume)
+    assert torch.isfinite(bf16.float()).all()
+    agreement = (bf16.argmax(0) == fp32.argmax(0)).float().mean().item()
+    assert agreement >= 0.95, f"bf16 argmax agrees with float32 on {agreement:.2%} of voxels"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
+def test_cuda_precisions_agree_with_the_cpu(small_resenc_plans, precision):
+    cpu_predictor = make_predictor(nnUNetTrainerPURe, small_resenc_plans, True, 1)
+    volume = torch.randn(VOLUME_SHAPE, generator=torch.Generator().manual_seed(1))
+    reference = BatchedSlicePredictor(cpu_predictor, 9).predict_logits(volume)
+    gpu_predictor = make_predictor(nnUNetTrainerPURe, small_resenc_plans, True, 1)
+    gpu_predictor.device = torch.device("cuda")
+    logits = BatchedSlicePredictor(gpu_predictor, 9, precision=precision).predict_logits(volume)
+    agreement = (logits.argmax(0) == reference.argmax(0)).float().mean().item()
+    assert agreement >= (0.999 if precision == "fp32" else 0.95), f"{precision}: {agreement:.2%}"
