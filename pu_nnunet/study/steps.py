@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from pu_nnunet.evaluation.jsonio import write_json
 from pu_nnunet.provenance import MODEL_RECORD_FILE, model_record
 from pu_nnunet.study.cpu_plans import CPU_PLANS, SOURCE_PLANS, write_cpu_plans
 from pu_nnunet.study.errors import StudyError
@@ -277,6 +276,7 @@ def run_job(study_dir: str | Path, job_name: str, device: str) -> dict[str, Any]
         else:
             predictions = study.model_folder(job.trainer, job.repeat) / f"fold_{job.fold}" / "validation"
             # nnU-Net's validation predictions carry the model record pu-nnunet predict writes (evaluate copies it)
+            from pu_nnunet.evaluation.jsonio import write_json
             write_json(predictions / MODEL_RECORD_FILE, model_record(predictions.parent.parent, [job.fold],
                                                                      "checkpoint_final.pth"))
         evaluation = evaluate_job(study, job, device, held_out, predictions, folder / "evaluation")
