@@ -123,8 +123,8 @@ def _single_channel_mask(array: np.ndarray, path: str | Path) -> np.ndarray:
 
 
 def _describe_values(array: np.ndarray) -> str:
-    values, counts = np.unique(array.reshape(-1, array.shape[-1]) if array.ndim == 3 else array, axis=0,
-                               return_counts=True)
+    pixels = array.reshape(-1, array.shape[-1]) if array.ndim == 3 else array.reshape(-1)
+    values, counts = np.unique(pixels, axis=0, return_counts=True)
     order = np.argsort(-counts)[:6]
     shown = [f"{v.tolist() if np.ndim(v) else int(v)} x{int(c)}" for v, c in zip(values[order], counts[order])]
     return ", ".join(shown) + (f" and {len(values) - len(order)} more" if len(values) > len(order) else "")
