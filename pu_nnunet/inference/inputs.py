@@ -107,12 +107,12 @@ def _group_nifti_files(files: list[Path], num_channels: int) -> list[InputCase]:
             channel_files.append(sibling)
         extra = sorted(other.name for number, other in numbered[case_id] if number >= num_channels)
         if extra:
+            expected = f"{case_id}_0000" + (f" .. {case_id}_{num_channels - 1:04d}" if num_channels > 1 else " only")
             # nnU-Net's naming makes these further channels of one case, not cases of their own
             raise PredictionError(
                 f"{path.parent}: {path.name} and {', '.join(extra)} are channels of one case {case_id} (nnU-Net "
-                f"naming CASE_XXXX), but the model takes {num_channels} channel(s) "
-                f"({case_id}_0000 .. {case_id}_{num_channels - 1:04d}); remove the extra channel file(s), or give "
-                f"separate cases names that do not end in _0000, _0001")
+                f"naming CASE_XXXX), but the model takes {num_channels} channel(s) ({expected}); remove the extra "
+                "channel file(s), or give separate cases names that do not end in _0000, _0001")
         used.update(channel_files)
         cases.append(InputCase(case_id, path, tuple(channel_files)))
     for stem, path in sorted(by_stem.items()):
