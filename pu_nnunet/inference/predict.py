@@ -81,6 +81,25 @@ def _check_model_record(output_dir: Path, record: dict, existing: list[InputCase
                               "--overwrite to predict every case again or choose another output folder")
 
 
+def _check_no_foreign_leftovers(output_dir: Path, cases: list[InputCase], record: dict) -> None:
+    """A segmentation of another (or an unrecorded) model that is not among this run's cases would
+    stay in the folder under this model's record (``--overwrite`` replaces only this run's cases):
+    refused, naming it."""
+    path = output_dir / MODEL_RECORD_FILE
+    earlier = _read_json_or_none(path) if path.exists() else None
+    if earlier is not None and not same_model(earlier, record):
+        return
+    replaced = {case.output_name for case in cases}
+    leftovers = sorted(p for p in output_dir.glob(f"*{OUTPUT_ENDING}") if p.name not in replaced
+                       and not p.name.startswith("."))
+    if leftovers:
+        more = f" (and {len(leftovers) - 1} more)" if len(leftovers) > 1 else ""
+        writer = "another model" if earlier is not None else f"a model this folder has no {MODEL_RECORD_FILE} of"
+        raise PredictionError(f"{leftovers[0]}{more}: written by {writer} and not among the inputs, so it would stay "
+                              "beside this model's segmentations (--overwrite replaces only the inputs' cases); "
+                              "remove it or choose another output folder")
+
+
 def _check_outputs(output_dir: Path, cases: list[InputCase], model: ModelFolder, overwrite: bool,
                    continue_prediction: bool, record: dict) -> list[InputCase]:
     """Refuses, before any work: an output path that is a file, an output folder that holds the
@@ -103,6 +122,7 @@ def _check_outputs(output_dir: Path, cases: list[InputCase], model: ModelFolder,
     existing = [case for case in cases if (output_dir / case.output_name).exists()]
     if not overwrite:
         _check_model_record(output_dir, record, existing, continue_prediction)
+    _check_no_foreign_leftovers(output_dir, cases, record)
     for name, content in _record_contents(model).items():
         path = output_dir / name
         if not overwrite and path.exists() and _read_json_or_none(path) != json.loads(json.dumps(content)):

@@ -101,3 +101,35 @@ def test_a_third_channel_file_for_a_two_channel_model(tmp_path, plain_plans, stu
     code, err = predict_cli(capsys, "-i", tmp_path / "in", "-o", tmp_path / "out", "-m", model)
     assert_one_line_error(code, err, "x_0000.nii.gz and x_0002.nii.gz are channels of one case x",
                           "the model takes 2 channel(s) (x_0000 .. x_0001)")
+
+
+def test_overwrite_refuses_to_leave_another_models_segmentations_beside_its_own(tmp_path, model_stub, capsys,
+                                                                                 volume_writer):
+    """--overwrite replaces the cases it predicts; one it does not predict, of another or an unknown
+    model, would stay in the folder under this model's record."""
+    import json
+
+    from pu_nnunet.provenance import MODEL_RECORD_FILE, model_record
+
+    image = volume_writer(tmp_path / "in" / "a_0000.nii.gz")
+    out = tmp_path / "out"
+    leftover = volume_writer(out / "b.nii.gz")
+    code, err = predict_cli(capsys, "-i", image, "-o", out, "-m", model_stub, "--overwrite")
+    assert_one_line_error(code, err, f"{leftover}: written by a model this folder has no model_record.json of and not "
+                                     "among the inputs, so it would stay beside this model's segmentations")
+    other = {**model_record(model_stub, [0], "checkpoint_final.pth"), "trainer": "nnUNetTrainerPURe"}
+    (out / MODEL_RECORD_FILE).write_text(json.dumps(other))
+    code, err = predict_cli(capsys, "-i", image, "-o", out, "-m", model_stub, "--overwrite")
+    assert_one_line_error(code, err, f"{leftover}: written by another model and not among the inputs")
+    assert leftover.is_file()
+    # without --overwrite as well: the folder would hold two models' segmentations
+    code, err = predict_cli(capsys, "-i", image, "-o", out, "-m", model_stub)
+    assert_one_line_error(code, err, f"{out / MODEL_RECORD_FILE}: the segmentations in this folder were written by "
+                                     "another model (trainer nnUNetTrainerPURe there, nnUNetTrainer now)")
+    (out / MODEL_RECORD_FILE).unlink()
+    code, err = predict_cli(capsys, "-i", image, "-o", out, "-m", model_stub)
+    assert_one_line_error(code, err, f"{leftover}: written by a model this folder has no model_record.json of")
+    # the folder's own model: its other cases may stay (the run goes on to load the stub's empty checkpoint)
+    (out / MODEL_RECORD_FILE).write_text(json.dumps(model_record(model_stub, [0], "checkpoint_final.pth")))
+    code, err = predict_cli(capsys, "-i", image, "-o", out, "-m", model_stub, "--overwrite", "--device", "cpu")
+    assert_one_line_error(code, err, "cannot load the model")
