@@ -39,6 +39,12 @@ NIFTI2_HEADER_BYTES = 540
 # differ by ~1e-7, a header edited by hand by much more
 HEADER_SPACING_RTOL = 1e-3
 HEADER_SPACING_ATOL = 1e-4
+# sform and qform may map a voxel to points this far apart (mm) before the file is ambiguous:
+# both are stored as float32 (quaternion and matrix), which alone moves a corner by ~1e-4 mm
+GEOMETRY_FORMS_TOLERANCE_MM = 1e-2
+# the sform's axes may be this far from perpendicular (cosine of their angle): float32 storage
+# of a rotated grid gives ~1e-7, a sheared one (which no scanner grid is) much more
+SHEAR_COSINE_TOLERANCE = 1e-4
 # marker of temporary files and folders this package writes and renames into place, and of the
 # old version moved aside while a new one replaces it; both are followed by PID-TOKEN
 PARTIAL_MARKER = ".partial-"
@@ -150,6 +156,44 @@ def _sform_voxel_sizes(header, count: int) -> list[float] | None:
     return [float(v) for v in np.sqrt((matrix ** 2).sum(axis=0))[:count]]
 
 
+def _grid_corners(shape) -> "np.ndarray":
+    """The voxel indices of the image grid's corners (4 x N homogeneous columns)."""
+    import itertools
+
+    import numpy as np
+
+    extents = [(0, max(int(n) - 1, 0)) for n in (list(shape[:3]) + [1, 1, 1])[:3]]
+    return np.array([[*corner, 1.0] for corner in itertools.product(*extents)], dtype=float).T
+
+
+def _geometry_problem(header, shape) -> str | None:
+    """A sheared sform, or an sform and a qform (both set) that put the image in different places:
+    SimpleITK reads one of them, nibabel and other tools may read the other, and a mask would land
+    elsewhere in each."""
+    import numpy as np
+
+    sform, sform_code = header.get_sform(coded=True)
+    qform, qform_code = header.get_qform(coded=True)
+    if sform is not None:
+        axes = sform[:3, :3] / np.maximum(np.linalg.norm(sform[:3, :3], axis=0), 1e-12)
+        cosines = np.abs(axes.T @ axes - np.eye(3))
+        if cosines.max() > SHEAR_COSINE_TOLERANCE:
+            angle = float(np.degrees(np.arcsin(min(1.0, cosines.max()))))
+            return (f"the sform holds a shear (its axes are {angle:.2f} degrees off perpendicular), which ITK and "
+                    "nnU-Net cannot represent, so readers disagree on where each voxel lies; resample the image to an "
+                    "unsheared grid, or keep the qform (e.g. nibabel: img.set_sform(img.get_qform()))")
+    if sform is None or qform is None:
+        return None
+    corners = _grid_corners(shape)
+    distance = float(np.linalg.norm((sform - qform) @ corners, axis=0).max())
+    if distance > GEOMETRY_FORMS_TOLERANCE_MM:
+        return (f"sform (code {int(sform_code)}) and qform (code {int(qform_code)}) disagree: the same voxel lies up "
+                f"to {distance:.3g} mm apart in the two; readers differ in which one they use, so the image is "
+                "ambiguous; keep the right one and write it into both, e.g. nibabel: img.set_qform(img.get_sform()) "
+                "(or img.set_sform(img.get_qform())), then save")
+    return None
+
+
 def _nifti_problem(path: Path, size: int) -> str | None:
     """What is wrong with a NIfTI file holding ``size`` bytes (decompressed): fewer bytes than its
     header promises, a voxel size that is zero or not finite (SimpleITK and nibabel silently read
@@ -182,6 +226,9 @@ def _nifti_problem(path: Path, size: int) -> str | None:
                                                                    atol=HEADER_SPACING_ATOL):
         return (f"the header contradicts itself: voxel sizes {[round(s, 6) for s in spacing]} (pixdim) but "
                 f"{[round(s, 6) for s in sform_sizes]} (sform); readers disagree on which one holds")
+    geometry = _geometry_problem(header, shape)
+    if geometry is not None:
+        return geometry
     if np.issubdtype(header.get_data_dtype(), np.floating):
         bad = int(np.count_nonzero(~np.isfinite(np.asanyarray(image.dataobj))))
         if bad:
@@ -200,17 +247,41 @@ def _png_problem(path: Path) -> str | None:
     return None
 
 
+def broken_link_problem(path: str | Path) -> str | None:
+    """A symbolic link whose target is gone (listings skip it as "not a file"), or None."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+    return None
+
+
+def check_no_broken_links(folder: str | Path, error: type[Exception] = UserInputError, pattern: str = "*") -> None:
+    """Every entry of ``folder`` matching ``pattern`` that is a broken symbolic link is an error
+    naming it: a listing that keeps only files would otherwise drop that case without a word."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    broken = [(entry, broken_link_problem(entry)) for entry in sorted(folder.glob(pattern))]
+    broken = [(entry, problem) for entry, problem in broken if problem is not None]
+    if broken:
+        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        raise error(f"{broken[0][0]}: {broken[0][1]}{more}; restore the file or remove the link")
+
+
 def damaged_file_problem(path: str | Path) -> str | None:
     """What is wrong with an image file that is truncated, corrupt or holds values its format
     does not allow, or None when it is sound.
 
     ``.nii.gz``: the gzip stream must end with its end marker and checksum, and hold as many
     bytes as the header promises; ``.nii``: the file size must; both: finite positive voxel
-    sizes and no NaN/Inf voxels; ``.png``: must decode; other ``.gz``: the stream must be
+    sizes, no NaN/Inf voxels, an unsheared sform that agrees with the qform; ``.png``: must decode; other ``.gz``: the stream must be
     complete. Other formats are left to their readers.
     """
     path = Path(path)
     name = path.name.lower()
+    link = broken_link_problem(path)
+    if link is not None:
+        return link
     try:
         if name.endswith(".gz"):
             try:

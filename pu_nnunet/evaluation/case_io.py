@@ -22,7 +22,7 @@ import numpy as np
 from pu_nnunet.evaluation.metrics.confusion import as_label_map
 from pu_nnunet.evaluation.errors import EvaluationError
 from pu_nnunet.evaluation.jsonio import read_json
-from pu_nnunet.user_files import damaged_file_problem
+from pu_nnunet.user_files import check_no_broken_links, damaged_file_problem
 
 # Longest first, so that "x.nii.gz" is not taken for a ".gz" or ".nii" file.
 KNOWN_FILE_ENDINGS = (".nii.gz", ".nrrd", ".mha", ".gipl", ".nii", ".png", ".bmp", ".tif", ".tiff")
@@ -129,6 +129,8 @@ def describe_dataset(pred_dir: Path, ref_dir: Path, dataset_json: str | None = N
 def pair_cases(pred_dir: Path, ref_dir: Path, file_ending: str) -> tuple[list[str], list[str], list[str]]:
     """(reference cases, those without a prediction, predictions without a reference)."""
     strip = lambda paths: {p.name[: -len(file_ending)] for p in paths if p.is_file()}
+    for folder in (ref_dir, pred_dir):  # is_file() would drop a broken link's case without a word
+        check_no_broken_links(folder, EvaluationError, f"*{file_ending}")
     refs = strip(ref_dir.glob(f"*{file_ending}"))
     preds = strip(pred_dir.glob(f"*{file_ending}"))
     return sorted(refs), sorted(refs - preds), sorted(preds - refs)

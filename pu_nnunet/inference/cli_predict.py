@@ -41,6 +41,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "predict the others (as nnUNetv2_predict --continue_prediction)")
 
 
+def _command_line(args: argparse.Namespace) -> list[str]:
+    """The command as run (options as parsed), for the run record in OUTPUT_DIR/provenance.json."""
+    line = ["pu-nnunet", "predict", "-i", str(args.input), "-o", str(args.output), "-m", str(args.model)]
+    if args.folds:
+        line += ["-f", *map(str, args.folds)]
+    line += ["--device", str(args.device), "--chk", args.chk, "--precision", args.precision]
+    if args.tta_axes is not None:
+        line += ["--tta-axes", *map(str, args.tta_axes)]
+    flags = {"--disable_tta": args.disable_tta, "--overwrite": args.overwrite,
+             "--continue": args.continue_prediction}
+    line += [flag for flag, given in flags.items() if given]
+    return line + (["--batch-size", str(args.batch_size)] if args.batch_size is not None else [])
+
+
 def run(args: argparse.Namespace) -> int:
     from pu_nnunet.inference.errors import PredictionError
     from pu_nnunet.inference.predict import predict
@@ -51,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
         raise PredictionError("--disable_tta and --tta-axes contradict each other; give one")
     result = predict(args.input, args.output, args.model, folds=args.folds, device=args.device, checkpoint=args.chk,
                      use_mirroring=not args.disable_tta, batch_size=args.batch_size, overwrite=args.overwrite,
-                     continue_prediction=args.continue_prediction, precision=args.precision,
-                     tta_axes=args.tta_axes)
+                     continue_prediction=args.continue_prediction, argv=_command_line(args),
+                     precision=args.precision, tta_axes=args.tta_axes)
     kept = f" (kept {len(result.skipped)} complete one(s))" if result.skipped else ""
     print(f"wrote {len(result.outputs)} segmentation(s) to {args.output} in {sum(result.case_seconds):.1f} s{kept}")
     return 0

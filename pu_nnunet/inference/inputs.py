@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from pu_nnunet.inference.errors import PredictionError
 from pu_nnunet.user_errors import error_reason
-from pu_nnunet.user_files import damaged_file_problem
+from pu_nnunet.user_files import broken_link_problem, check_no_broken_links, damaged_file_problem
 
 # longest first: "x.nii.gz" also ends with ".gz" but never with ".nii"
 NIFTI_ENDINGS = (".nii.gz", ".nii")
@@ -85,6 +86,11 @@ def _group_nifti_files(files: list[Path], num_channels: int) -> list[InputCase]:
             raise PredictionError(f"{by_stem[nifti_stem(path)]} and {path} would both be written to {output}; "
                                   "rename one of them")
         by_stem[nifti_stem(path)] = path
+    numbered: dict[str, list[tuple[int, Path]]] = defaultdict(list)  # case id -> its CASE_XXXX files
+    for stem, path in by_stem.items():
+        case_id, channel = _split_channel(stem)
+        if channel is not None:
+            numbered[case_id].append((channel, path))
     cases, used = [], set()
     for stem, path in sorted(by_stem.items()):
         case_id, channel = _split_channel(stem)
@@ -99,6 +105,14 @@ def _group_nifti_files(files: list[Path], num_channels: int) -> list[InputCase]:
                     f"{path.parent / f'{case_id}_{index:04d}{ending}'} is missing: the model expects "
                     f"{num_channels} channels, one file each ({case_id}_0000 .. {case_id}_{num_channels - 1:04d})")
             channel_files.append(sibling)
+        extra = sorted(other.name for number, other in numbered[case_id] if number >= num_channels)
+        if extra:
+            expected = f"{case_id}_0000" + (f" .. {case_id}_{num_channels - 1:04d}" if num_channels > 1 else " only")
+            # nnU-Net's naming makes these further channels of one case, not cases of their own
+            raise PredictionError(
+                f"{path.parent}: {path.name} and {', '.join(extra)} are channels of one case {case_id} (nnU-Net "
+                f"naming CASE_XXXX), but the model takes {num_channels} channel(s) ({expected}); remove the extra "
+                "channel file(s), or give separate cases names that do not end in _0000, _0001")
         used.update(channel_files)
         cases.append(InputCase(case_id, path, tuple(channel_files)))
     for stem, path in sorted(by_stem.items()):
@@ -125,6 +139,9 @@ def find_input_cases(input_path: str | Path, num_channels: int) -> list[InputCas
     ``CASE_XXXX`` files belong together.
     """
     path = Path(input_path)
+    link = broken_link_problem(path)
+    if link is not None:
+        raise PredictionError(f"{path}: {link}")
     if not path.exists():
         raise PredictionError(f"{path}: input not found")
     if path.is_file():
@@ -133,10 +150,12 @@ def find_input_cases(input_path: str | Path, num_channels: int) -> list[InputCas
                                   "of them or a DICOM series folder")
         case_id, channel = _split_channel(nifti_stem(path))
         if channel == 0:
+            check_no_broken_links(path.parent, PredictionError, f"{case_id}_*")
             siblings = [f for f in path.parent.iterdir() if f.is_file() and nifti_stem(f) is not None
                         and _split_channel(nifti_stem(f))[0] == case_id]
             return [case for case in _group_nifti_files(siblings, num_channels) if case.source == path]
         return [InputCase(nifti_stem(path), path, (path,))]
+    check_no_broken_links(path, PredictionError)  # a listing of files would skip the case silently
     nifti_files = sorted(f for f in path.iterdir() if f.is_file() and nifti_stem(f) is not None)
     cases = _group_nifti_files(nifti_files, num_channels) if nifti_files else _dicom_cases(path)
     if not cases:

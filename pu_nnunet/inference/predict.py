@@ -23,6 +23,7 @@ from pu_nnunet.inference.errors import PredictionError
 from pu_nnunet.inference.inputs import OUTPUT_ENDING, InputCase, check_channels, find_input_cases, materialise_case
 from pu_nnunet.inference.model_folder import DEFAULT_CHECKPOINT, ModelFolder, inspect_model_folder
 from pu_nnunet.inference.precision import autocast_context, check_precision, restrict_mirror_axes
+from pu_nnunet.provenance import MODEL_RECORD_FILE, RUN_RECORD_FILE, model_record, run_record, same_model
 from pu_nnunet.user_errors import error_reason, naming_the_path
 from pu_nnunet.user_files import (atomic_write_path, damaged_file_problem, read_user_json,
                                   remove_stale_partial_entries, temporary_name)
@@ -58,11 +59,56 @@ def _input_folders(cases: list[InputCase]) -> set[Path]:
             for path in (case.channel_files or (case.source,))}
 
 
+def _shown(value):
+    """A model record's value for a message: checkpoint hashes shortened as git shortens commits."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"fold {k}: {str(v)[:12]}" for k, v in value.items()) + "}"
+    return value
+
+
+def _check_model_record(output_dir: Path, record: dict, existing: list[InputCase], continue_prediction: bool) -> None:
+    """The folder's segmentations must all come from one model: its model record (written with
+    the first segmentation) must name this model, or the folder must hold none of its cases yet."""
+    path = output_dir / MODEL_RECORD_FILE
+    if path.exists():
+        earlier = read_user_json(path, "model record", dict, PredictionError)
+        differing = same_model(earlier, record)
+        if differing:
+            details = "; ".join(f"{name} {_shown(earlier.get(name))} there, {_shown(record.get(name))} now"
+                                for name in differing)
+            raise PredictionError(f"{path}: the segmentations in this folder were written by another model ({details})"
+                                  "; pass --overwrite to replace them or choose another output folder")
+    elif existing and continue_prediction:
+        raise PredictionError(f"{output_dir}: has no {MODEL_RECORD_FILE} (written by an older pu-nnunet or another "
+                              f"tool), so --continue cannot tell which model wrote {existing[0].output_name}; pass "
+                              "--overwrite to predict every case again or choose another output folder")
+
+
+def _check_no_foreign_leftovers(output_dir: Path, cases: list[InputCase], record: dict) -> None:
+    """A segmentation of another (or an unrecorded) model that is not among this run's cases would
+    stay in the folder under this model's record (``--overwrite`` replaces only this run's cases):
+    refused, naming it."""
+    path = output_dir / MODEL_RECORD_FILE
+    earlier = _read_json_or_none(path) if path.exists() else None
+    if earlier is not None and not same_model(earlier, record):
+        return
+    replaced = {case.output_name for case in cases}
+    leftovers = sorted(p for p in output_dir.glob(f"*{OUTPUT_ENDING}") if p.name not in replaced
+                       and not p.name.startswith("."))
+    if leftovers:
+        more = f" (and {len(leftovers) - 1} more)" if len(leftovers) > 1 else ""
+        writer = "another model" if earlier is not None else f"a model this folder has no {MODEL_RECORD_FILE} of"
+        raise PredictionError(f"{leftovers[0]}{more}: written by {writer} and not among the inputs, so it would stay "
+                              "beside this model's segmentations (--overwrite replaces only the inputs' cases); "
+                              "remove it or choose another output folder")
+
+
 def _check_outputs(output_dir: Path, cases: list[InputCase], model: ModelFolder, overwrite: bool,
-                   continue_prediction: bool) -> list[InputCase]:
+                   continue_prediction: bool, record: dict) -> list[InputCase]:
     """Refuses, before any work: an output path that is a file, an output folder that holds the
-    inputs or another command's outputs, and existing segmentations unless ``overwrite`` or
-    ``continue_prediction``. Returns the cases still to predict (all, unless continuing)."""
+    inputs or another command's outputs, segmentations of another model (``record``: this
+    model's) and existing segmentations unless ``overwrite`` or ``continue_prediction``. Returns
+    the cases still to predict (all, unless continuing)."""
     if output_dir.exists() and not output_dir.is_dir():
         raise PredictionError(f"{output_dir}: the output path exists and is not a folder")
     if output_dir.resolve() in _input_folders(cases):
@@ -76,6 +122,10 @@ def _check_outputs(output_dir: Path, cases: list[InputCase], model: ModelFolder,
                                   "output folder")
     if not output_dir.is_dir():
         return list(cases)
+    existing = [case for case in cases if (output_dir / case.output_name).exists()]
+    if not overwrite:
+        _check_model_record(output_dir, record, existing, continue_prediction)
+    _check_no_foreign_leftovers(output_dir, cases, record)
     for name, content in _record_contents(model).items():
         path = output_dir / name
         if not overwrite and path.exists() and _read_json_or_none(path) != json.loads(json.dumps(content)):
@@ -83,7 +133,6 @@ def _check_outputs(output_dir: Path, cases: list[InputCase], model: ModelFolder,
                                   "or choose another output folder")
     if overwrite:
         return list(cases)
-    existing = [case for case in cases if (output_dir / case.output_name).exists()]
     if not continue_prediction:
         if existing:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
@@ -105,6 +154,16 @@ def _read_json_or_none(path: Path):
 
 def _write_records(output_dir: Path, model: ModelFolder) -> None:
     for name, content in _record_contents(model).items():
+        with atomic_write_path(output_dir / name) as temporary:
+            temporary.write_text(json.dumps(content, indent=4))
+
+
+def _write_provenance(output_dir: Path, model: ModelFolder, record: dict, device: str, argv: list[str] | None) -> None:
+    """The model record (which weights: ``--continue`` compares it) and the run record (device,
+    code, libraries, the model's dataset.json and plans.json), before the first segmentation."""
+    files = {"dataset.json": model.path / "dataset.json", "plans.json": model.path / "plans.json"}
+    for name, content in ((MODEL_RECORD_FILE, record),
+                          (RUN_RECORD_FILE, run_record(device=device, files=files, model=record, argv=argv))):
         with atomic_write_path(output_dir / name) as temporary:
             temporary.write_text(json.dumps(content, indent=4))
 
@@ -158,7 +217,8 @@ def _on_cpu_under_precision(function: Callable, precision: str, device) -> Calla
 def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Path,
             folds: list[int | str] | None = None, device: str = "auto", checkpoint: str = DEFAULT_CHECKPOINT,
             use_mirroring: bool = True, batch_size: int | None = None, overwrite: bool = False,
-            continue_prediction: bool = False, log: Callable[[str], None] = print, precision: str = "auto",
+            continue_prediction: bool = False, log: Callable[[str], None] = print,
+            argv: list[str] | None = None, precision: str = "auto",
             tta_axes: list[int] | None = None) -> PredictionRun:
     """Segments every case in ``input_path`` into ``output_dir/CASE.nii.gz``.
 
@@ -166,7 +226,9 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     model folder, wrong channel count, existing outputs without ``overwrite``) raises
     PredictionError before any case is predicted; an image whose data fails to read later stops
     the run with a PredictionError naming it. Each segmentation is renamed into place when
-    complete; ``continue_prediction`` keeps those already there and predicts the others.
+    complete; ``continue_prediction`` keeps those already there and predicts the others, when the
+    folder's model record (``model_record.json``, written with ``provenance.json`` before the
+    first segmentation; ``argv`` is the command line recorded there) names this model.
     ``precision`` and ``tta_axes`` trade accuracy for speed (:mod:`pu_nnunet.inference.precision`).
     """
     if overwrite and continue_prediction:
@@ -181,7 +243,8 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     cases = find_input_cases(input_path, len(model.channel_names))
     check_channels(cases, model.channel_names)
     output_dir = Path(output_dir)
-    to_predict = _check_outputs(output_dir, cases, model, overwrite, continue_prediction)
+    record = model_record(model.path, model.folds, model.checkpoint)
+    to_predict = _check_outputs(output_dir, cases, model, overwrite, continue_prediction, record)
     torch_device = resolve_device(device)
 
     predictor = load_predictor(model, torch_device, use_mirroring)
@@ -220,6 +283,8 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
                                                             model.dataset_json)
             volume = torch.from_numpy(data).to(dtype=torch.float32, memory_format=torch.contiguous_format)
             logits = logits_of(volume).cpu().numpy()
+            if index == 1:  # every segmentation in the folder is covered by the record
+                _write_provenance(output_dir, model, record, str(torch_device), argv)
             _export_atomically(export_prediction_from_logits, logits, properties, configuration, plans_manager,
                                export_json, output_dir / case.output_name)
             run.outputs.append(output_dir / case.output_name)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from pu_nnunet.provenance import MODEL_RECORD_FILE, model_record
 from pu_nnunet.study.cpu_plans import CPU_PLANS, SOURCE_PLANS, write_cpu_plans
 from pu_nnunet.study.errors import StudyError
 from pu_nnunet.study.jobs import Job, mark_finished, mark_started, run_folder
@@ -274,6 +275,10 @@ def run_job(study_dir: str | Path, job_name: str, device: str) -> dict[str, Any]
                 timings["predict_s"] = round(seconds, 1)
         else:
             predictions = study.model_folder(job.trainer, job.repeat) / f"fold_{job.fold}" / "validation"
+            # nnU-Net's validation predictions carry the model record pu-nnunet predict writes (evaluate copies it)
+            from pu_nnunet.evaluation.jsonio import write_json
+            write_json(predictions / MODEL_RECORD_FILE, model_record(predictions.parent.parent, [job.fold],
+                                                                     "checkpoint_final.pth"))
         evaluation = evaluate_job(study, job, device, held_out, predictions, folder / "evaluation")
     except BaseException as error:
         reason = "interrupted" if isinstance(error, (Interrupted, KeyboardInterrupt)) else \

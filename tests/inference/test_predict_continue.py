@@ -48,8 +48,9 @@ def test_interrupted_prediction_continues_with_the_missing_cases(tiny_trained_mo
     with pytest.raises(KeyboardInterrupt):
         predict(images, out, model_folder(tiny_trained_model), device="cpu", use_mirroring=False, log=lambda _: None)
     monkeypatch.undo()
-    # every segmentation is complete or absent: the first is there, the second and its temporary file are not
-    assert sorted(p.name for p in out.iterdir()) == [cases[0]]
+    # every segmentation is complete or absent: the first is there (with the records of the model that
+    # wrote it), the second and its temporary file are not
+    assert sorted(p.name for p in out.iterdir()) == sorted([cases[0], "model_record.json", "provenance.json"])
     first = (out / cases[0]).stat().st_mtime_ns
     # a temporary file of a run that was killed outright (no clean-up possible) is removed
     stale = out / f".{cases[1][:-7]}.partial-{_dead_pid()}-0123abcd.nii.gz"

@@ -168,3 +168,17 @@ def test_a_job_runs_through_the_slurm_executor_with_submitits_local_executor(res
     summary = json.loads((study_dir / "summary.json").read_text())
     assert summary["per_trainer"]["nnUNetTrainerPURe_tiny"]["n_runs"] == 1 and summary["paired"] == {}
     assert state["held_out"] == "test" and summary["runs"][0]["dice"] == pytest.approx(state["foreground_dice"])
+
+
+def test_each_runs_validation_predictions_carry_the_model_record(resumed_study):
+    """--held-out validation scores nnU-Net's own fold_F/validation predictions: the study writes
+    the model record beside them, as pu-nnunet predict does into its output folder."""
+    from pu_nnunet.provenance import MODEL_RECORD_FILE, model_record
+
+    records = sorted((resumed_study["study_dir"] / "nnUNet_results").rglob(f"fold_*/validation/{MODEL_RECORD_FILE}"))
+    assert len(records) == 4  # 2 trainers x 2 folds
+    for path in records:
+        fold = path.parent.parent.name[len("fold_"):]
+        record = json.loads(path.read_text())
+        assert record == model_record(path.parent.parent.parent, [fold], "checkpoint_final.pth")
+        assert record["trainer"] in TRAINERS and record["checkpoint_sha256"][fold] is not None

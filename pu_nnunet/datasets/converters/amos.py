@@ -26,10 +26,11 @@ from pu_nnunet.datasets.shared.conversion import CaseJob, ConversionSummary, req
 from pu_nnunet.datasets.errors import BadCaseError, SourceLayoutError
 from pu_nnunet.datasets.shared.raw_folder import (atomic_dataset_folder, dataset_folder_name, make_raw_layout,
                                            raw_root_from_environment)
+from pu_nnunet.datasets.shared.source_files import SkippedFiles, list_folder, orphan_job
 from pu_nnunet.datasets.shared.splits import cross_validation_splits, write_splits
 from pu_nnunet.user_files import damaged_file_problem, read_user_json
 
-FILE_NAME = re.compile(r"^amos_(\d{4})\.nii\.gz$")
+FILE_NAME = re.compile(r"^amos_(\d{4})\.nii\.gz$", re.IGNORECASE)
 NIFTI = ".nii.gz"
 # AMOS numbers its CT scans 1..500 and its MRI scans above 500 (AMOS paper; nnU-Net's Dataset218)
 MAX_CT_CASE_ID = 500
@@ -55,19 +56,28 @@ def read_amos_labels(source: Path) -> dict[str, int]:
     return result
 
 
-def _part_files(source: Path, part: str) -> tuple[list[tuple[int, Path]], list[str]]:
-    """([(case number, image)], ignored names) of one official part; ([], []) when absent."""
-    folder = source / PARTS[part][0]
+def _numbered_files(folder: Path, skipped: SkippedFiles) -> dict[int, Path]:
+    """{case number: file} of the amos_XXXX.nii.gz files in ``folder``; others are recorded as
+    skipped (e.g. macOS "._amos_0001.nii.gz" resource files), a broken link is an error."""
+    found = {}
     if not folder.is_dir():
-        return [], []
-    found, ignored = [], []
-    for path in sorted(folder.iterdir()):
+        return found
+    for path in list_folder(folder):
         match = FILE_NAME.match(path.name)
         if match:
-            found.append((int(match.group(1)), path))
-        else:  # e.g. macOS "._amos_0001.nii.gz" resource files
-            ignored.append(f"{folder.name}/{path.name}")
-    return found, ignored
+            found[int(match.group(1))] = path
+        else:
+            skipped.add(f"{folder.name}/{path.name}", "file(s) not named amos_XXXX.nii.gz")
+    return found
+
+
+def _part_files(source: Path, part: str, skipped: SkippedFiles) -> tuple[list[tuple[int, Path]], list]:
+    """([(case number, image)], [(case number, label without an image)]) of one official part."""
+    image_folder, label_folder = PARTS[part]
+    images = _numbered_files(source / image_folder, skipped)
+    labels = _numbered_files(source / label_folder, skipped) if label_folder else {}
+    orphans = [(number, path) for number, path in sorted(labels.items()) if number not in images]
+    return sorted(images.items()), orphans
 
 
 def convert_amos_case(job: CaseJob, out_folder: Path) -> dict:
@@ -118,13 +128,17 @@ def convert_amos(source_dir: str | Path, dataset_id: int, name: str = "AMOS2022C
     required = ["dataset.json", "imagesTr", "labelsTr"] + (["imagesVa", "labelsVa"] if val_as_test else [])
     source = require_source(source_dir, required, "AMOS 2022 (amos22)")
     labels = read_amos_labels(source)
-    if (source / "imagesVa").is_dir() and not (source / "labelsVa").is_dir():
-        raise SourceLayoutError(f"{source / 'labelsVa'}: not found, but imagesVa is there")
+    for present, absent in (("imagesVa", "labelsVa"), ("labelsVa", "imagesVa")):
+        if (source / present).is_dir() and not (source / absent).is_dir():
+            raise SourceLayoutError(f"{source / absent}: not found, but {present} is there; the official "
+                                    "validation part needs both")
     destination = {"training": "Tr", "validation": "Ts" if val_as_test else "Tr", "test": None if val_as_test else "Ts"}
-    jobs, ignored, mri, official = [], [], {}, {}
+    jobs, ignored, mri, official = [], SkippedFiles(), {}, {}
     for part, (image_folder, label_folder) in PARTS.items():
-        files, part_ignored = _part_files(source, part)
-        ignored += part_ignored
+        files, orphans = _part_files(source, part, ignored)
+        if destination[part] is not None:
+            jobs += [orphan_job(f"amos_{number:04d}", destination[part], path, source / image_folder / path.name,
+                                "label") for number, path in orphans if number <= MAX_CT_CASE_ID]
         mri[part] = sum(number > MAX_CT_CASE_ID for number, _ in files)
         ct = [(number, path) for number, path in files if number <= MAX_CT_CASE_ID]
         official[part] = [f"amos_{number:04d}" for number, _ in ct]
@@ -165,7 +179,6 @@ def convert_amos(source_dir: str | Path, dataset_id: int, name: str = "AMOS2022C
     if misaligned:
         notes.append(f"{len(misaligned)} case(s) whose image and label affines differ (copied as they are), "
                      f"e.g. {misaligned[0]}")
-    if ignored:
-        notes.append(f"ignored {len(ignored)} file(s) not named amos_XXXX.nii.gz, e.g. {ignored[0]}")
+    notes += ignored.summary()
     return ConversionSummary(dataset_id, raw_root / dataset_folder_name(dataset_id, name), len(training),
                              len(test), elapsed(), skipped, notes)

@@ -22,14 +22,19 @@ import numpy as np
 from pu_nnunet.datasets.shared.case_metadata import TEST_SPLIT, TRAIN_SPLIT, write_cases_json
 from pu_nnunet.datasets.shared.conversion import CaseJob, ConversionSummary, require_source, run_cases, timer
 from pu_nnunet.datasets.errors import BadCaseError, SourceLayoutError
-from pu_nnunet.datasets.shared.images_2d import check_same_size, pixel_hash, read_binary_png_mask, read_grayscale, write_png
+from pu_nnunet.datasets.shared.images_2d import (check_same_orientation, check_same_size, pixel_hash,
+                                                 read_binary_jpeg_mask, read_binary_png_mask, read_grayscale,
+                                                 write_png)
+from pu_nnunet.datasets.shared.source_files import SkippedFiles, is_lossy, list_folder, orientation_notes, orphan_job
 from pu_nnunet.datasets.shared.raw_folder import (atomic_dataset_folder, dataset_folder_name, make_raw_layout,
                                            raw_root_from_environment)
 from pu_nnunet.datasets.shared.splits import check_seed, stratified_group_folds, stratified_holdout, write_splits
 
 CLASSES = ("benign", "malignant", "normal")
 NORMAL_CLASS = "normal"
-FILE_NAME = re.compile(r"^(?P<cls>benign|malignant|normal) \((?P<number>\d+)\)(?P<mask>_mask(?:_\d+)?)?\.png$")
+# any spelling of the image endings (BUSI ships .png; re-saved copies are .PNG, .jpg, ...)
+FILE_NAME = re.compile(r"^(?P<cls>benign|malignant|normal) \((?P<number>\d+)\)(?P<mask>_mask(?:_\d+)?)?"
+                       r"\.(?:png|jpe?g|bmp|tiff?)$", re.IGNORECASE)
 # 20 % test: the hold-out share most BUSI papers report (e.g. 80/20 or 70/10/20 splits)
 DEFAULT_TEST_FRACTION = 0.2
 PNG = ".png"
@@ -41,16 +46,17 @@ def case_identifier(cls: str, number: int) -> str:
     return f"{cls}_{number:03d}"
 
 
-def _find_cases(source: Path) -> tuple[list[CaseJob], list[str]]:
-    """One job per image (sources: image, then its masks); also the file names that were ignored."""
-    jobs, ignored = [], []
+def _find_cases(source: Path) -> tuple[list[CaseJob], SkippedFiles]:
+    """One job per image (sources: image, then its masks); also the files that were skipped."""
+    jobs, ignored = [], SkippedFiles()
     for cls in CLASSES:
         images: dict[int, Path] = {}
         masks: dict[int, list[Path]] = defaultdict(list)
-        for path in sorted((source / cls).iterdir()):
+        for path in list_folder(source / cls):
             match = FILE_NAME.match(path.name)
-            if not match or match.group("cls") != cls:
-                ignored.append(f"{cls}/{path.name}")
+            if not match or match.group("cls").lower() != cls:
+                ignored.add(f"{cls}/{path.name}", f"file(s) not named like BUSI's '{cls} (N).png' / "
+                                                  f"'{cls} (N)_mask.png'")
                 continue
             number = int(match.group("number"))
             if match.group("mask"):
@@ -63,8 +69,8 @@ def _find_cases(source: Path) -> tuple[list[CaseJob], list[str]]:
         for number in sorted(set(masks) - set(images)):
             # a mask without its image: reported as a bad case so --skip-bad can pass over it
             expected = source / cls / f"{cls} ({number}){PNG}"
-            jobs.append(CaseJob(case_identifier(cls, number), "", (str(masks[number][0]),),
-                                {"class": cls, "missing_image": str(expected)}))
+            orphan = orphan_job(case_identifier(cls, number), "", masks[number][0], expected, "mask")
+            jobs.append(CaseJob(orphan.case_id, "", orphan.sources, {**orphan.extra, "class": cls}))
         for number, image in sorted(images.items()):
             jobs.append(CaseJob(case_identifier(cls, number), "", (str(image), *map(str, masks[number])),
                                 {"class": cls}))
@@ -74,15 +80,14 @@ def _find_cases(source: Path) -> tuple[list[CaseJob], list[str]]:
 def convert_busi_case(job: CaseJob, out_folder: Path) -> dict:
     """Worker: checks and merges one case and writes it to the staging folder (its side of the
     split is only known once all duplicates are known)."""
-    if "missing_image" in job.extra:
-        raise BadCaseError(job.sources[0], f"mask without its image {job.extra['missing_image']}")
     image_path, *mask_paths = job.sources
     if not mask_paths:
         raise BadCaseError(image_path, f"no mask file found (expected {Path(image_path).stem}_mask.png beside it)")
+    orientation = check_same_orientation(image_path, mask_paths)
     image, was_colour = read_grayscale(image_path)
     merged = np.zeros(image.shape, dtype=np.uint8)
     for mask_path in mask_paths:
-        mask = read_binary_png_mask(mask_path)
+        mask = read_binary_jpeg_mask(mask_path) if is_lossy(mask_path) else read_binary_png_mask(mask_path)
         check_same_size(image, image_path, mask, mask_path)
         merged |= mask
     if job.extra["class"] == NORMAL_CLASS and merged.any():
@@ -90,7 +95,8 @@ def convert_busi_case(job: CaseJob, out_folder: Path) -> dict:
     staging = out_folder / STAGING_FOLDER
     write_png(image, staging / f"{job.case_id}_0000{PNG}")
     write_png(merged, staging / f"{job.case_id}{PNG}")
-    return {"hash": pixel_hash(image), "was_colour": was_colour, "num_masks": len(mask_paths)}
+    return {"hash": pixel_hash(image), "was_colour": was_colour, "num_masks": len(mask_paths),
+            "exif_orientation": orientation}
 
 
 def _duplicate_groups(results: dict[str, dict]) -> list[list[str]]:
@@ -151,8 +157,7 @@ def convert_busi(source_dir: str | Path, dataset_id: int, name: str = "BUSI", ra
         notes.append(f"{len(colour)} colour image(s) converted to grayscale, e.g. {colour[0]}")
     multi = sum(1 for c in cases if results[c]["num_masks"] > 1)
     notes.append(f"{multi} case(s) with several masks merged by union")
-    if ignored:
-        notes.append(f"ignored {len(ignored)} file(s) not named like BUSI's, e.g. {ignored[0]}")
+    notes += ignored.summary() + orientation_notes(results)
     return ConversionSummary(dataset_id, raw_root / dataset_folder_name(dataset_id, name), len(training),
                              len(test), elapsed(), skipped, notes)
 

@@ -1,7 +1,7 @@
 """Kvasir-SEG (Jha et al., MMM 2020): 1000 colonoscopy images with polyp masks.
 
 Source layout: ``images/NAME.jpg`` and ``masks/NAME.jpg`` (JPEG masks, so not exactly binary:
-they are thresholded). All cases go to imagesTr/labelsTr; the split file holds a seeded random
+they are thresholded; any image ending and spelling is accepted, ``.JPG``, ``.jpeg``, ``.png``). All cases go to imagesTr/labelsTr; the split file holds a seeded random
 880/120 train/validation split (the proportions most papers use; the file lists some papers
 publish are not reproduced), or with ``five_fold`` a seeded 5-fold cross-validation. No test
 folder: fold 0's validation cases are the held-out set.
@@ -16,6 +16,7 @@ from pu_nnunet.datasets.errors import SourceLayoutError
 from pu_nnunet.datasets.shared.raw_folder import (atomic_dataset_folder, dataset_folder_name, make_raw_layout,
                                            raw_root_from_environment)
 from pu_nnunet.datasets.converters.rgb_pairs import RGB_CHANNEL_NAMES, convert_rgb_pair, pair_job, write_binary_dataset_json
+from pu_nnunet.datasets.shared.source_files import SkippedFiles, images_by_stem, orientation_notes, orphan_job
 from pu_nnunet.datasets.shared.splits import check_seed, cross_validation_splits, holdout_split, write_splits
 
 IMAGES_FOLDER = "images"
@@ -34,12 +35,16 @@ def convert_kvasir(source_dir: str | Path, dataset_id: int, name: str = "KvasirS
     check_seed(seed)
     raw_root = Path(raw_root) if raw_root is not None else raw_root_from_environment()
     source = require_source(source_dir, [IMAGES_FOLDER, MASKS_FOLDER], "Kvasir-SEG")
-    images = sorted((source / IMAGES_FOLDER).glob("*" + IMAGE_SUFFIX))
+    left_out = SkippedFiles()
+    images = images_by_stem(source / IMAGES_FOLDER, source, left_out)
+    masks = images_by_stem(source / MASKS_FOLDER, source, left_out)
     if not images:
-        raise SourceLayoutError(f"{source / IMAGES_FOLDER}: no *{IMAGE_SUFFIX} images found")
-    jobs = [pair_job(p.stem, "Tr", p, source / MASKS_FOLDER / p.name, "jpeg") for p in images]
-    orphan_masks = sorted({p.stem for p in (source / MASKS_FOLDER).glob("*" + IMAGE_SUFFIX)}
-                          - {p.stem for p in images})
+        raise SourceLayoutError(f"{source / IMAGES_FOLDER}: no images found (NAME.jpg)")
+    # the mask of NAME.jpg is masks/NAME with any image ending; a missing one is named by the worker
+    jobs = [pair_job(name, "Tr", path, masks.get(name, source / MASKS_FOLDER / path.name), "jpeg")
+            for name, path in sorted(images.items())]
+    jobs += [orphan_job(name, "Tr", path, source / IMAGES_FOLDER / f"{name}{IMAGE_SUFFIX}", "mask")
+             for name, path in sorted(masks.items()) if name not in images]
     with atomic_dataset_folder(raw_root, dataset_id, name, overwrite, source) as work:
         make_raw_layout(work, with_test_images=False, with_test_labels=False)
         results, skipped = run_cases(convert_rgb_pair, jobs, work, num_processes, skip_bad, "Kvasir-SEG")
@@ -54,7 +59,6 @@ def convert_kvasir(source_dir: str | Path, dataset_id: int, name: str = "KvasirS
                                   f"({'seeded 5-fold' if five_fold else 'seeded 880/120 train/val'}, seed {seed})")
     notes = [f"split: {'5-fold cross-validation' if five_fold else 'one train/validation fold'} "
              f"({len(splits[0]['train'])} train / {len(splits[0]['val'])} val in fold 0), seed {seed}"]
-    if orphan_masks:
-        notes.append(f"ignored {len(orphan_masks)} mask(s) without an image, e.g. {orphan_masks[0]}{IMAGE_SUFFIX}")
+    notes += left_out.summary() + orientation_notes(results)
     return ConversionSummary(dataset_id, raw_root / dataset_folder_name(dataset_id, name), len(cases), 0,
                              elapsed(), skipped, notes)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from pu_nnunet.datasets.shared.conversion import CaseJob
 from pu_nnunet.datasets.errors import BadCaseError
-from pu_nnunet.datasets.shared.images_2d import (check_same_size, read_binary_jpeg_mask, read_binary_png_mask,
-                                          read_rgb, write_png)
+from pu_nnunet.datasets.shared.images_2d import (check_same_orientation, check_same_size, read_binary_jpeg_mask,
+                                                 read_binary_png_mask, read_rgb, write_png)
+from pu_nnunet.datasets.shared.source_files import is_lossy
 
 PNG = ".png"
 RGB_CHANNEL_NAMES = {0: "R", 1: "G", 2: "B"}
@@ -26,17 +27,19 @@ def pair_job(case_id: str, part: str, image: Path, mask: Path, mask_format: str)
 
 def convert_rgb_pair(job: CaseJob, out_folder: Path) -> dict:
     """Worker: reads and checks both files first, then writes them; returns the mask's foreground
-    pixel count."""
+    pixel count and the EXIF orientation both were turned upright by."""
     image_path, mask_path = job.sources
     if not Path(mask_path).is_file():
         raise BadCaseError(mask_path, f"mask not found for image {image_path}")
+    orientation = check_same_orientation(image_path, [mask_path])
     image = read_rgb(image_path)
-    mask = (read_binary_jpeg_mask(mask_path) if job.extra["mask_format"] == "jpeg"
-            else read_binary_png_mask(mask_path))
+    # a mask stored as JPEG holds compression noise whatever the dataset's usual format
+    lossy = job.extra["mask_format"] == "jpeg" or is_lossy(mask_path)
+    mask = read_binary_jpeg_mask(mask_path) if lossy else read_binary_png_mask(mask_path)
     check_same_size(image, image_path, mask, mask_path)
     write_png(image, out_folder / f"images{job.part}" / f"{job.case_id}_0000{PNG}")
     write_png(mask, out_folder / f"labels{job.part}" / f"{job.case_id}{PNG}")
-    return {"foreground_pixels": int(mask.sum())}
+    return {"foreground_pixels": int(mask.sum()), "exif_orientation": orientation}
 
 
 def write_binary_dataset_json(folder: Path, channel_names: dict, foreground_name: str, num_training: int,

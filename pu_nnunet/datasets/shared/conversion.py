@@ -54,7 +54,10 @@ class ConversionSummary:
 
 def _run_one(worker: Callable[[CaseJob, Path], Any], job: CaseJob, out_folder: Path) -> tuple[str, Any, str | None]:
     # errors travel back as text: the pool would otherwise stop at the first one
+    from pu_nnunet.datasets.shared.source_files import orphan_problem
+
     try:
+        orphan_problem(job)  # an annotation without its image: a bad case for every converter
         return job.case_id, worker(job, out_folder), None
     except DatasetError as error:
         return job.case_id, None, str(error)

@@ -1,0 +1,53 @@
+"""evaluate refuses what it cannot read one way only: a prediction or reference whose sform and
+qform disagree, and a broken symbolic link in either folder (a listing of files would drop the
+case)."""
+
+import json
+
+import nibabel
+import numpy as np
+import pytest
+
+from pu_nnunet.cli import main
+
+
+@pytest.fixture
+def folders(tmp_path, synth):
+    refs, preds = synth.hand_checked_3d()
+    synth.write_cases(tmp_path / "ref", refs, ".nii.gz")
+    synth.write_cases(tmp_path / "pred", preds, ".nii.gz")
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "organ": 1, "lesion": 2},
+                                                       "file_ending": ".nii.gz"}))
+    return tmp_path
+
+
+def evaluate_cli(folders, capsys):
+    code = main(["evaluate", str(folders / "pred"), str(folders / "ref"), "-o", str(folders / "out"),
+                 "--dataset-json", str(folders / "dataset.json"), "--device", "cpu"])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("role", ["pred", "ref"])
+def test_disagreeing_sform_and_qform_are_refused(folders, capsys, role):
+    path = folders / role / "overlap.nii.gz"
+    image = nibabel.load(path)
+    image = nibabel.Nifti1Image(np.asanyarray(image.dataobj), image.affine, image.header)
+    moved = image.affine.copy()
+    moved[1, 3] -= 2.5
+    image.set_qform(moved, code=1)
+    image.set_sform(image.affine, code=1)
+    nibabel.save(image, path)
+    code, err = evaluate_cli(folders, capsys)
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith(f"pu-nnunet evaluate: error: {path}: sform (code 1) and qform (code 1) disagree: the same "
+                          "voxel lies up to 2.5 mm apart"), err
+    assert not (folders / "out").exists()
+
+
+@pytest.mark.parametrize("role", ["pred", "ref"])
+def test_a_broken_link_among_the_files_is_named(folders, capsys, role):
+    link = folders / role / "zz_case.nii.gz"
+    link.symlink_to(folders / "deleted.nii.gz")
+    code, err = evaluate_cli(folders, capsys)
+    assert code == 1 and err == (f"pu-nnunet evaluate: error: {link}: broken symbolic link (its target "
+                                 f"{folders / 'deleted.nii.gz'} does not exist); restore the file or remove the link\n")
