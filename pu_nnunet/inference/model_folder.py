@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from pu_nnunet.inference.errors import PredictionError
+from pu_nnunet.provenance import split_model_folder_name
 from pu_nnunet.user_files import read_user_json
 
 DEFAULT_CHECKPOINT = "checkpoint_final.pth"
@@ -134,9 +135,60 @@ def _check_configuration(configuration, plans_path: Path) -> None:
                               f"spacing {spacing} and conv_op {conv_op or 'unknown'} must all be 2d or all 3d")
 
 
+def _load_checkpoint_lazily(path: Path):
+    """The checkpoint's dict with its tensors memory-mapped, not read (checkpoints are hundreds of
+    MB; only the names are needed here); None when torch cannot read it at all (nnU-Net's own
+    loading then reports it)."""
+    import torch
+
+    for lazily in (True, False):  # mmap needs torch's zip format; older files are read whole
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False, mmap=lazily)
+        except Exception:  # noqa: BLE001 - unpickling a damaged file raises anything
+            continue
+    return None
+
+
+def checkpoint_claims(path: Path) -> dict | None:
+    """What an nnU-Net checkpoint says it is: trainer, plans name, configuration and fold, as
+    nnUNetTrainer.save_checkpoint stores them (``trainer_name``, ``init_args``); None for an
+    unreadable file, a value None where the checkpoint does not store it."""
+    checkpoint = _load_checkpoint_lazily(path)
+    if not isinstance(checkpoint, dict):
+        return None
+    init_args = checkpoint.get("init_args") if isinstance(checkpoint.get("init_args"), dict) else {}
+    plans = init_args.get("plans") if isinstance(init_args.get("plans"), dict) else {}
+    fold = init_args.get("fold")
+    return {"trainer": checkpoint.get("trainer_name"), "plans": plans.get("plans_name"),
+            "configuration": init_args.get("configuration"), "fold": None if fold is None else str(fold)}
+
+
+def check_checkpoint_identity(model: ModelFolder) -> None:
+    """Each fold's checkpoint must be the model its folder's name says: nnU-Net builds the network
+    of the trainer named *in the checkpoint*, so a checkpoint copied in from another model would
+    predict as that other model while every log and record names the folder's."""
+    named = split_model_folder_name(model.path.name)
+    for fold in model.folds:
+        path = model.checkpoint_path(fold)
+        claims = checkpoint_claims(path)
+        if claims is None:
+            continue  # unreadable: nnU-Net's loading below names the problem
+        expected = {"fold": str(fold)}
+        if named is not None:
+            expected.update(trainer=named[0], plans=named[1], configuration=named[2])
+        differing = [f"{field} {claims[field]} (the folder says {value})" for field, value in expected.items()
+                     if claims[field] is not None and claims[field] != value]
+        if differing:
+            raise PredictionError(f"{path}: this checkpoint was written by another model than its folder "
+                                  f"{model.path.name}/fold_{fold} says: checkpoint has {'; '.join(differing)}; "
+                                  "put it into a folder named after its own trainer__plans__configuration")
+
+
 def load_predictor(model: ModelFolder, device, use_mirroring: bool = True):
     """nnU-Net's predictor with the model's network and every chosen fold's weights loaded."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    check_checkpoint_identity(model)
 
     # nnU-Net narrates the CPU fallback and the trainer lookup on stdout: not for our users
     with contextlib.redirect_stdout(io.StringIO()):
