@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         _print_keys(f"initialised by {args.trainer} (not in the source, or a segmentation head, which nnU-Net's "
                     "-pretrained_weights never loads):", result.initialised)
     if result.dropped:
-        _print_keys("dropped (no place for them in the target network):", result.dropped)
+        _print_keys("dropped (no place for them in the target network, or a segmentation head):", result.dropped)
     print(f"wrote {output}; train with: nnUNetv2_train DATASET {args.configuration} FOLD -tr {args.trainer} "
           f"-p {record['plans_name']} -pretrained_weights {output}")
     return 0
