@@ -83,7 +83,12 @@ def find_trainer(name: str) -> type:
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
     from pu_nnunet.inference.model_folder import trainer_lookup_path
+    from pu_nnunet.trainers import pure_trainers
 
+    if name in pure_trainers.__all__:
+        # what nnU-Net's lookup would return, without its walk through every module of its own
+        # trainer folder first (seconds; nnU-Net has no trainer of these names)
+        return getattr(pure_trainers, name)
     try:
         # nnU-Net narrates its search of nnUNet_extTrainer on stdout
         with contextlib.redirect_stdout(io.StringIO()), trainer_lookup_path():
