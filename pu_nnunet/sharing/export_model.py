@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pu_nnunet.user_errors import UserInputError
+from pu_nnunet.sharing.errors import ExportError
 
 # nnU-Net's exporter adds these from every fold folder and fails half-way when one is missing
 FOLD_FILES_NNUNET_EXPORTS = ("progress.png", "validation/summary.json")
@@ -24,10 +24,6 @@ FOLD_FILES_NNUNET_EXPORTS = ("progress.png", "validation/summary.json")
 DATASET_FOLDER_PREFIX = "Dataset"
 _EXPORT_SCRIPT = ("import sys; from nnunetv2.model_sharing.entry_points import export_pretrained_model_entry as e; "
                   "sys.argv[0] = 'nnUNetv2_export_model_to_zip'; e()")
-
-
-class ExportError(UserInputError):
-    """A model folder or output that ``pu-nnunet export-model`` cannot use."""
 
 
 @dataclass(frozen=True)

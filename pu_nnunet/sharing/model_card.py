@@ -14,6 +14,8 @@ from pathlib import Path
 import pu_nnunet
 from pu_nnunet.evaluation.report.markdown import table
 from pu_nnunet.provenance import short_form
+from pu_nnunet.sharing.errors import ExportError
+from pu_nnunet.user_files import read_user_json
 
 CARD_FILE = "README.md"
 # nnU-Net's validation summary (nnunetv2/evaluation/evaluate_predictions.py): mean over labels
@@ -115,9 +117,6 @@ def render_card(*, dataset: str, trainer: str, plans_name: str, configuration: s
 
 def read_summary(path: Path) -> dict | None:
     """nnU-Net's validation summary of one fold, None when absent (nnU-Net writes bare NaN)."""
-    from pu_nnunet.sharing.export_model import ExportError
-    from pu_nnunet.user_files import read_user_json
-
     if not path.is_file():
         return None
     return read_user_json(path, "validation summary", dict, ExportError, allow_nan=True)
