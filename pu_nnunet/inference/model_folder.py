@@ -176,12 +176,13 @@ def check_checkpoint_identity(model: ModelFolder) -> None:
         expected = {"fold": str(fold)}
         if named is not None:
             expected.update(trainer=named[0], plans=named[1], configuration=named[2])
-        differing = [f"{field} {claims[field]} (the folder says {value})" for field, value in expected.items()
-                     if claims[field] is not None and claims[field] != value]
+        differing = [field for field, value in expected.items() if claims[field] not in (None, value)]
         if differing:
-            raise PredictionError(f"{path}: this checkpoint was written by another model than its folder "
-                                  f"{model.path.name}/fold_{fold} says: checkpoint has {'; '.join(differing)}; "
-                                  "put it into a folder named after its own trainer__plans__configuration")
+            raise PredictionError(
+                f"{path}: the checkpoint was written by {', '.join(f'{f} {claims[f]}' for f in differing)} but its "
+                f"folder {model.path.name}/fold_{fold} names {', '.join(f'{f} {expected[f]}' for f in differing)}; "
+                "nnU-Net would build the checkpoint's network: put the checkpoint into a folder named after its own "
+                "trainer__plans__configuration and fold")
 
 
 def load_predictor(model: ModelFolder, device, use_mirroring: bool = True):

@@ -91,7 +91,7 @@ def test_bad_model_folders_are_one_line_errors_and_write_nothing(tmp_path, capsy
         ([str(tmp_path)], "MODEL_DIR must be a trained nnU-Net model folder"),
         ([str(folder), "-f", "1"], "fold_1/checkpoint_final.pth: checkpoint not found"),
         ([str(folder), "--chk", "checkpoint_best.pth"], "no checkpoint in"),
-        ([str(other)], "written by another model than its folder"),
+        ([str(other)], "the checkpoint was written by trainer nnUNetTrainerSomeoneElse"),
         ([str(no_summary)], "validation/summary.json: missing; nnU-Net's export needs it"),
         ([str(loose)], "its parent folder must be the dataset's (DatasetXXX_Name)"),
     ]
