@@ -32,6 +32,8 @@ COMMANDS: dict[str, str] = {
     "export-onnx": "pu_nnunet.inference.cli_export_onnx",
     "demo": "pu_nnunet.demo.cli_demo",
     "study": "pu_nnunet.study.cli_study",
+    "transfer-weights": "pu_nnunet.trainers.cli_transfer_weights",
+    "export-model": "pu_nnunet.sharing.cli_export_model",
 }
 
 

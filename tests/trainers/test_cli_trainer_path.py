@@ -56,3 +56,18 @@ def test_takes_no_arguments(capsys):
 ])
 def test_with_trainer_folder_keeps_the_users_folders_first(current, expected):
     assert with_trainer_folder(current).split(os.pathsep) == expected
+
+
+def test_without_the_package_nnunet_reports_what_to_install():
+    """A Python where pu_nnunet cannot be imported (the variable set, the package not installed):
+    nnU-Net's lookup in the folder stops with one line naming `pip install pu-nnunet`, not with a
+    bare ModuleNotFoundError."""
+    code = ("import sys; sys.modules['pu_nnunet'] = None\n"  # every `import pu_nnunet` now fails
+            "from nnunetv2.utilities.find_class_by_name import recursive_find_python_class\n"
+            f"recursive_find_python_class({EXT_TRAINER_DIR!r}, 'nnUNetTrainerPURe', None, "
+            f"base_folder={EXT_TRAINER_DIR!r}, cleanup_imports_from_base_folder=True)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8")
+    assert done.returncode == 1
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("ImportError: ") and "run `pip install pu-nnunet`" in last_line, done.stderr
+    assert "ModuleNotFoundError" not in done.stderr
