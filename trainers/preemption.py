@@ -3,7 +3,7 @@
 nnU-Net 2.8.1 (the newest release, checked 2026-12) installs no signal handler: SIGTERM kills
 ``nnUNetv2_train`` at once and ``checkpoint_latest.pth`` is only written every ``save_every``
 (50) epochs. :class:`SaveOnSignal` (a mixin in front of ``nnUNetTrainer``) makes SIGUSR1,
-SIGUSR2 (SLURM's ``--signal=...@SECONDS`` warning; submitit uses SIGUSR2) and SIGTERM stop
+SIGUSR2 (SLURM's ``--signal=...@SECONDS`` warning; submitit uses SIGUSR2), SIGTERM and SIGINT stop
 training at the next iteration boundary and write ``checkpoint_latest.pth`` with nnU-Net's own
 ``save_checkpoint`` (network, optimizer, grad scaler, logger, epoch: what ``--c`` loads), then
 exit with :data:`EXIT_SAVED_ON_SIGNAL`.
@@ -33,12 +33,12 @@ import threading
 from contextlib import contextmanager
 from typing import Optional
 
-import torch
-
 # sysexits.h EX_TEMPFAIL ("temporary failure, the user is invited to retry"): distinct from 0,
 # from nnU-Net's errors (1) and from death by a signal (128 + N); study executors requeue on it
 EXIT_SAVED_ON_SIGNAL = 75
-STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+# SIGINT too: Ctrl-C on nnUNetv2_train saves as well; a second Ctrl-C aborts at once (the
+# atomic write keeps the previous checkpoint whole)
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 # the epoch-end checkpoint nnU-Net resumes from (nnUNetv2_train --c loads it first after _final)
 LATEST_CHECKPOINT = "checkpoint_latest.pth"
 
@@ -85,6 +85,8 @@ class SaveOnSignal:
             return
         if self._stop_signal is None:
             self._stop_signal = signum
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt
 
     @contextmanager
     def _stop_signals_handled(self):
@@ -102,6 +104,8 @@ class SaveOnSignal:
     def _stop_requested(self) -> bool:
         asked = self._stop_signal is not None
         if getattr(self, "is_ddp", False):
+            import torch  # here: the module stays cheap to import for the study driver
+
             # every rank must leave the loop at the same iteration, or the others wait forever
             # in the next collective; one tiny all-reduce per iteration
             flag = torch.tensor([1 if asked else 0], device=self.device)
