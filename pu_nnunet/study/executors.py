@@ -3,12 +3,14 @@
 - ``LocalExecutor``: on this machine, one job at a time per device: ``["cpu"]`` runs them one
   after another; ``["cuda:0", "cuda:1"]`` runs two at a time, each process seeing only its GPU
   (CUDA_VISIBLE_DEVICES). Each job is its own process (``python -m pu_nnunet.study.job``).
-- ``SlurmExecutor``: each job is a SLURM job submitted through submitit (partition, time
-  limit, GPUs per job and extra sbatch options passed through); ``backend="local"`` uses
+- ``SlurmExecutor``: the jobs as one SLURM job array submitted through submitit (partition,
+  time limit, GPUs per job, the warning signal, array concurrency and extra sbatch options
+  passed through), requeued after a time limit or a preemption; ``backend="local"`` uses
   submitit's LocalExecutor, the same job machinery without a cluster.
 
 Both run the same function, :func:`pu_nnunet.study.steps.run_job`, which records the job's
-state; an executor only reports which jobs failed.
+state; an executor runs a job that failed for real again until it has failed ``max_attempts``
+times, and reports which jobs failed.
 """
 
 from __future__ import annotations

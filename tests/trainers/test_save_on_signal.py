@@ -154,3 +154,13 @@ def test_an_atomic_checkpoint_survives_sigkill_while_writing(tmp_path):
     atomic_torch_save(lambda name: torch.save({"weights": torch.ones(2)}, name), str(path))
     assert torch.equal(torch.load(path)["weights"], torch.ones(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_latest.pth", "ready"]
+
+
+@pytest.mark.slow
+def test_ddp_ranks_stop_at_the_same_iteration_when_one_is_signalled(tmp_path):
+    result = subprocess.run([sys.executable, str(HERE / "ddp_stop_agreement.py"), str(tmp_path)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["stopped_at"] for r in ranks] == [3, 3]  # the iteration rank 1 was signalled before
+    assert ranks[0]["own_signal"] is None and ranks[1]["own_signal"] == signal.SIGUSR1
