@@ -132,6 +132,10 @@ def prepare_dataset(study: Study) -> str:
         log.info("synthetic CT dataset: reusing %s", raw)
     if not (raw / "dataset.json").is_file():
         raise StudyError(f"{raw / 'dataset.json'} not found: convert the dataset first (pu-nnunet convert)")
+    for split in (study.preprocessed_dataset() / SPLITS_FILE, raw / SPLITS_FILE):
+        if split.is_file():  # the folds against the split already there, before preprocessing
+            check_folds(study, split)
+            break
     plan_and_preprocess(study, env, logs)
     install_split(study)
     return held_out_mode(study)
@@ -190,10 +194,19 @@ def install_split(study: Study) -> None:
             log.info("installed the dataset's %s", SPLITS_FILE)
         else:
             _write_nnunet_split(study, target)
-    splits = json.loads(target.read_text())
+    check_folds(study, target)
+
+
+def check_folds(study: Study, split: Path) -> None:
+    try:
+        splits = json.loads(split.read_text())
+    except ValueError as error:
+        raise StudyError(f"{split} is not valid JSON: {error}") from None
+    if not isinstance(splits, list):
+        raise StudyError(f"{split} is not a list of folds (nnU-Net's splits_final.json)")
     missing = [fold for fold in study.folds if fold >= len(splits)]
     if missing:
-        raise StudyError(f"{target} has {len(splits)} folds; the study asks for fold(s) {missing}")
+        raise StudyError(f"{split} has {len(splits)} folds; the study asks for fold(s) {missing}")
 
 
 def _write_nnunet_split(study: Study, target: Path) -> None:
