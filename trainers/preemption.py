@@ -39,6 +39,8 @@ EXIT_SAVED_ON_SIGNAL = 75
 # SIGINT too: Ctrl-C on nnUNetv2_train saves as well; a second Ctrl-C aborts at once (the
 # atomic write keeps the previous checkpoint whole)
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
+# how long to wait for a killed data-augmentation worker to be reaped
+WORKER_JOIN_S = 5
 # the epoch-end checkpoint nnU-Net resumes from (nnUNetv2_train --c loads it first after _final)
 LATEST_CHECKPOINT = "checkpoint_latest.pth"
 
@@ -77,9 +79,11 @@ class SaveOnSignal:
     # --- the signal handler: only records the signal (safe at any point, also while saving) ---
     def _on_stop_signal(self, signum, frame) -> None:
         if os.getpid() != self._handler_owner_pid:
-            # a forked data-augmentation worker inherited the handler: keep the default
-            # behaviour there (multiprocessing stops its workers with SIGTERM at exit)
-            if signum == signal.SIGTERM:
+            # a forked data-augmentation worker inherited the handler. A scheduler signals every
+            # process of the job at once: the worker must outlive the training's last iteration
+            # (the training process stops its workers after saving), but not its training
+            # process: an orphaned worker keeps the default behaviour
+            if signum in (signal.SIGTERM, signal.SIGINT) and os.getppid() != self._handler_owner_pid:
                 signal.signal(signum, signal.SIG_DFL)
                 os.kill(os.getpid(), signum)
             return
@@ -97,7 +101,13 @@ class SaveOnSignal:
         previous = {signum: signal.signal(signum, self._on_stop_signal) for signum in STOP_SIGNALS}
         try:
             yield
-        finally:
+        except SystemExit:
+            # stopping after the save: more signals of a burst (a scheduler, a user pressing
+            # Ctrl-C twice) must not kill the process on its way out and replace exit code 75
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
+            raise
+        else:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
@@ -141,7 +151,22 @@ class SaveOnSignal:
                 super().run_training()
             except TrainingStopped as stopped:
                 self._save_stopped_epoch(str(stopped))
+                self._stop_data_workers()
                 sys.exit(EXIT_SAVED_ON_SIGNAL)
+
+    def _stop_data_workers(self) -> None:
+        """Ends nnU-Net's data-augmentation worker processes (they ignore the stop signals while
+        this process lives, see _on_stop_signal); they hold nothing to save."""
+        for loader in (getattr(self, "dataloader_train", None), getattr(self, "dataloader_val", None)):
+            processes = list(getattr(loader, "_processes", None) or [])
+            if hasattr(loader, "_finish"):
+                # batchgenerators' own shutdown (as nnU-Net's on_train_end): the workers see its
+                # abort event and exit, its result thread ends without "workers no longer alive"
+                loader._finish(timeout=WORKER_JOIN_S)
+            for process in processes:
+                if process.is_alive():
+                    process.kill()
+                    process.join(timeout=WORKER_JOIN_S)
 
     def _save_stopped_epoch(self, where: str) -> None:
         from batchgenerators.utilities.file_and_folder_operations import join
