@@ -8,7 +8,7 @@ at the next iteration and stop, and the job is recorded as interrupted, to be re
 
 On SLURM, submitit catches the warning signal (``--signal=USR2@S``: S seconds before the time
 limit, or on preemption) and calls :meth:`StudyJob.checkpoint`: the running nnU-Net command gets
-SIGTERM and saves, the job is recorded as queued (one preemption more), and submitit requeues it;
+SIGTERM and saves, submitit requeues it, and the job is recorded as queued (one preemption more);
 the requeued job resumes the training with ``--c``.
 """
 
@@ -20,10 +20,9 @@ import signal
 import sys
 import time
 
-from pu_nnunet.study.jobs import QUEUED, count
 from pu_nnunet.study.logs import configure_logging
 from pu_nnunet.study.nnunet_commands import STOP_GRACE_S, StoppedOnSignal, stop_running_command
-from pu_nnunet.study.steps import REQUEUE, SUBMITIT_JOB, Interrupted, find_job, run_job
+from pu_nnunet.study.steps import REQUEUE, SUBMITIT_JOB, Interrupted, run_job
 
 EXIT_INTERRUPTED = 143
 # the prefix of the job's progress lines ("pu-nnunet demo" when the demo runs it)
@@ -60,19 +59,14 @@ class StudyJob:
             raise
 
     def checkpoint(self, study_dir: str, job_name: str, device: str):
+        """Called by submitit's signal handler: stops the training (which saves) and hands
+        submitit the same call to requeue. The job's state is recorded by run_job on its way
+        out (not here: the interrupted code may hold the state's lock)."""
         from submitit.helpers import DelayedSubmission
-
-        from pu_nnunet.study.jobs import epoch_reached, run_folder
-        from pu_nnunet.study.spec import load_study
 
         REQUEUE.set()
         code = stop_running_command(signal.SIGTERM)
-        study = load_study(study_dir)
-        job = find_job(study, job_name)
-        train_log = run_folder(study.study_dir, job) / "train.log"
-        state = count(study.study_dir, job, "preemptions", state=QUEUED, epoch=epoch_reached(train_log))
-        log.info("%s: stopped by the scheduler's signal in epoch %s (nnU-Net exit %s); requeued (preemption %d)",
-                 job_name, state.get("epoch"), code, state["preemptions"])
+        log.info("%s: the scheduler's warning signal; the running command stopped (exit %s)", job_name, code)
         return DelayedSubmission(self, study_dir, job_name, device)
 
 

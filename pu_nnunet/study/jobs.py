@@ -81,6 +81,7 @@ def update_state(study_dir: Path, job: Job, change) -> dict[str, Any]:
     process both record into the state, possibly at the same moment."""
     path = state_path(study_dir, job)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # (never called from a signal handler: the code it interrupted may hold the lock)
     with open(path.with_name(f".{path.name}.lock"), "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 from pu_nnunet.study.cpu_plans import CPU_PLANS, SOURCE_PLANS, write_cpu_plans
 from pu_nnunet.study.errors import StudyError
-from pu_nnunet.study.jobs import (INTERRUPTED_ERROR, Job, count, epoch_reached, mark_finished, mark_started,
+from pu_nnunet.study.jobs import (INTERRUPTED_ERROR, QUEUED, Job, count, epoch_reached, mark_finished, mark_started,
                                   relative_to_study, run_folder)
 from pu_nnunet.study.nnunet_commands import StoppedOnSignal, nnunet_environment, run_logged
 from pu_nnunet.study.spec import Study, load_study
@@ -333,7 +333,11 @@ def run_job(study_dir: str | Path, job_name: str, device: str) -> dict[str, Any]
         evaluation = evaluate_job(study, job, device, held_out, predictions, folder / "evaluation")
     except BaseException as error:
         if REQUEUE.is_set() or (isinstance(error, StoppedOnSignal) and SUBMITIT_JOB.is_set()):
-            raise  # stopped for a requeue: the job records itself as queued (job.StudyJob.checkpoint)
+            # stopped by the scheduler's signal: submitit requeues the job (job.StudyJob)
+            state = count(study.study_dir, job, "preemptions", state=QUEUED, epoch=epoch_reached(train_log))
+            log.info("%s: stopped by the scheduler's signal in epoch %s; requeued (preemption %d)", job.name,
+                     state.get("epoch"), state["preemptions"])
+            raise
         if isinstance(error, StoppedOnSignal):  # the trainer got a stop signal directly and saved
             count(study.study_dir, job, "preemptions")
         interrupted = isinstance(error, (Interrupted, KeyboardInterrupt, StoppedOnSignal))
