@@ -174,7 +174,8 @@ def make_executor(args: argparse.Namespace, executor_settings: dict):
 
 def format_status(study) -> str:
     from pu_nnunet.study.errors import StudyError
-    from pu_nnunet.study.jobs import DONE, RUNNING, epoch_reached, finished_metrics, in_study, job_states, run_in_progress
+    from pu_nnunet.study.jobs import (DONE, RUNNING, epoch_reached, finished_metrics, in_study, job_states,
+                                      run_in_progress)
     from pu_nnunet.study.report import short_name
     from pu_nnunet.evaluation.report.markdown import table
 
