@@ -56,12 +56,13 @@ def atomic_torch_save(save, filename: str) -> None:
     resumed run) see the old file or the complete new one, never half a file."""
     folder, name = os.path.split(filename)
     partial = os.path.join(folder, f".{name}.{os.getpid()}.partial")
-    for stale in glob.glob(os.path.join(glob.escape(folder or "."), f".{glob.escape(name)}.*.partial")):
-        os.remove(stale)  # left by a writer killed mid-write (SIGKILL runs no cleanup)
     try:
         save(partial)
         if not os.path.isfile(partial):  # not rank 0, or checkpointing disabled: nothing written
             return
+        for stale in glob.glob(os.path.join(glob.escape(folder or "."), f".{glob.escape(name)}.*.partial")):
+            if stale != partial:
+                os.remove(stale)  # left by a writer killed mid-write (SIGKILL runs no cleanup)
         with open(partial, "rb") as handle:
             os.fsync(handle.fileno())  # on disk before the rename makes it the checkpoint
         os.replace(partial, filename)
