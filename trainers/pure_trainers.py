@@ -19,6 +19,7 @@ from torch import nn
 from pu_nnunet.architectures import DEFAULT_PLACEMENT, PUResidualEncoderUNet
 from pu_nnunet.product_units import LOG_INPUT_CLIP, LOG_OUTPUT_CLIP
 from pu_nnunet.trainers.plans_to_network import residual_unet_kwargs
+from pu_nnunet.trainers.preemption import SaveOnSignal
 
 __all__ = ["nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline", "nnUNetTrainerPURe_AllStages",
            "nnUNetTrainerPURe_HighResStages", "nnUNetTrainerPURe_Unstabilised", "nnUNetTrainerPURe_tiny",
@@ -30,8 +31,10 @@ __all__ = ["nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline", "nnUNetTrainerPURe_
 CPU_THREADS_VARIABLE = "PU_NNUNET_CPU_THREADS"
 
 
-class nnUNetTrainerPURe(nnUNetTrainer):
-    """Stable PU residual blocks in the deepest half of the encoder (PU-UNet's placement)."""
+class nnUNetTrainerPURe(SaveOnSignal, nnUNetTrainer):
+    """Stable PU residual blocks in the deepest half of the encoder (PU-UNet's placement).
+
+    SaveOnSignal: SIGUSR1/SIGUSR2/SIGTERM save checkpoint_latest.pth and exit 75 (trainers/preemption.py)."""
 
     pu_stages = DEFAULT_PLACEMENT
     pu_positivity = "softplus"

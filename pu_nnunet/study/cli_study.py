@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from pathlib import Path
+
+from pu_nnunet.study.logs import configure_logging
 
 HELP = ("run a study: several trainers (default PURe and its baseline) over folds and repeats through "
         "nnU-Net's own commands, on the CPU, several GPUs or SLURM, with a paired-statistics report")
@@ -72,6 +73,15 @@ def _add_executor_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cpus-per-job", type=int, metavar="N", help="slurm: CPUs per job")
     group.add_argument("--sbatch", nargs="+", default=[], metavar="KEY=VALUE",
                        help="slurm: extra sbatch options, e.g. --sbatch account=myproj qos=normal constraint=a100")
+    group.add_argument("--signal-delay", type=int, metavar="S",
+                       help="slurm: the warning signal (SIGUSR2) comes S seconds before the time limit; the "
+                            "training saves its checkpoint and the job is requeued (default 120)")
+    group.add_argument("--max-concurrent", type=int, metavar="N",
+                       help="slurm: at most N jobs of the study's job array run at once (default: SLURM's "
+                            "limit); with --slurm-backend local, default 1")
+    group.add_argument("--max-attempts", type=int, metavar="N",
+                       help="a job that fails N times (an error, not a time limit or preemption) is not run "
+                            "again (default 3)")
     group.add_argument("--slurm-backend", choices=("slurm", "local"), default="slurm",
                        help="local: submitit's LocalExecutor runs the jobs on this machine through the same "
                             "machinery (try the slurm path without a cluster)")
@@ -133,14 +143,17 @@ def resolve_study(args: argparse.Namespace):
 
 def make_executor(args: argparse.Namespace, executor_settings: dict):
     from pu_nnunet.study.errors import StudyError
-    from pu_nnunet.study.executors import LocalExecutor, SlurmExecutor, parse_devices
+    from pu_nnunet.study.executors import (DEFAULT_MAX_ATTEMPTS, DEFAULT_SIGNAL_DELAY_S, LocalExecutor,
+                                           SlurmExecutor, parse_devices)
 
     settings = dict(executor_settings)
     kind = args.executor or settings.pop("kind", "local")
     settings.pop("kind", None)
+    pick = lambda flag, key, default: flag if flag is not None else settings.get(key, default)  # noqa: E731
+    max_attempts = pick(args.max_attempts, "max_attempts", DEFAULT_MAX_ATTEMPTS)
     if kind == "local":
         return LocalExecutor(parse_devices(args.devices or settings.get("devices")),
-                             cpu_threads=args.cpu_threads if args.cpu_threads is not None else settings.get("cpu_threads"))
+                             cpu_threads=pick(args.cpu_threads, "cpu_threads", None), max_attempts=max_attempts)
     if kind != "slurm":
         raise StudyError(f"executor must be 'local' or 'slurm', got {kind!r}")
     sbatch = dict(settings.get("sbatch", {}))
@@ -149,28 +162,20 @@ def make_executor(args: argparse.Namespace, executor_settings: dict):
         if not sep or not key:
             raise StudyError(f"--sbatch takes KEY=VALUE, got {item!r}")
         sbatch[key.strip().lstrip("-")] = value
-    pick = lambda flag, key, default: flag if flag is not None else settings.get(key, default)  # noqa: E731
     return SlurmExecutor(partition=pick(args.partition, "partition", None),
                          time_limit_min=pick(args.time_limit, "time_limit", 24 * 60),
                          gpus_per_job=pick(args.gpus_per_job, "gpus_per_job", 1),
                          cpus_per_job=pick(args.cpus_per_job, "cpus_per_job", None), sbatch=sbatch,
+                         max_concurrent=pick(args.max_concurrent, "max_concurrent", None),
+                         signal_delay_s=pick(args.signal_delay, "signal_delay", DEFAULT_SIGNAL_DELAY_S),
+                         max_attempts=max_attempts,
                          backend=args.slurm_backend if args.slurm_backend != "slurm" else settings.get("backend", "slurm"))
-
-
-def configure_logging(prefix: str) -> None:
-    """The command line shows the study's progress; a library user configures logging instead."""
-    logger = logging.getLogger("pu_nnunet.study")
-    if not any(getattr(h, "_pu_nnunet", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter(f"[{prefix}] %(message)s"))
-        handler._pu_nnunet = True
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
 
 
 def format_status(study) -> str:
     from pu_nnunet.study.errors import StudyError
-    from pu_nnunet.study.jobs import RUNNING, job_states, run_in_progress
+    from pu_nnunet.study.jobs import (DONE, RUNNING, epoch_reached, finished_metrics, in_study, job_states,
+                                      run_in_progress)
     from pu_nnunet.study.report import short_name
     from pu_nnunet.evaluation.report.markdown import table
 
@@ -178,17 +183,25 @@ def format_status(study) -> str:
     rows, counts = [], {}
     for job, state in job_states(study):
         shown = state["state"]
-        if shown == RUNNING and not active:
+        if shown == RUNNING and not active and state.get("executor") != "slurm":
             shown = "interrupted"  # no run holds the study: the process that ran it is gone
+        if shown == DONE and finished_metrics(study.study_dir, job, state) is None:
+            shown = "evaluation missing"  # what the report says too: not a finished run
+        log_path = in_study(study.study_dir, state.get("log"))
         counts[shown] = counts.get(shown, 0) + 1
         duration = state.get("duration_s")
         if shown == RUNNING and state.get("started"):
             duration = round(time.time() - state["started"], 1)
         dice = state.get("foreground_dice")
+        # the epoch nnU-Net reached: live from the training log while it runs
+        epoch = epoch_reached(log_path) if shown == RUNNING else state.get("epoch")
         rows.append((short_name(job.trainer), str(job.fold), str(job.repeat), shown, str(state.get("attempts", 0)),
+                     str(state.get("preemptions", 0)), "-" if epoch is None else str(epoch),
+                     state.get("submitted_job_id") or "-",
                      "-" if duration is None else f"{duration:.0f} s", "-" if dice is None else f"{dice:.3f}",
-                     state.get("log") or "-"))
-    header = ("trainer", "fold", "repeat", "state", "attempts", "duration", "Dice fg", "log")
+                     str(log_path) if log_path else "-"))
+    header = ("trainer", "fold", "repeat", "state", "attempts", "preempted", "epoch", "job id", "duration",
+              "Dice fg", "log")
     try:
         dataset = study.dataset_folder_name()
     except StudyError:  # status works on a copied study folder without the raw data

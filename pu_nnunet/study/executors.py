@@ -3,12 +3,14 @@
 - ``LocalExecutor``: on this machine, one job at a time per device: ``["cpu"]`` runs them one
   after another; ``["cuda:0", "cuda:1"]`` runs two at a time, each process seeing only its GPU
   (CUDA_VISIBLE_DEVICES). Each job is its own process (``python -m pu_nnunet.study.job``).
-- ``SlurmExecutor``: each job is a SLURM job submitted through submitit (partition, time
-  limit, GPUs per job and extra sbatch options passed through); ``backend="local"`` uses
+- ``SlurmExecutor``: the jobs as one SLURM job array submitted through submitit (partition,
+  time limit, GPUs per job, the warning signal, array concurrency and extra sbatch options
+  passed through), requeued after a time limit or a preemption; ``backend="local"`` uses
   submitit's LocalExecutor, the same job machinery without a cluster.
 
 Both run the same function, :func:`pu_nnunet.study.steps.run_job`, which records the job's
-state; an executor only reports which jobs failed.
+state; an executor runs a job that failed for real again until it has failed ``max_attempts``
+times, and reports which jobs failed.
 """
 
 from __future__ import annotations
@@ -20,17 +22,23 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import Optional
 
 from pu_nnunet.study.errors import StudyError
-from pu_nnunet.study.jobs import FAILED, Job, mark_finished, read_state, run_folder, write_state
+from pu_nnunet.study.jobs import Job, in_study, read_state, run_folder
+from pu_nnunet.study.nnunet_commands import STOP_GRACE_S
+from pu_nnunet.study.slurm_executor import (  # noqa: F401  (SlurmExecutor: one import place for both)
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_SIGNAL_DELAY_S, SlurmExecutor, check_max_attempts)
 from pu_nnunet.study.spec import Study
 
 log = logging.getLogger("pu_nnunet.study")
 
-# how long an interrupted job process gets to stop its nnU-Net command and record its state
-STOP_GRACE_S = 60
+# pu_nnunet.study.job's exit status of an interrupted job (not a failure)
+EXIT_INTERRUPTED = 143
+
+# how long an interrupted job process gets to stop its nnU-Net command (which saves its
+# checkpoint within nnunet_commands.STOP_GRACE_S) and record its state
+JOB_STOP_GRACE_S = STOP_GRACE_S + 30
 
 
 def parse_devices(values: Optional[list[str]]) -> list[str]:
@@ -56,9 +64,12 @@ def parse_devices(values: Optional[list[str]]) -> list[str]:
 
 
 class LocalExecutor:
-    def __init__(self, devices: list[str], echo: Optional[bool] = None, cpu_threads: Optional[int] = None):
+    def __init__(self, devices: list[str], echo: Optional[bool] = None, cpu_threads: Optional[int] = None,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS):
         if cpu_threads is not None and cpu_threads < 1:
             raise StudyError(f"--cpu-threads must be at least 1, got {cpu_threads}")
+        check_max_attempts(max_attempts)
+        self.max_attempts = max_attempts
         self.devices = devices
         self.cpu_threads = cpu_threads
         # echo: each job's own output (nnU-Net's epochs) goes to this terminal; default with one
@@ -106,10 +117,15 @@ class LocalExecutor:
             with self.lock:
                 self.running.pop(job.name, None)
             if code != 0 and not self.stopping:
-                failed.append(job.name)
                 state = read_state(study.study_dir, job)
                 log.warning("job %s failed (exit %d): %s; log %s", job.name, code, state.get("error"),
-                            state.get("log"))
+                            in_study(study.study_dir, state.get("log")))
+                if state.get("failures", 0) < self.max_attempts and code != EXIT_INTERRUPTED:
+                    log.info("job %s: failure %d of at most %d; running it again", job.name,
+                             state.get("failures", 0), self.max_attempts)
+                    todo.put(job)
+                else:
+                    failed.append(job.name)
 
     def run(self, study: Study, jobs: list[Job]) -> list[str]:
         """Runs the jobs; returns the names of those that failed. Interrupted (SIGTERM/SIGINT in
@@ -136,76 +152,19 @@ class LocalExecutor:
             self.stopping = True
             procs = list(self.running.values())
         for proc in procs:
+            # the job process only: it forwards SIGTERM to nnU-Net's main process, which saves;
+            # the whole group would also stop nnU-Net's data-augmentation workers under it
             try:
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.kill(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 continue
         for proc in procs:
             try:
-                proc.wait(timeout=STOP_GRACE_S)
+                proc.wait(timeout=JOB_STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-
-
-class SlurmExecutor:
-    def __init__(self, partition: Optional[str] = None, time_limit_min: int = 24 * 60, gpus_per_job: int = 1,
-                 cpus_per_job: Optional[int] = None, sbatch: Optional[dict] = None, backend: str = "slurm"):
-        if backend not in ("slurm", "local"):
-            raise StudyError(f"SLURM backend must be 'slurm' or 'local', got {backend!r}")
-        if time_limit_min < 1:
-            raise StudyError(f"--time-limit must be at least 1 minute, got {time_limit_min}")
-        if gpus_per_job < 0:
-            raise StudyError(f"--gpus-per-job must be 0 or more, got {gpus_per_job}")
-        self.partition, self.time_limit_min, self.gpus_per_job = partition, time_limit_min, gpus_per_job
-        self.cpus_per_job, self.sbatch, self.backend = cpus_per_job, dict(sbatch or {}), backend
-
-    def _executor(self, study: Study):
-        try:
-            import submitit
-        except ModuleNotFoundError:
-            raise StudyError("the slurm executor needs submitit: pip install 'pu-nnunet[slurm]'") from None
-        executor = submitit.AutoExecutor(folder=study.study_dir / "slurm" / "%j",
-                                         cluster=None if self.backend == "slurm" else "local")
-        parameters = dict(name="pu-nnunet-study", timeout_min=self.time_limit_min, gpus_per_node=self.gpus_per_job,
-                          tasks_per_node=1, nodes=1)
-        if self.cpus_per_job:
-            parameters["cpus_per_task"] = self.cpus_per_job
-        if self.backend == "slurm":
-            if self.partition:
-                parameters["slurm_partition"] = self.partition
-            if self.sbatch:
-                parameters["slurm_additional_parameters"] = self.sbatch
-        executor.update_parameters(**parameters)
-        return executor
-
-    def run(self, study: Study, jobs: list[Job]) -> list[str]:
-        from pu_nnunet.study.job import run_job_with_progress
-
-        executor = self._executor(study)
-        device = "cuda" if self.gpus_per_job > 0 else "cpu"
-        submitted = []
-        for job in jobs:
-            handle = executor.submit(run_job_with_progress, str(study.study_dir), job.name, device)
-            write_state(study.study_dir, job, submitted_job_id=str(handle.job_id), executor="slurm")
-            log.info("job %s submitted as %s job %s", job.name, self.backend, handle.job_id)
-            submitted.append((job, handle))
-        failed = []
-        try:
-            for job, handle in submitted:
-                try:
-                    handle.result()
-                except Exception as error:  # the job's own failure is in its state already
-                    failed.append(job.name)
-                    state = read_state(study.study_dir, job)
-                    if state.get("state") != FAILED:  # killed by the scheduler (time limit, node failure)
-                        mark_finished(study.study_dir, job, error=f"{type(error).__name__}: {error}"[-2000:])
-                    log.warning("job %s failed: %s; logs %s", job.name, read_state(study.study_dir, job).get("error"),
-                                Path(handle.paths.stdout).parent)
-        except BaseException:
-            # stopping `study run` cancels its jobs; their checkpoints stay for the next run
-            for job, handle in submitted:
-                if not handle.done():
-                    handle.cancel(check=False)
-            raise
-        return failed
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # anything the job left behind in its group
+            except (ProcessLookupError, PermissionError):
+                pass

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +24,11 @@ NNUNET_FOLDER_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"
 
 class StepFailed(RuntimeError):
     """An nnU-Net command of a study exited with an error; the message names its log file."""
+
+
+class StoppedOnSignal(Exception):
+    """nnUNetv2_train saved checkpoint_latest.pth on a signal and stopped (not a failure: the
+    job resumes from it)."""
 
 
 def nnunet_environment(workdir: Path) -> dict:
@@ -47,41 +54,86 @@ def console_script(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
+# the main thread's wait for a command, in slices (signal handlers run between them)
+WAIT_TICK_S = 1.0
+# the command running now (one per job process) and the event set once it has exited: a
+# scheduler's warning signal is forwarded to it
+_running: Optional[tuple[subprocess.Popen, threading.Event]] = None
+# how long a stopped command gets to write its checkpoint and exit (a large 3D network's
+# checkpoint takes seconds; SLURM's KillWait after the time limit is 30 s by default)
+STOP_GRACE_S = 90
+
+
+def stop_running_command(signum: int = signal.SIGTERM, grace_s: float = STOP_GRACE_S) -> Optional[int]:
+    """Sends ``signum`` to the running nnU-Net command and waits for it to exit (this package's
+    trainers save ``checkpoint_latest.pth`` and exit with EXIT_SAVED_ON_SIGNAL); killed after
+    ``grace_s``. Returns its exit code, None when no command was running. Safe in a signal
+    handler: it waits on an event, never in Popen.wait (whose lock the interrupted code may hold)."""
+    running = _running
+    if running is None:
+        return None
+    proc, exited = running
+    if not exited.is_set():
+        proc.send_signal(signum)
+        if not exited.wait(grace_s):
+            proc.kill()
+            exited.wait()
+    return proc.returncode
+
+
 def run_logged(command: list[str], env: dict, log_path: Path, description: str,
                progress_pattern: Optional[str] = None, progress_total: Optional[int] = None) -> str:
     """Runs a command, writing everything it prints to log_path; a tqdm bar advances on each
-    output line matching progress_pattern. Returns the output; raises StepFailed on failure."""
+    output line matching progress_pattern. Returns the output; raises StepFailed on failure and
+    StoppedOnSignal when a trainer saved its checkpoint on a signal and stopped."""
+    global _running
+    from pu_nnunet.trainers.preemption import EXIT_SAVED_ON_SIGNAL
+
     log_path.parent.mkdir(parents=True, exist_ok=True)
     pattern = re.compile(progress_pattern) if progress_pattern else None
-    lines = []
+    lines: list[str] = []
     bar = tqdm(total=progress_total, desc=description, unit="step" if pattern else "line", leave=True,
                disable=None)
+    exited = threading.Event()
     # appended, line-buffered: the log keeps every attempt of a step and is readable while it runs
     with open(log_path, "a", buffering=1) as log:
         log.write("$ " + " ".join(command) + "\n")
         proc = subprocess.Popen([console_script(command[0]), *command[1:]], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-        try:
-            for line in proc.stdout:
-                log.write(line)
-                lines.append(line)
-                if pattern is None or pattern.search(line):
-                    bar.update(1)
-            returncode = proc.wait()
-        except BaseException:
-            # interrupted (SIGTERM, Ctrl-C): stop the command too, so nothing keeps writing
-            # into the folders a resumed run will use
-            proc.terminate()
+
+        def follow() -> None:
+            # a thread reads the output and reaps the command, so the main thread only waits
+            # on an event and stays free for signal handlers (which may wait for the command)
             try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                for line in proc.stdout:
+                    log.write(line)
+                    lines.append(line)
+                    if pattern is None or pattern.search(line):
+                        bar.update(1)
+            finally:
                 proc.wait()
+                exited.set()
+
+        _running = (proc, exited)
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+        try:
+            while not exited.wait(WAIT_TICK_S):
+                pass
+        except BaseException:
+            # interrupted (SIGTERM, Ctrl-C): stop the command too, so nothing keeps writing into
+            # the folders a resumed run will use (a trainer of this package saves first)
+            stop_running_command()
             log.write("\n[interrupted: the command was stopped]\n")
             raise
         finally:
+            _running = None
+            follower.join(timeout=5)
             proc.stdout.close()  # else a ResourceWarning reaches the user as "unclosed file"
             bar.close()
+    returncode = proc.returncode
+    if returncode == EXIT_SAVED_ON_SIGNAL:
+        raise StoppedOnSignal(f"{description}: stopped by a signal after saving its checkpoint; log: {log_path}")
     if returncode != 0:
         tail = "".join(lines[-15:])
         raise StepFailed(f"{description} failed (exit code {returncode}); full log: {log_path}\n{tail}")

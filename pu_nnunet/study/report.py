@@ -26,7 +26,7 @@ from pu_nnunet.evaluation.report.markdown import number, p_value, table
 from pu_nnunet.provenance import RUN_RECORD_FILE, run_record, short_form
 from pu_nnunet.study import run_level
 from pu_nnunet.study.protocol_section import mean_sd as _pm, protocol_section, published_fpr_section
-from pu_nnunet.study.jobs import DONE, Job, job_states
+from pu_nnunet.study.jobs import DONE, Job, finished_metrics, job_states
 from pu_nnunet.study.spec import Study, write_atomic_json
 
 REPORT_FILE, SUMMARY_FILE, PLOTS_DIR, COMPARISONS_DIR = "report.md", "summary.json", "plots", "comparisons"
@@ -50,12 +50,13 @@ def _spread(values: list[Optional[float]]) -> dict[str, Any]:
 def _finished_runs(study: Study) -> tuple[dict[Job, dict], dict[Job, dict], list[str]]:
     evaluations, states, missing = {}, {}, []
     for job, state in job_states(study):
-        metrics = Path(state.get("evaluation") or "") / "metrics.json"
-        if state["state"] == DONE and metrics.is_file():
+        metrics = finished_metrics(study.study_dir, job, state)
+        if metrics is not None:
             evaluations[job] = json.loads(metrics.read_text())
-            states[job] = state
+            states[job] = {**state, "evaluation": str(metrics.parent)}
         else:
-            missing.append(f"{job.name} ({state['state']})")
+            shown = "evaluation missing" if state["state"] == DONE else state["state"]
+            missing.append(f"{job.name} ({shown})")
     return evaluations, states, missing
 
 

@@ -1,7 +1,8 @@
 """``study run`` as a library call: prepare the dataset, run every unfinished job, write the report.
 
 Re-running skips finished jobs, resumes interrupted ones (nnU-Net's ``--c`` from their
-``checkpoint_latest.pth``) and retries failed ones. Progress goes to the ``pu_nnunet.study``
+``checkpoint_latest.pth``), waits for SLURM jobs still queued or running, and retries failed ones
+until they have failed ``--max-attempts`` times. Progress goes to the ``pu_nnunet.study``
 logger (silence it with ``logging.getLogger("pu_nnunet.study").setLevel(logging.WARNING)``).
 """
 
@@ -13,7 +14,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from pu_nnunet.study.jobs import DONE, FAILED, RUNNING, RunLock, job_states
+from pu_nnunet.study.executors import DEFAULT_MAX_ATTEMPTS
+from pu_nnunet.study.jobs import DONE, FAILED, QUEUED, RUNNING, RunLock, job_states
 from pu_nnunet.study.spec import Study
 from pu_nnunet.study.steps import Interrupted, check_trainers, prepare_dataset
 
@@ -49,17 +51,23 @@ def run_study(study: Study, executor, report: bool = True) -> StudyOutcome:
         with RunLock(study.study_dir):
             check_trainers(study)
             prepare_dataset(study)
-            todo = []
+            todo, exhausted = [], []
+            max_attempts = getattr(executor, "max_attempts", DEFAULT_MAX_ATTEMPTS)
             for job, state in job_states(study):
                 if state["state"] == DONE:
                     log.info("job %s: done before (%s s), skipped", job.name, state.get("duration_s"))
                     continue
-                if state["state"] == RUNNING:
-                    log.info("job %s: was cut off while running; resuming it", job.name)
+                if state["state"] == FAILED and state.get("failures", 0) >= max_attempts:
+                    log.warning("job %s: failed %d times (%s); not retried (raise --max-attempts to retry it)",
+                                job.name, state["failures"], (state.get("error") or "").splitlines()[0][:200])
+                    exhausted.append(job.name)
+                    continue
+                if state["state"] in (RUNNING, QUEUED):
+                    log.info("job %s: was %s when the last run stopped; resuming it", job.name, state["state"])
                 elif state["state"] == FAILED:
                     log.info("job %s: failed before (%s); retrying", job.name, state.get("error"))
                 todo.append(job)
-            failed = executor.run(study, todo) if todo else []
+            failed = (executor.run(study, todo) if todo else []) + exhausted
             outcome = StudyOutcome(failed=failed)
             outcome.done = [job.name for job, state in job_states(study) if state["state"] == DONE]
             if report:

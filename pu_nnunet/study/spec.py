@@ -144,9 +144,24 @@ def load_study(study_dir: str | Path) -> Study:
         study = Study(**content)
     except TypeError as error:
         raise StudyError(f"{path}: {error}") from None
-    # a study folder that was moved or shared keeps working: its own parts follow the folder
-    study.paths = {**study.paths, "study_dir": str(Path(study_dir).resolve())}
+    # a study folder that was moved or copied keeps working: its own parts follow the folder,
+    # including nnU-Net folders that were inside it (the demo's, a study without nnUNet_* set)
+    study.paths = rebased_paths(study.paths, Path(study_dir).resolve())
     return study
+
+
+def rebased_paths(paths: dict, study_dir: Path) -> dict:
+    old = Path(paths["study_dir"]) if paths.get("study_dir") else None
+    rebased = {**paths, "study_dir": str(study_dir)}
+    for variable in NNUNET_FOLDERS:
+        if not paths.get(variable):
+            continue
+        path = Path(paths[variable])
+        if not path.is_absolute():
+            rebased[variable] = str(study_dir / path)
+        elif old is not None and old != study_dir and path.is_relative_to(old):
+            rebased[variable] = str(study_dir / path.relative_to(old))
+    return rebased
 
 
 def write_atomic_json(path: Path, content: Any) -> None:

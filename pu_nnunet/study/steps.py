@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -24,8 +25,9 @@ from typing import Any, Optional
 from pu_nnunet.provenance import MODEL_RECORD_FILE, model_record
 from pu_nnunet.study.cpu_plans import CPU_PLANS, SOURCE_PLANS, write_cpu_plans
 from pu_nnunet.study.errors import StudyError
-from pu_nnunet.study.jobs import Job, mark_finished, mark_started, run_folder
-from pu_nnunet.study.nnunet_commands import nnunet_environment, run_logged
+from pu_nnunet.study.jobs import (INTERRUPTED_ERROR, QUEUED, Job, count, epoch_reached, mark_finished, mark_started,
+                                  relative_to_study, run_folder)
+from pu_nnunet.study.nnunet_commands import StoppedOnSignal, nnunet_environment, run_logged
 from pu_nnunet.study.spec import Study, load_study
 
 log = logging.getLogger("pu_nnunet.study")
@@ -39,6 +41,13 @@ HELD_OUT_TEST, HELD_OUT_VALIDATION = "test", "validation"
 
 class Interrupted(Exception):
     """SIGTERM (or SIGINT) arrived: the job records itself as interrupted and stops."""
+
+
+# set in a job process once the scheduler's warning signal has stopped its training and the job
+# is being requeued (submitit): the job's state is then "queued", not failed
+REQUEUE = threading.Event()
+# set in a job process that submitit runs: a training stopped by a signal is then requeued
+SUBMITIT_JOB = threading.Event()
 
 
 def study_environment(study: Study, repeat: Optional[int] = None) -> dict:
@@ -64,12 +73,45 @@ def trainer_class(name: str):
                                        "nnunetv2.training.nnUNetTrainer")
 
 
+# how many near names an unknown trainer's message offers (difflib's default cutoff, 0.6)
+NEAR_NAMES = 3
+
+
+def known_trainer_names() -> set[str]:
+    """Trainer class names nnU-Net can find: this package's, nnU-Net's own and those in the
+    user's nnUNet_extTrainer folders (read from the source, without importing every module)."""
+    import re
+
+    import nnunetv2
+
+    from pu_nnunet.trainers import EXT_TRAINER_DIR
+    from pu_nnunet.trainers import pure_trainers
+
+    names = {name for name in dir(pure_trainers) if name.startswith("nnUNetTrainer")}
+    folders = [os.path.join(nnunetv2.__path__[0], "training", "nnUNetTrainer")]
+    folders += [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p and p != EXT_TRAINER_DIR]
+    pattern = re.compile(r"^class\s+(\w+)\s*[(:]", re.M)
+    for folder in folders:
+        for root, _, files in os.walk(folder):
+            for name in files:
+                if name.endswith(".py"):
+                    with open(os.path.join(root, name), errors="replace") as handle:
+                        names.update(pattern.findall(handle.read()))
+    return names
+
+
 def check_trainers(study: Study) -> None:
-    own_paths = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
+    """Every trainer of the study exists, before anything runs; an unknown one is named with the
+    nearest known names."""
+    import difflib
+
+    known = known_trainer_names()
     for name in study.trainers:
-        if trainer_class(name) is None and not own_paths:
-            raise StudyError(f"trainer {name!r} is neither one of pu-nnunet's nor one of nnU-Net's "
-                             "(trainers of your own are found through nnUNet_extTrainer)")
+        if name in known:
+            continue
+        near = difflib.get_close_matches(name, sorted(known), n=NEAR_NAMES)
+        raise StudyError(f"trainer {name!r} is neither one of pu-nnunet's nor one of nnU-Net's nor in "
+                         "nnUNet_extTrainer" + (f"; did you mean {', '.join(near)}?" if near else ""))
 
 
 # --- before the jobs ----------------------------------------------------------------------
@@ -91,6 +133,10 @@ def prepare_dataset(study: Study) -> str:
         log.info("synthetic CT dataset: reusing %s", raw)
     if not (raw / "dataset.json").is_file():
         raise StudyError(f"{raw / 'dataset.json'} not found: convert the dataset first (pu-nnunet convert)")
+    for split in (study.preprocessed_dataset() / SPLITS_FILE, raw / SPLITS_FILE):
+        if split.is_file():  # the folds against the split already there, before preprocessing
+            check_folds(study, split)
+            break
     plan_and_preprocess(study, env, logs)
     install_split(study)
     return held_out_mode(study)
@@ -149,10 +195,19 @@ def install_split(study: Study) -> None:
             log.info("installed the dataset's %s", SPLITS_FILE)
         else:
             _write_nnunet_split(study, target)
-    splits = json.loads(target.read_text())
+    check_folds(study, target)
+
+
+def check_folds(study: Study, split: Path) -> None:
+    try:
+        splits = json.loads(split.read_text())
+    except ValueError as error:
+        raise StudyError(f"{split} is not valid JSON: {error}") from None
+    if not isinstance(splits, list):
+        raise StudyError(f"{split} is not a list of folds (nnU-Net's splits_final.json)")
     missing = [fold for fold in study.folds if fold >= len(splits)]
     if missing:
-        raise StudyError(f"{target} has {len(splits)} folds; the study asks for fold(s) {missing}")
+        raise StudyError(f"{split} has {len(splits)} folds; the study asks for fold(s) {missing}")
 
 
 def _write_nnunet_split(study: Study, target: Path) -> None:
@@ -261,7 +316,8 @@ def run_job(study_dir: str | Path, job_name: str, device: str) -> dict[str, Any]
     folder = run_folder(study.study_dir, job)
     train_log, predict_log = folder / "train.log", folder / "predict.log"
     held_out = held_out_mode(study)
-    mark_started(study.study_dir, job, device, train_log, slurm_job_id=os.environ.get("SLURM_JOB_ID"))
+    mark_started(study.study_dir, job, device, relative_to_study(study.study_dir, train_log),
+                 slurm_job_id=os.environ.get("SLURM_JOB_ID"))
     env = study_environment(study, job.repeat)
     try:
         timings = {}
@@ -281,12 +337,21 @@ def run_job(study_dir: str | Path, job_name: str, device: str) -> dict[str, Any]
                                                                      "checkpoint_final.pth"))
         evaluation = evaluate_job(study, job, device, held_out, predictions, folder / "evaluation")
     except BaseException as error:
-        reason = "interrupted" if isinstance(error, (Interrupted, KeyboardInterrupt)) else \
-            f"{type(error).__name__}: {error}"
-        mark_finished(study.study_dir, job, error=reason.strip()[-2000:])
+        if REQUEUE.is_set() or (isinstance(error, StoppedOnSignal) and SUBMITIT_JOB.is_set()):
+            # stopped by the scheduler's signal: submitit requeues the job (job.StudyJob)
+            state = count(study.study_dir, job, "preemptions", state=QUEUED, epoch=epoch_reached(train_log))
+            log.info("%s: stopped by the scheduler's signal in epoch %s; requeued (preemption %d)", job.name,
+                     state.get("epoch"), state["preemptions"])
+            raise
+        if isinstance(error, StoppedOnSignal):  # the trainer got a stop signal directly and saved
+            count(study.study_dir, job, "preemptions")
+        interrupted = isinstance(error, (Interrupted, KeyboardInterrupt, StoppedOnSignal))
+        reason = INTERRUPTED_ERROR if interrupted else f"{type(error).__name__}: {error}"
+        mark_finished(study.study_dir, job, error=reason.strip()[-2000:], epoch=epoch_reached(train_log))
         raise
     foreground = evaluation["aggregates"]["foreground"]
-    state = mark_finished(study.study_dir, job, held_out=held_out, evaluation=str(folder / "evaluation"),
-                          foreground_dice=foreground["dice_mean"], **timings)
+    state = mark_finished(study.study_dir, job, held_out=held_out,
+                          evaluation=relative_to_study(study.study_dir, folder / "evaluation"),
+                          foreground_dice=foreground["dice_mean"], epoch=epoch_reached(train_log), **timings)
     log.info("%s: done, foreground Dice %.3f", job.name, foreground["dice_mean"] or 0.0)
     return state

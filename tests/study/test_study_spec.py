@@ -103,7 +103,10 @@ def test_job_states_and_status_say_what_happened(tmp_path):
     study.folds = [0, 1]
     for job in (done, failed, cut_off):
         mark_started(tmp_path, job, "cpu", tmp_path / job.name / "train.log")
-    mark_finished(tmp_path, done, foreground_dice=0.91)
+    metrics = tmp_path / "runs" / done.name / "evaluation" / "metrics.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text("{}")
+    mark_finished(tmp_path, done, foreground_dice=0.91, evaluation="runs/" + done.name + "/evaluation")
     mark_finished(tmp_path, failed, error="StepFailed: train failed (exit code 1)")
     assert read_state(tmp_path, done)["state"] == DONE and read_state(tmp_path, done)["duration_s"] >= 0
     assert read_state(tmp_path, failed)["state"] == FAILED and read_state(tmp_path, pending)["state"] == "pending"
@@ -118,3 +121,12 @@ def test_job_states_and_status_say_what_happened(tmp_path):
     assert rows["PURe_tiny1"][3] == "interrupted"  # left running, and no run holds the study
     assert rows["PUReBaseline_tiny1"][3] == "pending"
     assert "StepFailed: train failed" in status and "resume" in status
+    assert rows["PUReBaseline_tiny0"][4:6] == ["1", "0"]  # attempts, preemptions
+    # status and report share one rule for a finished run: done, with its evaluation
+    from pu_nnunet.study.report import _finished_runs
+
+    assert list(_finished_runs(study)[0]) == [done]
+    metrics.unlink()
+    status = format_status(study)
+    assert "| evaluation missing |" in status
+    assert _finished_runs(study)[0] == {} and f"{done.name} (evaluation missing)" in _finished_runs(study)[2]
