@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "predict": "pu_nnunet.inference.cli_predict",
     "demo": "pu_nnunet.demo.cli_demo",
     "study": "pu_nnunet.study.cli_study",
+    "robustness": "pu_nnunet.robustness.cli_robustness",
 }
 
 
