@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
                 "labels": str(labels.resolve()), "meta": str(meta.resolve()) if meta else None,
                 "strengths": {k: list(v) for k, v in strengths.items()}, "seed": args.seed, "folds": args.folds,
                 "mirroring": not args.disable_tta, "baseline": baseline, "intensity_model": intensity.name,
-                "corruption_notes": " ".join(corruption_module.__doc__.split("\n\n")[1:]).replace("\n", " ")}
+                "corruption_notes": "\n\n".join(corruption_module.__doc__.strip().split("\n\n")[1:])}
     check_output_folder(out, settings, args.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
@@ -119,11 +119,16 @@ def run(args: argparse.Namespace) -> int:
                               not args.disable_tta, meta, channel, lambda line: print(line, flush=True))
     summary = summarize(models, conditions, metrics, baseline, out)
     plot_dice_vs_strength(summary, out / "plots" / PLOT_FILE)
-    record = run_record(device=args.device, files={"images": None, "labels": None, "meta": meta},
-                        model={m.label: model_record(m.folder, folders[m.label].folds, folders[m.label].checkpoint)
-                               for m in models})
+    # several models: run_record's `model` holds one, so each run's record goes under "models"
+    record = run_record(device=args.device, files={"meta": meta} if meta else {})
+    record["models"] = {m.label: model_record(m.folder, folders[m.label].folds, folders[m.label].checkpoint)
+                        for m in models}
     (out / RUN_RECORD_FILE).write_text(json.dumps(record, indent=2))
-    (out / "report.md").write_text(report_markdown(summary, settings, short_form(record)))
+    model_lines = [f"- {label}: {r['trainer']} ({r['plans']}, {r['configuration']}), "
+                   + ", ".join(f"fold {fold} sha256 {(digest or 'missing')[:12]}"
+                               for fold, digest in r["checkpoint_sha256"].items())
+                   for label, r in record["models"].items()]
+    (out / "report.md").write_text(report_markdown(summary, settings, short_form(record) + model_lines))
     with atomic_write_path(out / RESULT_FILE) as temporary:  # last: its presence marks a finished sweep
         temporary.write_text(json.dumps({**summary, "settings": settings}, indent=2))
     if not args.keep_inputs:

@@ -57,7 +57,8 @@ def test_sweep_on_a_trained_model_writes_report_plot_and_paired_results(tiny_tra
     report = (out / "report.md").read_text()
     assert "PURe - PUReBaseline" in report and "| poisson_20" in report and "dice_vs_strength.png" in report
     record = json.loads((out / "provenance.json").read_text())
-    assert set(record["model"]) == {"PURe_0", "PUReBaseline_0"}
+    assert set(record["models"]) == {"PURe_0", "PUReBaseline_0"} and record["model"] is None
+    assert all(len(r["checkpoint_sha256"]["0"]) == 64 for r in record["models"].values())
     # nothing written into nnUNet_raw, corrupted inputs removed from OUT_DIR
     assert tree_hashes(dataset) == raw_before
     assert not (out / "inputs").exists()
