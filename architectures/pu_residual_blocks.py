@@ -19,7 +19,7 @@ from dynamic_network_architectures.building_blocks.helper import get_matching_po
 from dynamic_network_architectures.building_blocks.regularization import DropPath, SqueezeExcite
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
 
-from pu_nnunet.product_units import LOG_INPUT_CLIP, LOG_OUTPUT_CLIP, ProductUnitConv
+from pu_nnunet.product_units import EXPONENT_INIT_A, LOG_INPUT_CLIP, LOG_OUTPUT_CLIP, ProductUnitConv
 
 # BasicBlockD's defaults: squeeze-excitation width = channels / 16, rounded to a multiple of 8
 SE_REDUCTION_RATIO = 1.0 / 16
@@ -48,7 +48,8 @@ class PUBasicBlock(nn.Module):
                  stochastic_depth_p: float = 0.0, squeeze_excitation: bool = False,
                  squeeze_excitation_reduction_ratio: float = SE_REDUCTION_RATIO,
                  pu_positivity: str = "softplus", pu_log_input_clip: Optional[float] = LOG_INPUT_CLIP,
-                 pu_log_output_clip: Optional[float] = LOG_OUTPUT_CLIP, pu_nonlin_after_add: bool = True):
+                 pu_log_output_clip: Optional[float] = LOG_OUTPUT_CLIP, pu_nonlin_after_add: bool = True,
+                 pu_exponent_init_a: float = EXPONENT_INIT_A):
         super().__init__()
         _check_channels(input_channels=input_channels, output_channels=output_channels)
         if norm_op is None:
@@ -69,7 +70,8 @@ class PUBasicBlock(nn.Module):
         self.conv1 = ConvDropoutNormReLU(conv_op, input_channels, output_channels, kernel_size, self.stride, conv_bias,
                                          norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, None, None)
         self.pu = ProductUnitConv(conv_op, output_channels, output_channels, kernel_size, positivity=pu_positivity,
-                                  log_input_clip=pu_log_input_clip, log_output_clip=pu_log_output_clip)
+                                  log_input_clip=pu_log_input_clip, log_output_clip=pu_log_output_clip,
+                                  exponent_init_a=pu_exponent_init_a)
         self.norm2 = norm_op(output_channels, **norm_op_kwargs)
         self.nonlin2 = nonlin(**nonlin_kwargs) if (nonlin is not None and pu_nonlin_after_add) else nn.Identity()
         self.drop_path = DropPath(drop_prob=stochastic_depth_p) if stochastic_depth_p > 0 else nn.Identity()

@@ -17,7 +17,7 @@ from torch import nn
 
 from pu_nnunet.architectures.pu_residual_blocks import PUBasicBlock, StackedPUResidualBlocks
 from pu_nnunet.architectures.stage_selection import DEFAULT_PLACEMENT, per_stage, resolve_pu_stages
-from pu_nnunet.product_units import LOG_INPUT_CLIP, LOG_OUTPUT_CLIP
+from pu_nnunet.product_units import EXPONENT_INIT_A, LOG_INPUT_CLIP, LOG_OUTPUT_CLIP
 
 # the slope nnU-Net's LeakyReLU uses, which its He init is matched to
 HE_INIT_NEG_SLOPE = 1e-2
@@ -33,6 +33,7 @@ class PUResidualEncoderUNet(ResidualEncoderUNet):
             (see ``pu_nnunet.product_units.ProductUnitConv``).
         pu_nonlin_after_add: keep BasicBlockD's nonlinearity after the residual add (PURe's
             classification nets drop it).
+        pu_exponent_init_a: ``a`` of the Kaiming-uniform init of every PU's exponents.
     """
 
     def __init__(self, input_channels: int, n_stages: int, features_per_stage, conv_op, kernel_sizes, strides,
@@ -42,7 +43,8 @@ class PUResidualEncoderUNet(ResidualEncoderUNet):
                  block=BasicBlockD, bottleneck_channels=None, stem_channels: Optional[int] = None,
                  pu_stages: Union[str, Sequence[int]] = DEFAULT_PLACEMENT, pu_positivity: str = "softplus",
                  pu_log_input_clip: Optional[float] = LOG_INPUT_CLIP,
-                 pu_log_output_clip: Optional[float] = LOG_OUTPUT_CLIP, pu_nonlin_after_add: bool = True):
+                 pu_log_output_clip: Optional[float] = LOG_OUTPUT_CLIP, pu_nonlin_after_add: bool = True,
+                 pu_exponent_init_a: float = EXPONENT_INIT_A):
         if block is not BasicBlockD:
             raise ValueError(f"block must be BasicBlockD (PU stages replace BasicBlockD stages), got {block!r}")
         # checked before ResidualEncoderUNet's own checks, which are asserts (gone under python -O)
@@ -57,7 +59,8 @@ class PUResidualEncoderUNet(ResidualEncoderUNet):
                          block, bottleneck_channels, stem_channels)
         self.pu_stages = chosen_stages
         pu_options = dict(pu_positivity=pu_positivity, pu_log_input_clip=pu_log_input_clip,
-                          pu_log_output_clip=pu_log_output_clip, pu_nonlin_after_add=pu_nonlin_after_add)
+                          pu_log_output_clip=pu_log_output_clip, pu_nonlin_after_add=pu_nonlin_after_add,
+                          pu_exponent_init_a=pu_exponent_init_a)
 
         stage_inputs = [stem_channels or features[0]] + features[:-1]
         for s in self.pu_stages:

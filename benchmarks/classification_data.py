@@ -28,6 +28,9 @@ class ClassificationData:
     test_labels: torch.Tensor
     class_names: List[str]
     source: str
+    # held out of the training images to choose hyper-parameters (see with_validation_split)
+    val_images: Optional[torch.Tensor] = None
+    val_labels: Optional[torch.Tensor] = None
 
     @property
     def in_channels(self) -> int:
@@ -135,10 +138,20 @@ def load_image_folder(root: Path, image_size: int, in_channels: int = 3, test_fr
     return _split(images, labels, names, f"{root} (stratified split)", test_fraction, split_seed)
 
 
+def with_validation_split(data: ClassificationData, val_fraction: float, seed: int) -> ClassificationData:
+    """``data`` with a stratified share ``val_fraction`` of its training images moved to a
+    validation split (the test split is untouched, so choices made on validation never see it)."""
+    fit, val = stratified_split(data.train_labels.numpy(), val_fraction, seed)
+    return ClassificationData(data.train_images[fit], data.train_labels[fit], data.test_images, data.test_labels,
+                              data.class_names, data.source, data.train_images[val], data.train_labels[val])
+
+
 def poisson_noise(images: torch.Tensor, peak: float, seed: int) -> torch.Tensor:
     """Signal-dependent (shot) noise: a pixel of intensity x in [0, 1] becomes Poisson(peak x) / peak,
-    so its variance x / peak grows with the signal; a lower ``peak`` (photons at full
-    intensity) is noisier. Clipped back to [0, 1]."""
+    so its mean stays x and its variance x / peak grows with the signal; ``peak`` is the expected
+    photon count of a full-intensity (x = 1) pixel, lower is noisier. Not renormalised (no
+    rescaling to the noisy image's range); values above 1 (a count above ``peak``) are clipped
+    back to 1, as an 8-bit detector saturates."""
     if not peak > 0:
         raise ValueError(f"peak must be positive, got {peak!r}")
     generator = torch.Generator().manual_seed(seed)

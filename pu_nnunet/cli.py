@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "study": "pu_nnunet.study.cli_study",
     "transfer-weights": "pu_nnunet.trainers.cli_transfer_weights",
     "export-model": "pu_nnunet.sharing.cli_export_model",
+    "robustness": "pu_nnunet.robustness.cli_robustness",
 }
 
 

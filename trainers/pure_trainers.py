@@ -17,7 +17,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 
 from pu_nnunet.architectures import DEFAULT_PLACEMENT, PUResidualEncoderUNet
-from pu_nnunet.product_units import LOG_INPUT_CLIP, LOG_OUTPUT_CLIP
+from pu_nnunet.product_units import EXPONENT_INIT_A, LOG_INPUT_CLIP, LOG_OUTPUT_CLIP
 from pu_nnunet.trainers.plans_to_network import residual_unet_kwargs
 from pu_nnunet.trainers.preemption import SaveOnSignal
 
@@ -41,6 +41,7 @@ class nnUNetTrainerPURe(SaveOnSignal, nnUNetTrainer):
     pu_log_input_clip: Optional[float] = LOG_INPUT_CLIP
     pu_log_output_clip: Optional[float] = LOG_OUTPUT_CLIP
     pu_nonlin_after_add = True
+    pu_exponent_init_a: float = EXPONENT_INIT_A
 
     # Schedule overrides for short variants; None keeps nnU-Net's (1000 epochs x 250 iterations).
     schedule_num_epochs: Optional[int] = None
@@ -84,7 +85,7 @@ class nnUNetTrainerPURe(SaveOnSignal, nnUNetTrainer):
     def pu_network_options(cls) -> dict:
         return dict(pu_stages=cls.pu_stages, pu_positivity=cls.pu_positivity,
                     pu_log_input_clip=cls.pu_log_input_clip, pu_log_output_clip=cls.pu_log_output_clip,
-                    pu_nonlin_after_add=cls.pu_nonlin_after_add)
+                    pu_nonlin_after_add=cls.pu_nonlin_after_add, pu_exponent_init_a=cls.pu_exponent_init_a)
 
 
 class nnUNetTrainerPUReBaseline(nnUNetTrainerPURe):
@@ -152,3 +153,34 @@ class nnUNetTrainerPUReBaseline_demo(_DemoSchedule, nnUNetTrainerPUReBaseline):
 
 class nnUNetTrainerPURe_HighResStages_demo(_DemoSchedule, nnUNetTrainerPURe_HighResStages):
     pass
+
+
+# --- stabilisation ablations (issue 20) ----------------------------------------------------
+# PU-UNet stabilises PURe's PU with two parts: a smooth positivity mapping and log-domain
+# clipping. With nnUNetTrainerPURe (both) and nnUNetTrainerPURe_Unstabilised (neither), these
+# two make the 2x2 design; the last one removes the nonlinearity PURe's classifiers do not have.
+
+class nnUNetTrainerPURe_SmoothPositivityOnly(nnUNetTrainerPURe):
+    """Ablation: only the smooth positivity mapping (softplus), no log-domain clipping."""
+
+    pu_positivity = "softplus"
+    pu_log_input_clip = None
+    pu_log_output_clip = None
+
+
+class nnUNetTrainerPURe_LogClipOnly(nnUNetTrainerPURe):
+    """Ablation: only the log-domain clipping, with PURe's hard threshold positivity."""
+
+    pu_positivity = "threshold"
+    pu_log_input_clip = LOG_INPUT_CLIP
+    pu_log_output_clip = LOG_OUTPUT_CLIP
+
+
+class nnUNetTrainerPURe_NoNonlinAfterAdd(nnUNetTrainerPURe):
+    """Ablation: PURe without the LeakyReLU after the residual addition of its PU blocks (as PURe's classifiers)."""
+
+    pu_nonlin_after_add = False
+
+
+__all__ += ["nnUNetTrainerPURe_SmoothPositivityOnly", "nnUNetTrainerPURe_LogClipOnly",
+            "nnUNetTrainerPURe_NoNonlinAfterAdd"]

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pu_nnunet.product_units import LOG_INPUT_CLIP, LOG_OUTPUT_CLIP, ProductUnitConv
+from pu_nnunet.product_units import EXPONENT_INIT_A, LOG_INPUT_CLIP, LOG_OUTPUT_CLIP, ProductUnitConv
 
 # The PU of the paper (PURe: hard floor max(x, softplus(theta) + eps), theta trainable, no clip)
 # and the stable PU of PU-UNet (smooth positivity, log-domain clips), as ProductUnitConv options.
@@ -76,10 +76,12 @@ class ClassifierBasicBlock(nn.Module):
         product_unit: PURe block (PU second layer, no ReLU) or ResNet block.
         pu_form: a key of PU_FORMS; used only with ``product_unit``.
         shortcut: a value of SHORTCUTS, used where the shape changes.
+        exponent_init_a: ``a`` of the Kaiming-uniform init of the PU exponents.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, product_unit: bool,
-                 pu_form: str = "paper", shortcut: str = "projection"):
+                 pu_form: str = "paper", shortcut: str = "projection",
+                 exponent_init_a: float = EXPONENT_INIT_A):
         super().__init__()
         if pu_form not in PU_FORMS:
             raise ValueError(f"pu_form must be one of {tuple(PU_FORMS)}, got {pu_form!r}")
@@ -87,7 +89,8 @@ class ClassifierBasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.activation = make_activation(product_unit)
         if product_unit:
-            self.conv2 = ProductUnitConv(nn.Conv2d, out_channels, out_channels, 3, **PU_FORMS[pu_form])
+            self.conv2 = ProductUnitConv(nn.Conv2d, out_channels, out_channels, 3, **PU_FORMS[pu_form],
+                                         exponent_init_a=exponent_init_a)
         else:
             self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)

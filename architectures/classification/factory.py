@@ -55,7 +55,8 @@ def create_classifier(name: str, num_classes: Optional[int] = None, in_channels:
         in_channels: image channels (1 for grey-scale medical images).
         pu_form: "paper" (threshold positivity, no clips) or "stable" (softplus + clips);
             ignored by the ResNets.
-        **kwargs: passed on to ResidualClassifier (``channels_per_stage``, ``shortcut``).
+        **kwargs: passed on to ResidualClassifier (``channels_per_stage``, ``shortcut``,
+            ``exponent_init_a``).
     """
     if name not in CLASSIFIER_SPECS:
         raise ValueError(f"name must be one of {CLASSIFIER_NAMES}, got {name!r}")

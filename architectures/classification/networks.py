@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from pu_nnunet.product_units import EXPONENT_INIT_A
 from pu_nnunet.architectures.classification.blocks import PU_FORMS, SHORTCUTS, ClassifierBasicBlock, make_activation
 
 # layout -> (stem channels, default channels per stage, default shortcut)
@@ -48,14 +49,17 @@ class ResidualClassifier(nn.Module):
             (PU-UNet's softplus positivity with log-domain clips).
         channels_per_stage: overrides the layout's widths (one per stage).
         shortcut: overrides the layout's shortcut, ``"projection"`` or ``"pad"``.
+        exponent_init_a: ``a`` of the Kaiming-uniform init of the PU exponents (default 5, the
+            paper's "scaling factor 5"; PyTorch's own default is sqrt(5)).
 
-    Init: PU exponents Kaiming-uniform with a = 5 (ProductUnitConv's own), PU thresholds 0,
+    Init: PU exponents Kaiming-uniform with a = ``exponent_init_a``, PU thresholds 0,
     other convs Kaiming-normal (fan_out, as torchvision), BN weight 1 and bias 0.
     """
 
     def __init__(self, layout: str, blocks_per_stage: Sequence[int], num_classes: int, in_channels: int = 3,
                  product_unit: bool = True, pu_form: str = "paper",
-                 channels_per_stage: Optional[Sequence[int]] = None, shortcut: Optional[str] = None):
+                 channels_per_stage: Optional[Sequence[int]] = None, shortcut: Optional[str] = None,
+                 exponent_init_a: float = EXPONENT_INIT_A):
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {tuple(LAYOUTS)}, got {layout!r}")
@@ -76,6 +80,7 @@ class ResidualClassifier(nn.Module):
         if shortcut not in SHORTCUTS:
             raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
         self.layout, self.product_unit, self.pu_form = layout, bool(product_unit), pu_form
+        self.exponent_init_a = float(exponent_init_a)
         self.blocks_per_stage, self.channels_per_stage = blocks_per_stage, channels_per_stage
 
         if layout == "imagenet":
@@ -90,8 +95,10 @@ class ResidualClassifier(nn.Module):
         channels = stem_channels
         for index, (blocks, out_channels) in enumerate(zip(blocks_per_stage, channels_per_stage)):
             stride = 1 if index == 0 else 2
-            stage = [ClassifierBasicBlock(channels, out_channels, stride, self.product_unit, pu_form, shortcut)]
-            stage += [ClassifierBasicBlock(out_channels, out_channels, 1, self.product_unit, pu_form, shortcut)
+            stage = [ClassifierBasicBlock(channels, out_channels, stride, self.product_unit, pu_form, shortcut,
+                                          self.exponent_init_a)]
+            stage += [ClassifierBasicBlock(out_channels, out_channels, 1, self.product_unit, pu_form, shortcut,
+                                           self.exponent_init_a)
                       for _ in range(1, blocks)]
             self.add_module(f"layer{index + 1}", nn.Sequential(*stage))
             channels = out_channels
@@ -100,7 +107,7 @@ class ResidualClassifier(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # ProductUnitConv is no nn.Conv2d: it keeps its own init (exponents a = 5, theta 0)
+        # ProductUnitConv is no nn.Conv2d: it keeps its own init (exponents a = exponent_init_a, theta 0)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

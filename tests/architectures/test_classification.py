@@ -186,3 +186,14 @@ def test_pad_shortcut_subsamples_and_zero_pads_channels():
 def test_invalid_arguments_raise_value_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("a", [5.0, math.sqrt(5.0)])
+def test_exponent_init_a_reaches_every_pu_of_the_classifier(a):
+    torch.manual_seed(0)
+    pus = [m for m in create_classifier("pure20", num_classes=10, in_channels=1, exponent_init_a=a).modules()
+           if isinstance(m, ProductUnitConv)]
+    assert len(pus) == 9
+    for pu in pus:
+        bound = math.sqrt(6.0 / ((1 + a * a) * pu.weight[0].numel()))
+        assert pu.exponent_init_a == a and 0.95 * bound < pu.weight.abs().max().item() <= bound

@@ -1,0 +1,137 @@
+"""``pu-nnunet robustness``: Dice and false positives of trained models under image corruptions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from pu_nnunet.devices import add_device_argument
+from pu_nnunet.robustness.corruptions import CORRUPTIONS, DEFAULT_STRENGTHS, IDENTITY_STRENGTH
+
+HELP = ("Predict held-out cases of trained models under corruptions (Poisson, Gaussian, bias field, gamma, "
+        "resolution) at several strengths; Dice and false-positive rates per trainer, paired against a baseline.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-m", "--model", nargs="+", required=True, metavar="NAME=MODEL_DIR",
+                        help="trained model folders (nnUNet_results/DatasetX/<trainer>__<plans>__<config>); repeat "
+                             "a NAME for repeats of one trainer (repeat k pairs with repeat k of the baseline)")
+    parser.add_argument("-i", "--images", required=True, metavar="IMAGES_DIR",
+                        help="held-out images, NIfTI (e.g. nnUNet_raw/DatasetX/imagesTs); read, never written")
+    parser.add_argument("-r", "--labels", required=True, metavar="LABELS_DIR", help="their references (labelsTs)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR",
+                        help="report folder; corrupted images are written here (inputs/), never to nnUNet_raw")
+    parser.add_argument("--baseline", metavar="NAME", help="the NAME the others are paired with "
+                                                           "(default: the one NAME containing 'Baseline')")
+    parser.add_argument("--meta", metavar="cases.json", help="case classes for per-class results "
+                                                             "(default: cases.json beside LABELS_DIR when present)")
+    parser.add_argument("--corruptions", nargs="+", choices=tuple(CORRUPTIONS), default=list(CORRUPTIONS))
+    parser.add_argument("--strengths", nargs="+", default=[], metavar="CORRUPTION=S1,S2",
+                        help="override strengths, e.g. poisson=1000,100,10 (defaults: "
+                             + "; ".join(f"{k} {','.join(f'{v:g}' for v in vs)}" for k, vs in DEFAULT_STRENGTHS.items())
+                             + ")")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed; the same seed gives the same images")
+    parser.add_argument("-f", "--folds", nargs="+", metavar="F", help="folds to ensemble (default: every fold_N)")
+    add_device_argument(parser, "where the networks run")
+    parser.add_argument("--disable_tta", action="store_true", help="no mirroring (as pu-nnunet predict)")
+    parser.add_argument("--keep-inputs", action="store_true", help="keep the corrupted images in OUT_DIR/inputs")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished or different sweep in OUT_DIR")
+
+
+def parse_models(values: list[str]):
+    from pu_nnunet.robustness.errors import RobustnessError
+    from pu_nnunet.robustness.sweep import ModelRun
+
+    runs, counts = [], {}
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep or not name or not folder:
+            raise RobustnessError(f"--model {value}: expected NAME=MODEL_DIR")
+        runs.append(ModelRun(name, counts.get(name, 0), Path(folder)))
+        counts[name] = counts.get(name, 0) + 1
+    if len(set(counts.values())) > 1:
+        raise RobustnessError(f"--model: every NAME needs the same number of runs to pair repeats, got {counts}")
+    return runs
+
+
+def parse_strengths(corruptions: list[str], overrides: list[str]) -> dict[str, tuple[float, ...]]:
+    from pu_nnunet.robustness.errors import RobustnessError
+
+    strengths = {name: DEFAULT_STRENGTHS[name] for name in corruptions}
+    for value in overrides:
+        name, sep, numbers = value.partition("=")
+        if not sep or name not in strengths:
+            raise RobustnessError(f"--strengths {value}: expected CORRUPTION=S1,S2,... with CORRUPTION one of "
+                                  f"{', '.join(corruptions)}")
+        try:
+            strengths[name] = tuple(float(number) for number in numbers.split(","))
+        except ValueError:
+            raise RobustnessError(f"--strengths {value}: {numbers!r} is not a comma-separated list of numbers") from None
+        if IDENTITY_STRENGTH[name] in strengths[name]:
+            raise RobustnessError(f"--strengths {value}: {IDENTITY_STRENGTH[name]:g} leaves the image clean")
+    return strengths
+
+
+def run(args: argparse.Namespace) -> int:
+    from pu_nnunet.inference.model_folder import inspect_model_folder
+    from pu_nnunet.provenance import RUN_RECORD_FILE, model_record, run_record, short_form
+    from pu_nnunet.robustness import corruptions as corruption_module
+    from pu_nnunet.robustness.errors import RobustnessError
+    from pu_nnunet.robustness.report import PLOT_FILE, plot_dice_vs_strength, report_markdown, summarize
+    from pu_nnunet.robustness.sweep import (INPUTS_DIR, RESULT_FILE, SETTINGS_FILE, _image_files,
+                                            check_output_folder, conditions_of, run_predictions)
+    from pu_nnunet.user_files import atomic_write_path
+
+    models = parse_models(args.model)
+    names = list(dict.fromkeys(m.name for m in models))
+    baseline = args.baseline
+    if baseline is None:
+        candidates = [name for name in names if "baseline" in name.lower()]
+        baseline = candidates[0] if len(candidates) == 1 else None
+    elif baseline not in names:
+        raise RobustnessError(f"--baseline {baseline}: not a NAME of --model ({', '.join(names)})")
+    strengths = parse_strengths(args.corruptions, args.strengths)
+    images, labels, out = Path(args.images), Path(args.labels), Path(args.output)
+    _image_files(images)
+    if not labels.is_dir():
+        raise RobustnessError(f"{labels}: labels folder not found")
+    meta = Path(args.meta) if args.meta else (labels.parent / "cases.json")
+    if args.meta and not meta.is_file():
+        raise RobustnessError(f"{meta}: cases.json not found")
+    meta = meta if meta.is_file() else None
+    folders = {m.label: inspect_model_folder(m.folder, args.folds) for m in models}
+    channel = next(iter(folders.values())).channel_names.get("0", "")
+    intensity = corruption_module.intensity_model(channel)
+    settings = {"models": {m.label: str(m.folder.resolve()) for m in models}, "images": str(images.resolve()),
+                "labels": str(labels.resolve()), "meta": str(meta.resolve()) if meta else None,
+                "strengths": {k: list(v) for k, v in strengths.items()}, "seed": args.seed, "folds": args.folds,
+                "mirroring": not args.disable_tta, "baseline": baseline, "intensity_model": intensity.name,
+                "corruption_notes": "\n\n".join(corruption_module.__doc__.strip().split("\n\n")[1:])}
+    check_output_folder(out, settings, args.overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+    conditions = conditions_of(strengths)
+    print(f"{len(models)} model(s) x {len(conditions)} conditions x {len(_image_files(images))} cases -> {out}",
+          flush=True)
+    metrics = run_predictions(models, images, labels, out, conditions, args.seed, args.folds, args.device,
+                              not args.disable_tta, meta, channel, lambda line: print(line, flush=True))
+    summary = summarize(models, conditions, metrics, baseline, out)
+    plot_dice_vs_strength(summary, out / "plots" / PLOT_FILE)
+    # several models: run_record's `model` holds one, so each run's record goes under "models"
+    record = run_record(device=args.device, files={"meta": meta} if meta else {})
+    record["models"] = {m.label: model_record(m.folder, folders[m.label].folds, folders[m.label].checkpoint)
+                        for m in models}
+    (out / RUN_RECORD_FILE).write_text(json.dumps(record, indent=2))
+    model_lines = [f"- {label}: {r['trainer']} ({r['plans']}, {r['configuration']}), "
+                   + ", ".join(f"fold {fold} sha256 {(digest or 'missing')[:12]}"
+                               for fold, digest in r["checkpoint_sha256"].items())
+                   for label, r in record["models"].items()]
+    (out / "report.md").write_text(report_markdown(summary, settings, short_form(record) + model_lines))
+    with atomic_write_path(out / RESULT_FILE) as temporary:  # last: its presence marks a finished sweep
+        temporary.write_text(json.dumps({**summary, "settings": settings}, indent=2))
+    if not args.keep_inputs:
+        shutil.rmtree(out / INPUTS_DIR, ignore_errors=True)
+    print(f"wrote {out / 'report.md'}, {out / RESULT_FILE}, {out / 'plots' / PLOT_FILE}")
+    return 0

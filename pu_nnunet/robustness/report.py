@@ -1,0 +1,173 @@
+"""Summary, report and plot of a robustness sweep.
+
+Per trainer and condition (runs of one trainer pooled, case ids tagged with the repeat): the
+mean foreground Dice over cases with a non-empty reference, its change from the clean
+prediction of the same model (``compare``: paired bootstrap CI, Wilcoxon), and the case-level
+false-positive rate on reference-empty cases (e.g. normal images) with an exact (Clopper-Pearson)
+95 % interval. Per trainer against the baseline and condition: ``compare`` of the pooled runs,
+repeat k paired with repeat k.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any, Sequence
+
+from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND
+from pu_nnunet.evaluation.metrics.paired_stats import CONFIDENCE_LEVEL
+from pu_nnunet.evaluation.report.markdown import number, p_value, table
+from pu_nnunet.robustness.sweep import CLEAN, COMPARISONS_DIR, Condition, ModelRun, pooled
+
+RESULT_FORMAT = "pu-nnunet-robustness/1"
+PLOT_FILE = "dice_vs_strength.png"
+
+
+def false_positive_rate(cases: Sequence[dict]) -> dict[str, Any]:
+    """Share of reference-empty cases with a predicted foreground, with its exact interval."""
+    from scipy.stats import binomtest
+
+    empty = [case["labels"][FOREGROUND] for case in cases if case["labels"][FOREGROUND]["ref_empty"]]
+    hits = sum(bool(entry["false_positive"]) for entry in empty)
+    if not empty:
+        return {"false_positive_cases": 0, "n_reference_empty": 0, "rate": None, "ci_low": None, "ci_high": None}
+    interval = binomtest(hits, len(empty)).proportion_ci(CONFIDENCE_LEVEL, method="exact")
+    return {"false_positive_cases": hits, "n_reference_empty": len(empty), "rate": hits / len(empty),
+            "ci_low": float(interval.low), "ci_high": float(interval.high)}
+
+
+def mean_dice(cases: Sequence[dict]) -> float | None:
+    scores = [case["labels"][FOREGROUND]["dice"] for case in cases if not case["labels"][FOREGROUND]["ref_empty"]]
+    return statistics.fmean(scores) if scores else None
+
+
+def summarize(models: Sequence[ModelRun], conditions: Sequence[Condition], metrics: dict[str, dict[str, dict]],
+              baseline: str | None, out: Path) -> dict[str, Any]:
+    from pu_nnunet.evaluation import compare_evaluations
+
+    names = list(dict.fromkeys(m.name for m in models))
+    runs_of = {name: [m for m in models if m.name == name] for name in names}
+
+    def pooled_of(name: str, condition: str) -> dict:
+        return pooled([(m, metrics[m.label][condition]) for m in runs_of[name]])
+
+    per_trainer: dict[str, dict] = {}
+    for name in names:
+        entry = {}
+        for condition in conditions:
+            evaluation = pooled_of(name, condition.name)
+            row = {"dice_mean": mean_dice(evaluation["cases"]),
+                   "dice_per_run": [mean_dice(metrics[m.label][condition.name]["cases"]) for m in runs_of[name]],
+                   "false_positive_rate": false_positive_rate(evaluation["cases"])}
+            if condition.corruption is not None:
+                comparison = compare_evaluations(pooled_of(name, CLEAN), evaluation,
+                                                 out / COMPARISONS_DIR / name / f"{condition.name}_vs_clean",
+                                                 names=(CLEAN, condition.name), overwrite=True, plots=False)
+                row["vs_clean"] = comparison["overall"][FOREGROUND]
+            entry[condition.name] = row
+        per_trainer[name] = entry
+    paired: dict[str, dict] = {}
+    if baseline is not None:
+        for name in names:
+            if name == baseline:
+                continue
+            paired[name] = {}
+            for condition in conditions:
+                comparison = compare_evaluations(
+                    pooled_of(baseline, condition.name), pooled_of(name, condition.name),
+                    out / COMPARISONS_DIR / f"{name}_vs_{baseline}" / condition.name, names=(baseline, name),
+                    overwrite=True, plots=False)
+                paired[name][condition.name] = {"overall": comparison["overall"][FOREGROUND],
+                                                "per_class": {cls: stats[FOREGROUND] for cls, stats
+                                                              in comparison["per_class"].items()},
+                                                "n_cases_compared": comparison["n_cases_compared"]}
+    return {"format": RESULT_FORMAT, "trainers": names, "baseline": baseline,
+            "runs": {name: [str(m.folder) for m in runs_of[name]] for name in names},
+            "conditions": [{"name": c.name, "corruption": c.corruption, "strength": c.strength} for c in conditions],
+            "per_trainer": per_trainer, "paired": paired}
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    return "n/a" if low is None else f"[{low:+.4f}, {high:+.4f}]"
+
+
+def _fpr(rate: dict) -> str:
+    if not rate["n_reference_empty"]:
+        return "n/a"
+    return (f"{number(rate['rate'], 3)} ({rate['false_positive_cases']}/{rate['n_reference_empty']}; "
+            f"{rate['ci_low']:.3f}-{rate['ci_high']:.3f})")
+
+
+def report_markdown(summary: dict[str, Any], settings: dict[str, Any], provenance_lines: list[str]) -> str:
+    names, conditions = summary["trainers"], [c["name"] for c in summary["conditions"]]
+    lines = ["# Robustness under image corruptions", "",
+             f"Models: " + "; ".join(f"{name} ({len(summary['runs'][name])} run(s))" for name in names)
+             + f". Held-out images: `{settings['images']}`; seed {settings['seed']}; mirroring "
+             f"{'on' if settings['mirroring'] else 'off'}; intensity model `{settings['intensity_model']}`.", "",
+             "## Per trainer", "",
+             "Dice: mean foreground Dice over cases with a non-empty reference, runs pooled; change from the "
+             "clean prediction of the same models with its paired bootstrap 95 % CI. FPR: share of "
+             "reference-empty cases with any predicted foreground, with its exact 95 % interval.", ""]
+    header = ["condition"]
+    for name in names:
+        header += [f"{name} Dice", f"{name} change [CI]", f"{name} FPR (k/n; CI)"]
+    rows = []
+    for condition in conditions:
+        row = [condition]
+        for name in names:
+            entry = summary["per_trainer"][name][condition]
+            change = entry.get("vs_clean", {}).get("dice")
+            row += [number(entry["dice_mean"]),
+                    "-" if change is None else f"{change['mean_difference']:+.4f} "
+                                               f"{_interval(change['ci_low'], change['ci_high'])}",
+                    _fpr(entry["false_positive_rate"])]
+        rows.append(row)
+    lines += [table(header, rows), ""]
+    for name, by_condition in summary["paired"].items():
+        baseline = summary["baseline"]
+        lines += [f"## {name} - {baseline}, paired (repeat k with repeat k)", "",
+                  "Dice difference with its paired bootstrap 95 % CI and Wilcoxon p; false-positive cases of "
+                  "each on the reference-empty cases with McNemar's exact p.", ""]
+        rows = []
+        for condition in conditions:
+            overall = by_condition[condition]["overall"]
+            dice, fp = overall["dice"], overall["false_positive"]
+            rows.append([condition, dice["n"], number(dice["mean_difference"]),
+                         _interval(dice["ci_low"], dice["ci_high"]), p_value(dice["wilcoxon_p"]),
+                         f"{fp['cases_a']}/{fp['n']}", f"{fp['cases_b']}/{fp['n']}", p_value(fp["mcnemar_p"])])
+        lines += [table(["condition", "cases", "Dice diff", "95 % CI", "Wilcoxon p", f"FP {baseline}",
+                         f"FP {name}", "McNemar p"], rows), ""]
+    lines += ["## Corruptions", "", settings["corruption_notes"], "", f"![Dice vs strength](plots/{PLOT_FILE})", "",
+              "## Provenance", "", *provenance_lines, ""]
+    return "\n".join(lines)
+
+
+def plot_dice_vs_strength(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    corruptions = list(dict.fromkeys(c["corruption"] for c in summary["conditions"] if c["corruption"]))
+    figure, axes = plt.subplots(1, max(1, len(corruptions)), figsize=(3.2 * max(1, len(corruptions)), 3.2),
+                                squeeze=False)
+    for axis, corruption in zip(axes[0], corruptions):
+        points = [c for c in summary["conditions"] if c["corruption"] == corruption]
+        for index, name in enumerate(summary["trainers"]):
+            entries = summary["per_trainer"][name]
+            colour = f"C{index}"
+            axis.plot([c["strength"] for c in points], [entries[c["name"]]["dice_mean"] for c in points], "o-",
+                      color=colour, label=name)
+            axis.axhline(entries[CLEAN]["dice_mean"], color=colour, linestyle=":", linewidth=1)
+        if corruption == "poisson":
+            axis.set_xscale("log")
+            axis.invert_xaxis()  # fewer photons = stronger noise, to the right
+        axis.set_title(corruption)
+        axis.set_xlabel("strength")
+        axis.set_ylabel("foreground Dice")
+    axes[0][0].legend(fontsize="small")
+    figure.suptitle("Dice under corruption (dotted: clean)", fontsize="medium")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

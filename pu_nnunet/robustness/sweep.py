@@ -1,0 +1,155 @@
+"""The robustness sweep: corrupt the held-out images, predict them with every model, evaluate.
+
+Layout of OUT_DIR (corrupted images live here, never in nnUNet_raw):
+
+    settings.json                       what the sweep is; a rerun with the same settings resumes
+    inputs/<condition>/                 corrupted copies of IMAGES (removed at the end unless kept)
+    runs/<name>_<k>/<condition>/        pu-nnunet predict's output and pu-nnunet evaluate's
+    comparisons/...                     pu-nnunet compare: each condition vs clean, each trainer vs the baseline
+    robustness.json, report.md, plots/dice_vs_strength.png, provenance.json
+
+A condition is ``clean`` or ``<corruption>_<strength>``. A prediction or evaluation already
+complete (its metrics.json written) is reused, so an interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from pu_nnunet.robustness.corruptions import corrupt, intensity_model
+from pu_nnunet.robustness.errors import RobustnessError
+
+CLEAN = "clean"
+SETTINGS_FILE = "settings.json"
+RESULT_FILE = "robustness.json"
+INPUTS_DIR, RUNS_DIR, COMPARISONS_DIR = "inputs", "runs", "comparisons"
+NIFTI = ".nii.gz"
+# a condition's corrupted images are complete when this file is there
+COMPLETE_MARKER = ".complete"
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """One trained model: its trainer name (shared by repeats) and its folder."""
+
+    name: str
+    index: int
+    folder: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}_{self.index}"
+
+
+@dataclass(frozen=True)
+class Condition:
+    corruption: str | None
+    strength: float | None
+
+    @property
+    def name(self) -> str:
+        return CLEAN if self.corruption is None else f"{self.corruption}_{self.strength:g}"
+
+
+def conditions_of(strengths: dict[str, Sequence[float]]) -> list[Condition]:
+    return [Condition(None, None)] + [Condition(c, float(s)) for c, values in strengths.items() for s in values]
+
+
+def _image_files(images: Path) -> list[Path]:
+    if not images.is_dir():
+        raise RobustnessError(f"{images}: images folder not found")
+    files = sorted(p for p in images.iterdir() if p.name.endswith(NIFTI))
+    if not files:
+        raise RobustnessError(f"{images}: no NIfTI images (CASE_0000{NIFTI}); robustness reads NIfTI, as "
+                              "pu-nnunet predict does (a PNG dataset: benchmarks/png_dataset_to_nifti.py)")
+    return files
+
+
+def _case_of(path: Path) -> str:
+    return path.name[: -len(NIFTI)]
+
+
+def write_corrupted_inputs(images: Path, target: Path, condition: Condition, seed: int, channel_name: str) -> Path:
+    """Corrupted copies of every image with the original geometry, written to ``target`` (float32)."""
+    import SimpleITK as sitk
+
+    if (target / COMPLETE_MARKER).is_file():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    model = intensity_model(channel_name)
+    for path in _image_files(images):
+        image = sitk.ReadImage(str(path))
+        array = corrupt(sitk.GetArrayFromImage(image), condition.corruption, condition.strength, seed,
+                        _case_of(path), model)
+        out = sitk.GetImageFromArray(array)
+        out.CopyInformation(image)
+        sitk.WriteImage(out, str(target / path.name), True)
+    (target / COMPLETE_MARKER).write_text("")
+    return target
+
+
+def check_output_folder(out: Path, settings: dict, overwrite: bool) -> None:
+    """Refuses a finished sweep's folder (without ``overwrite``) and a folder holding another
+    sweep or other files; a folder with the same settings is resumed."""
+    if out.exists() and not out.is_dir():
+        raise RobustnessError(f"{out}: the output path is a file, expected a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    saved_path = out / SETTINGS_FILE
+    if not saved_path.is_file():
+        raise RobustnessError(f"{out}: the output folder holds other files; choose an empty or new folder")
+    if overwrite:
+        for name in (INPUTS_DIR, RUNS_DIR, COMPARISONS_DIR, "plots"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in (RESULT_FILE, "report.md", "provenance.json", SETTINGS_FILE):
+            (out / name).unlink(missing_ok=True)
+        return
+    try:
+        saved = json.loads(saved_path.read_text())
+    except json.JSONDecodeError as error:
+        raise RobustnessError(f"{saved_path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+    if saved != json.loads(json.dumps(settings)):
+        raise RobustnessError(f"{saved_path}: the folder holds a sweep with other settings; pass --overwrite "
+                              "to replace it or choose another folder")
+    if (out / RESULT_FILE).is_file():
+        raise RobustnessError(f"{out / RESULT_FILE}: the sweep is finished; pass --overwrite to run it again")
+
+
+def run_predictions(models: Sequence[ModelRun], images: Path, labels: Path, out: Path,
+                    conditions: Sequence[Condition], seed: int, folds, device: str, use_mirroring: bool,
+                    meta: Path | None, channel_name: str, log: Callable[[str], None]) -> dict[str, dict[str, dict]]:
+    """Predicts and evaluates every model under every condition; returns metrics by run label and condition."""
+    from pu_nnunet.evaluation import evaluate_folders
+    from pu_nnunet.inference.predict import predict
+
+    metrics: dict[str, dict[str, dict]] = {m.label: {} for m in models}
+    for condition in conditions:
+        inputs = images if condition.corruption is None else write_corrupted_inputs(
+            images, out / INPUTS_DIR / condition.name, condition, seed, channel_name)
+        for model in models:
+            folder = out / RUNS_DIR / model.label / condition.name
+            metrics_file = folder / "evaluation" / "metrics.json"
+            if not metrics_file.is_file():
+                run = predict(inputs, folder / "predictions", model.folder, folds=folds, device=device,
+                              use_mirroring=use_mirroring, overwrite=True, log=lambda _: None)
+                evaluate_folders(folder / "predictions", labels, folder / "evaluation", device="cpu", meta=meta,
+                                 plots=False, overwrite=True)
+                log(f"{model.label} {condition.name}: {len(run.outputs)} cases in {sum(run.case_seconds):.0f} s")
+            metrics[model.label][condition.name] = json.loads(metrics_file.read_text())
+    return metrics
+
+
+def pooled(evaluations: Sequence[tuple[ModelRun, dict]]) -> dict:
+    """Several runs' evaluations as one for compare, case ids tagged with the run (as a study pools repeats)."""
+    first = evaluations[0][1]
+    cases, missing = [], []
+    for run, evaluation in evaluations:
+        # tagged with the repeat index only: repeat k of one trainer pairs with repeat k of another
+        cases += [{**case, "case": f"{case['case']}|run_{run.index}"} for case in evaluation["cases"]]
+        missing += [f"{case}|run_{run.index}" for case in evaluation["missing_predictions"]]
+    return {**first, "cases": cases, "missing_predictions": missing, "n_reference_cases": len(cases)}
