@@ -62,7 +62,8 @@ def test_interrupted_prediction_continues_with_the_missing_cases(tiny_trained_mo
     assert main(args + ["--continue"]) == 0
     printed = capsys.readouterr().out
     assert "1 case(s) (1 already complete, kept)" in printed and "(kept 1 complete one(s))" in printed
-    assert sorted(p.name for p in out.iterdir()) == sorted([*cases, "dataset.json", "plans.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*cases, "dataset.json", "plans.json",
+                                                             "model_record.json", "provenance.json"])
     assert (out / cases[0]).stat().st_mtime_ns == first
     second = sitk.ReadImage(str(out / cases[1]))
     assert second.GetSize() == sitk.ReadImage(str(images / cases[1].replace(".nii.gz", "_0000.nii.gz"))).GetSize()
