@@ -166,14 +166,20 @@ def tiny_trained_model_3d(tmp_path_factory):
                 predictions=predictions, env=env, bin=NNUNET_BIN)
 
 
-# The suite runs on both cores (pytest-xdist, --dist loadgroup; see scripts/test.sh): each trained
-# model fixture is built once, so the tests that share it run in one worker, and every other module
-# stays whole in one worker, so module-scoped fixtures are built once too.
+# The suite runs on both cores (pytest-xdist, --dist loadgroup; see scripts/test.sh): a trained
+# model fixture is built once per group, so the tests that share it run in one worker, and every
+# other module stays whole in one worker, so module-scoped fixtures are built once too. The tests
+# of the 2d model take longer than the rest of the suite together, so they form two groups, each
+# building the model once (about 2 minutes) and running beside the other on its own core.
 SHARED_MODEL_GROUPS = {"tiny_trained_model": "tiny_model_2d", "tiny_trained_model_3d": "tiny_model_3d"}
+# test folders whose 2d-model tests form the second group
+SECOND_2D_GROUP_FOLDERS = ("tests/trainers/", "tests/robustness/", "tests/study/")
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        group = next((g for fixture, g in SHARED_MODEL_GROUPS.items() if fixture in item.fixturenames),
-                     item.nodeid.split("::")[0])
+        module = item.nodeid.split("::")[0]
+        group = next((g for fixture, g in SHARED_MODEL_GROUPS.items() if fixture in item.fixturenames), module)
+        if group == "tiny_model_2d" and module.startswith(SECOND_2D_GROUP_FOLDERS):
+            group = "tiny_model_2d_b"
         item.add_marker(pytest.mark.xdist_group(group))
