@@ -137,3 +137,15 @@ def synth() -> SimpleNamespace:
     return SimpleNamespace(SPACING_XYZ=SPACING_XYZ, VOXEL_ML=VOXEL_ML, SHAPE_3D=SHAPE_3D, SHAPE_2D=SHAPE_2D,
                            write_nifti=write_nifti, write_png=write_png, write_cases=write_cases, box=box,
                            hand_checked_3d=hand_checked_3d, random_pairs=random_pairs, write_meta=write_meta)
+
+
+@pytest.fixture
+def folders(tmp_path, synth):
+    """The hand-checked 3d cases as prediction and reference folders, with a dataset.json (a test
+    module may define its own ``folders``, which then takes precedence)."""
+    refs, preds = synth.hand_checked_3d()
+    synth.write_cases(tmp_path / "ref", refs, ".nii.gz")
+    synth.write_cases(tmp_path / "pred", preds, ".nii.gz")
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "organ": 1, "lesion": 2},
+                                                       "file_ending": ".nii.gz"}))
+    return tmp_path

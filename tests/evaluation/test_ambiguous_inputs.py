@@ -2,23 +2,12 @@
 qform disagree, and a broken symbolic link in either folder (a listing of files would drop the
 case)."""
 
-import json
 
 import nibabel
 import numpy as np
 import pytest
 
 from pu_nnunet.cli import main
-
-
-@pytest.fixture
-def folders(tmp_path, synth):
-    refs, preds = synth.hand_checked_3d()
-    synth.write_cases(tmp_path / "ref", refs, ".nii.gz")
-    synth.write_cases(tmp_path / "pred", preds, ".nii.gz")
-    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "organ": 1, "lesion": 2},
-                                                       "file_ending": ".nii.gz"}))
-    return tmp_path
 
 
 def evaluate_cli(folders, capsys):

@@ -12,16 +12,6 @@ from pu_nnunet.evaluation.errors import EvaluationError
 from pu_nnunet.evaluation.evaluate import evaluate_folders
 
 
-@pytest.fixture
-def folders(tmp_path, synth):
-    refs, preds = synth.hand_checked_3d()
-    synth.write_cases(tmp_path / "ref", refs, ".nii.gz")
-    synth.write_cases(tmp_path / "pred", preds, ".nii.gz")
-    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "organ": 1, "lesion": 2},
-                                                       "file_ending": ".nii.gz"}))
-    return tmp_path
-
-
 def evaluate(folders, out="out", **kwargs):
     return evaluate_folders(folders / "pred", folders / "ref", folders / out, device="cpu", plots=False,
                             dataset_json=folders / "dataset.json", **kwargs)
