@@ -32,8 +32,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta-axes", type=int, nargs="*", metavar="AXIS",
                         help="mirror only along these spatial axes of the patch (a subset of the model's, from 0): "
                              "each axis left out halves the work; no axes = --disable_tta")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="where the network runs: torch (default) or onnxruntime, with the export given by --onnx "
+                             "(pip install \"pu-nnunet[onnx]\"); reading, preprocessing, tiling, TTA and export are "
+                             "nnU-Net's either way")
+    parser.add_argument("--onnx", metavar="FILE",
+                        help="with --backend onnxruntime: the .onnx file (or the .json beside it) written by "
+                             "pu-nnunet export-onnx for MODEL_DIR; its folds are the default folds")
     parser.add_argument("--batch-size", type=int, metavar="N",
-                        help="2d models: patches per forward pass (default: as many as fit a memory budget)")
+                        help="2d models: patches per forward pass (default: on a GPU as many as fit a memory budget; "
+                             "on a CPU "
+                             "the fastest of 1, 2, 4, 8, timed on the first tiles)")
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--overwrite", action="store_true", help="replace segmentations already in OUTPUT_DIR")
     resume.add_argument("--continue", dest="continue_prediction", action="store_true",
@@ -46,7 +55,9 @@ def _command_line(args: argparse.Namespace) -> list[str]:
     line = ["pu-nnunet", "predict", "-i", str(args.input), "-o", str(args.output), "-m", str(args.model)]
     if args.folds:
         line += ["-f", *map(str, args.folds)]
-    line += ["--device", str(args.device), "--chk", args.chk, "--precision", args.precision]
+    line += ["--device", str(args.device), "--chk", args.chk, "--precision", args.precision, "--backend", args.backend]
+    if args.onnx is not None:
+        line += ["--onnx", str(args.onnx)]
     if args.tta_axes is not None:
         line += ["--tta-axes", *map(str, args.tta_axes)]
     flags = {"--disable_tta": args.disable_tta, "--overwrite": args.overwrite,
@@ -66,7 +77,17 @@ def run(args: argparse.Namespace) -> int:
     result = predict(args.input, args.output, args.model, folds=args.folds, device=args.device, checkpoint=args.chk,
                      use_mirroring=not args.disable_tta, batch_size=args.batch_size, overwrite=args.overwrite,
                      continue_prediction=args.continue_prediction, argv=_command_line(args),
-                     precision=args.precision, tta_axes=args.tta_axes)
+                     precision=args.precision, tta_axes=args.tta_axes, backend=args.backend, onnx=args.onnx)
     kept = f" (kept {len(result.skipped)} complete one(s))" if result.skipped else ""
-    print(f"wrote {len(result.outputs)} segmentation(s) to {args.output} in {sum(result.case_seconds):.1f} s{kept}")
+    print(f"wrote {len(result.outputs)} segmentation(s) to {args.output} in {result.loop_seconds:.1f} s{kept}")
+    if result.outputs:
+        print(step_times_line(result))
     return 0
+
+
+def step_times_line(result) -> str:
+    """Where the time went: busy seconds per step (reading and exporting run beside the sliding
+    window, so they add up to more than the wall time) and the waits the overlap did not hide."""
+    steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in result.step_seconds.items())
+    return (f"step times: {steps}; waited {result.waiting_seconds:.1f} s for reading or export; "
+            f"cases {result.loop_seconds:.1f} s wall")

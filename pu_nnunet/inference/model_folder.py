@@ -124,6 +124,31 @@ def trainer_lookup_path() -> Iterator[None]:
             os.environ[EXT_TRAINER_VARIABLE] = before
 
 
+@contextlib.contextmanager
+def this_packages_trainers_first() -> Iterator[None]:
+    """nnU-Net's predictor finds the checkpoint's trainer by importing every module under
+    nnunetv2/training/nnUNetTrainer (about 2 s on a 2-core CPU, at every prediction); this
+    package's trainers are looked up by name first, anything else goes the nnU-Net way."""
+    import nnunetv2.inference.predict_from_raw_data as predictor_module
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from pu_nnunet.trainers import pure_trainers
+
+    nnunets_lookup = predictor_module.recursive_find_trainer_class_by_name
+
+    def find(name: str):
+        ours = getattr(pure_trainers, name, None)
+        if isinstance(ours, type) and issubclass(ours, nnUNetTrainer):
+            return ours
+        return nnunets_lookup(name)
+
+    predictor_module.recursive_find_trainer_class_by_name = find
+    try:
+        yield
+    finally:
+        predictor_module.recursive_find_trainer_class_by_name = nnunets_lookup
+
+
 def _check_configuration(configuration, plans_path: Path) -> None:
     """patch_size, spacing and the network's convolutions must agree on 2 or 3 dimensions; nnU-Net
     itself would only fail half-way through the first case, in an assert of its sliding window."""
@@ -197,7 +222,7 @@ def load_predictor(model: ModelFolder, device, use_mirroring: bool = True):
                                     perform_everything_on_device=device.type == "cuda", device=device,
                                     verbose=False, verbose_preprocessing=False, allow_tqdm=False)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), trainer_lookup_path():
+        with contextlib.redirect_stdout(io.StringIO()), trainer_lookup_path(), this_packages_trainers_first():
             predictor.initialize_from_trained_model_folder(str(model.path), list(model.folds), model.checkpoint)
     except (RuntimeError, KeyError, OSError, EOFError, pickle.UnpicklingError, TypeError, ValueError, IndexError,
             AttributeError, AssertionError) as error:

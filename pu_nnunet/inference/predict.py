@@ -6,7 +6,8 @@ reader (plans ``image_reader_writer``), the preprocessor class named in the plan
 ``export_prediction_from_logits`` (resampling back, uncropping, writing with the input's
 geometry). Only the logits of 2d models are computed differently: many slices per forward pass
 (:mod:`pu_nnunet.inference.sliding_window_2d`). 3d models use nnU-Net's predictor unchanged.
-Cases run one after the other in this process: no worker processes to start.
+Cases run in this process, no worker processes to start: two threads read the next case and
+export the last one while the current one is predicted (:mod:`pu_nnunet.inference.pipeline`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Callable
 from pu_nnunet.inference.errors import PredictionError
 from pu_nnunet.inference.inputs import OUTPUT_ENDING, InputCase, check_channels, find_input_cases, materialise_case
 from pu_nnunet.inference.model_folder import DEFAULT_CHECKPOINT, ModelFolder, inspect_model_folder
+from pu_nnunet.inference.pipeline import run_pipelined
 from pu_nnunet.inference.precision import autocast_context, check_precision, restrict_mirror_axes
 from pu_nnunet.provenance import MODEL_RECORD_FILE, RUN_RECORD_FILE, model_record, run_record, same_model
 from pu_nnunet.user_errors import error_reason, naming_the_path
@@ -45,6 +47,13 @@ class PredictionRun:
     mirroring: bool = True
     precision: str = "auto"
     mirror_axes: tuple | None = None
+    # busy seconds per step ("model loading", then STEPS of the pipeline, summed over cases;
+    # reading and exporting overlap the sliding window), the main thread's waits for them, and
+    # the wall seconds of the loop over the cases
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    waiting_seconds: float = 0.0
+    loop_seconds: float = 0.0
+    batch_size_timings: dict[int, float] = field(default_factory=dict)  # seconds per patch of each size tried
 
 
 def _record_contents(model: ModelFolder) -> dict[str, dict]:
@@ -214,12 +223,28 @@ def _on_cpu_under_precision(function: Callable, precision: str, device) -> Calla
     return wrapped
 
 
+def _check_backend(backend: str, onnx, precision: str) -> None:
+    from pu_nnunet.inference.onnx_backend import BACKENDS
+
+    if backend not in BACKENDS:
+        raise PredictionError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "onnxruntime" and onnx is None:
+        raise PredictionError("--backend onnxruntime needs --onnx FILE: the .onnx (or its .json) written by "
+                              "pu-nnunet export-onnx for this model folder")
+    if backend != "onnxruntime" and onnx is not None:
+        raise PredictionError("--onnx is read by --backend onnxruntime only; add it, or leave out --onnx")
+    if backend == "onnxruntime" and precision not in ("auto", "fp32"):
+        raise PredictionError(f"--precision {precision}: the ONNX export is float32; use --backend torch for "
+                              "lower precision")
+
+
 def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Path,
             folds: list[int | str] | None = None, device: str = "auto", checkpoint: str = DEFAULT_CHECKPOINT,
             use_mirroring: bool = True, batch_size: int | None = None, overwrite: bool = False,
             continue_prediction: bool = False, log: Callable[[str], None] = print,
             argv: list[str] | None = None, precision: str = "auto",
-            tta_axes: list[int] | None = None) -> PredictionRun:
+            tta_axes: list[int] | None = None, backend: str = "torch",
+            onnx: str | Path | None = None) -> PredictionRun:
     """Segments every case in ``input_path`` into ``output_dir/CASE.nii.gz``.
 
     Bad input (unreadable header, truncated file, damaged DICOM slice, empty folder, incomplete
@@ -230,10 +255,18 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     folder's model record (``model_record.json``, written with ``provenance.json`` before the
     first segmentation; ``argv`` is the command line recorded there) names this model.
     ``precision`` and ``tta_axes`` trade accuracy for speed (:mod:`pu_nnunet.inference.precision`).
+    ``backend="onnxruntime"`` runs the network of ``onnx`` (``pu-nnunet export-onnx``'s output for
+    this model folder; its folds by default) in onnxruntime (:mod:`pu_nnunet.inference.onnx_backend`).
     """
     if overwrite and continue_prediction:
         raise PredictionError("--overwrite and --continue exclude each other")
+    _check_backend(backend, onnx, precision)
+    if backend == "onnxruntime" and folds is None:
+        from pu_nnunet.inference.onnx_backend import exported_folds
+
+        folds = exported_folds(onnx)
     import torch
+    from nnunetv2.configuration import default_num_processes
     from nnunetv2.inference.export_prediction import export_prediction_from_logits
 
     from pu_nnunet.devices import resolve_device
@@ -247,7 +280,13 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     to_predict = _check_outputs(output_dir, cases, model, overwrite, continue_prediction, record)
     torch_device = resolve_device(device)
 
+    loading_started = time.perf_counter()
     predictor = load_predictor(model, torch_device, use_mirroring)
+    if backend == "onnxruntime":
+        from pu_nnunet.inference.onnx_backend import use_onnxruntime
+
+        use_onnxruntime(predictor, model, onnx, threads=min(default_num_processes, torch.get_num_threads()))
+    loading_seconds = time.perf_counter() - loading_started
     plans_manager, configuration = predictor.plans_manager, predictor.configuration_manager
     check_precision(precision, torch_device, is_2d=len(configuration.patch_size) == 2)
     mirror_axes = restrict_mirror_axes(predictor, None if not use_mirroring else tta_axes)
@@ -268,30 +307,38 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     run.skipped = [output_dir / case.output_name for case in cases if case not in to_predict]
     log(f"{len(to_predict)} case(s)" + (f" ({len(run.skipped)} already complete, kept)" if run.skipped else "")
         + f", model {model.path.name} (folds {', '.join(map(str, model.folds))}), "
-        f"device {torch_device}, precision {precision}, mirroring "
+        f"device {torch_device}" + (", onnxruntime" if backend == "onnxruntime" else "")
+        + f", precision {precision}, mirroring "
         + (f"along axes {list(mirror_axes)}" if run.mirroring else "off")
-        + (f", {batched.batch_size} patches per forward pass" if batched else ""))
+        + (f", {batched.describe_batch_size()}" if batched else ""))
 
     output_dir.mkdir(parents=True, exist_ok=True)
     for entry in remove_stale_partial_entries(output_dir):
         log(f"removed {entry.name}, left behind by an earlier run that was killed")
     with tempfile.TemporaryDirectory(prefix="pu_nnunet_predict_") as scratch:
-        for index, case in enumerate(to_predict, start=1):
-            started = time.perf_counter()
+        def read(case: InputCase):
             data, properties = _read_case(reader, materialise_case(case, Path(scratch)), case)
             data, _, properties = preprocessor.run_case_npy(data, None, properties, plans_manager, configuration,
                                                             model.dataset_json)
-            volume = torch.from_numpy(data).to(dtype=torch.float32, memory_format=torch.contiguous_format)
-            logits = logits_of(volume).cpu().numpy()
-            if index == 1:  # every segmentation in the folder is covered by the record
-                _write_provenance(output_dir, model, record, str(torch_device), argv)
+            return torch.from_numpy(data).to(dtype=torch.float32, memory_format=torch.contiguous_format), properties
+
+        def export(case: InputCase, logits, properties) -> None:
             _export_atomically(export_prediction_from_logits, logits, properties, configuration, plans_manager,
                                export_json, output_dir / case.output_name)
+
+        def written(index: int, case: InputCase, seconds: float) -> None:
             run.outputs.append(output_dir / case.output_name)
-            run.case_seconds.append(time.perf_counter() - started)
-            log(f"[{index}/{len(to_predict)}] {case.source.name} -> {case.output_name} "
-                f"({run.case_seconds[-1]:.1f} s)")
+            log(f"[{index}/{len(to_predict)}] {case.source.name} -> {case.output_name} ({seconds:.1f} s)")
+
+        # every segmentation in the folder is covered by the records, written before the first
+        timings = run_pipelined(to_predict, read, lambda volume: logits_of(volume).cpu().numpy(), export,
+                                lambda: _write_provenance(output_dir, model, record, str(torch_device), argv),
+                                written)
+    run.case_seconds = timings.per_case
+    run.step_seconds = {"model loading": loading_seconds, **timings.busy}
+    run.waiting_seconds, run.loop_seconds = timings.waiting, timings.wall
     if batched is not None:
         run.batch_size = batched.batch_size  # smaller than at the start after a CUDA out-of-memory retry
+        run.batch_size_timings = batched.tuner.measurements() if batched.tuner is not None else {}
     _write_records(output_dir, model)
     return run

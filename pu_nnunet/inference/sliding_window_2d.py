@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import time
 
 import torch
 from acvl_utils.cropping_and_padding.padding import pad_nd_image
@@ -22,6 +23,7 @@ from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 from nnunetv2.utilities.helpers import empty_cache
 from torch._dynamo import OptimizedModule
 
+from pu_nnunet.inference.batch_tuning import CPU_CANDIDATES, BatchSizeTuner
 from pu_nnunet.inference.precision import autocast_context
 
 # the batch-halving retry after a CUDA out-of-memory error is reported here (a library user
@@ -68,8 +70,11 @@ class BatchedSlicePredictor:
     """Predicts a preprocessed volume with a 2d model held by an initialised ``nnUNetPredictor``.
 
     ``batch_size`` patches (slices x tiles) go through the network per forward pass (each
-    mirrored copy is one more pass of the same batch); None picks it from a memory budget. On a
-    CUDA out-of-memory error the batch is halved and the volume predicted again. ``precision``
+    mirrored copy is one more pass of the same batch). None: on a GPU as many as fit a memory
+    budget; on a CPU the fastest of :data:`~pu_nnunet.inference.batch_tuning.CPU_CANDIDATES`
+    (within that budget), timed on the first tiles predicted
+    (:class:`~pu_nnunet.inference.batch_tuning.BatchSizeTuner`). On a CUDA out-of-memory error
+    the batch is halved and the volume predicted again. ``precision``
     is one of :data:`pu_nnunet.inference.precision.PRECISIONS` (``auto``: nnU-Net's fp16 autocast
     on CUDA, float32 on the CPU).
     """
@@ -80,14 +85,33 @@ class BatchedSlicePredictor:
             raise ValueError(f"predictor must hold a 2d configuration, got patch size {list(manager.patch_size)}")
         self.predictor = predictor
         self.patch_size = tuple(manager.patch_size)
+        self.tuner = None
         if batch_size is None:
             batch_size = default_batch_size(self._plain_network(), self.patch_size, predictor.device)
+            if predictor.device.type == "cpu":
+                self.tuner = BatchSizeTuner([size for size in CPU_CANDIDATES if size <= batch_size] or [1])
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
             raise TypeError(f"batch_size must be an int or None, got {type(batch_size).__name__} {batch_size!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.batch_size = int(batch_size)
+        self._batch_size = int(batch_size)
         self.precision = precision
+
+    @property
+    def batch_size(self) -> int:
+        """Patches per forward pass: fixed, or the tuner's choice (its current trial until chosen)."""
+        return self._batch_size if self.tuner is None else self.tuner.next_size()
+
+    @batch_size.setter
+    def batch_size(self, size: int) -> None:
+        self._batch_size, self.tuner = size, None
+
+    def describe_batch_size(self) -> str:
+        if self.tuner is None:
+            return f"{self._batch_size} patches per forward pass"
+        if self.tuner.chosen is not None:
+            return f"{self.tuner.chosen} patches per forward pass (fastest of {self.tuner.candidates}, timed)"
+        return f"patches per forward pass: the fastest of {self.tuner.candidates}, timed on the first tiles"
 
     def _plain_network(self) -> torch.nn.Module:
         network = self.predictor.network
@@ -151,11 +175,19 @@ class BatchedSlicePredictor:
                                         value_scaling_factor=GAUSSIAN_VALUE_SCALING, device=device)
         else:
             gaussian = 1
-        for start in range(0, len(slicers), self.batch_size):
-            chunk = slicers[start:start + self.batch_size]
+        if self.tuner is not None:
+            self.tuner.cap(len(slicers))
+        start = 0
+        while start < len(slicers):
+            size = self.batch_size
+            chunk = slicers[start:start + size]
+            start += len(chunk)
             # each slicer is (all channels, slice index, rows, columns): one 2d patch
             batch = torch.stack([volume[slicer] for slicer in chunk])
+            started = time.perf_counter()
             batch_prediction = predictor._internal_maybe_mirror_and_predict(batch)
+            if self.tuner is not None:  # CPU only: the time is the computation's, no device to wait for
+                self.tuner.record(size, len(chunk), time.perf_counter() - started)
             # added one tile at a time, in nnU-Net's order: fp16 sums depend on the order
             for slicer, tile_prediction in zip(chunk, batch_prediction):
                 logits[slicer] += tile_prediction * gaussian

@@ -142,3 +142,96 @@ def test_spatial_sizes_must_be_multiples_of_the_total_stride_per_axis():
         total_strides({"strides": [[1, 1], [2, 2]]}, 3)
     assert output_paths(Path("m.onnx"), (0,)) == {"0": Path("m.onnx")}
     assert output_paths(Path("d/m.onnx"), (0, "all")) == {"0": Path("d/m.fold_0.onnx"), "all": Path("d/m.fold_all.onnx")}
+
+
+# ``pu-nnunet predict --backend onnxruntime``: the export's networks inside nnU-Net's prediction
+
+# segmentations of the two backends, per label: onnxruntime sums in another order, so a voxel
+# whose two best classes tie to within the logit tolerance may flip (none did on the test model)
+MIN_BACKEND_AGREEMENT_DICE = 0.999
+
+
+@pytest.fixture(scope="module")
+def pure_export(tiny_trained_model, tmp_path_factory):
+    folder = model_folder(tiny_trained_model, tiny_trained_model["trainer"])
+    output = tmp_path_factory.mktemp("pure_export") / "pure.onnx"
+    _export(folder, output)
+    return folder, output
+
+
+def _labels_dice(a, b, label):
+    x, y = a == label, b == label
+    total = int(x.sum() + y.sum())
+    return 1.0 if total == 0 else 2.0 * int((x & y).sum()) / total
+
+
+@pytest.mark.slow
+def test_onnxruntime_backend_gives_pytorchs_logits_and_segmentation(tiny_trained_model, pure_export, tmp_path):
+    """Same preprocessed volume through the sliding window with each backend: logits within the
+    export's tolerance, argmax identical wherever PyTorch's two best classes are not within it of
+    each other; the written segmentations agree per label."""
+    import SimpleITK as sitk
+
+    from pu_nnunet.inference.model_folder import inspect_model_folder, load_predictor
+    from pu_nnunet.inference.onnx_backend import OnnxRuntimeNetwork, use_onnxruntime
+    from pu_nnunet.inference.sliding_window_2d import BatchedSlicePredictor
+
+    folder, onnx_file = pure_export
+    model = inspect_model_folder(folder, [0])
+    volume = real_inputs(tiny_trained_model, [1, 1]).transpose(0, 1).contiguous()  # (c, z, y, x)
+    with_torch = BatchedSlicePredictor(load_predictor(model, torch.device("cpu")), 2).predict_logits(volume)
+    predictor = load_predictor(model, torch.device("cpu"))
+    use_onnxruntime(predictor, model, onnx_file, threads=1)
+    assert isinstance(predictor.network, OnnxRuntimeNetwork)
+    with_onnx = BatchedSlicePredictor(predictor, 2).predict_logits(volume)
+    np.testing.assert_allclose(with_onnx.float().numpy(), with_torch.float().numpy(), atol=ATOL * 10, rtol=RTOL)
+    top2 = torch.topk(with_torch.float(), 2, dim=0).values
+    clear = (top2[0] - top2[1]) > 2 * ATOL * 10
+    assert clear.float().mean() > 0.99
+    assert torch.equal(with_onnx.argmax(0)[clear], with_torch.argmax(0)[clear])
+
+    images = tiny_trained_model["dataset"] / "imagesTs"
+    outputs = {}
+    for backend in ("torch", "onnxruntime"):
+        outputs[backend] = tmp_path / backend
+        extra = ["--backend", "onnxruntime", "--onnx", str(onnx_file)] if backend == "onnxruntime" else []
+        assert main(["predict", "-i", str(images), "-o", str(outputs[backend]), "-m", str(folder), "--device", "cpu",
+                     *extra]) == 0
+    record = json.loads((outputs["onnxruntime"] / "provenance.json").read_text())
+    assert record["command"][record["command"].index("--backend") + 1] == "onnxruntime"
+    labels = [v for v in json.loads((folder / "dataset.json").read_text())["labels"].values() if v != 0]
+    for path in sorted(outputs["torch"].glob("*.nii.gz")):
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        b = sitk.GetArrayFromImage(sitk.ReadImage(str(outputs["onnxruntime"] / path.name)))
+        for label in labels:
+            assert _labels_dice(a, b, label) >= MIN_BACKEND_AGREEMENT_DICE, (path.name, label)
+
+
+@pytest.mark.slow
+def test_onnxruntime_backend_refuses_a_wrong_export_or_option(tiny_trained_model, pure_export, baseline_folder,
+                                                              tmp_path, capsys):
+    folder, onnx_file = pure_export
+    baseline_onnx = tmp_path / "baseline.onnx"
+    _export(baseline_folder, baseline_onnx)
+    images = str(tiny_trained_model["dataset"] / "imagesTs")
+
+    def refused(*argv, message):
+        out = tmp_path / "out"
+        assert main(["predict", "-i", images, "-o", str(out), "-m", str(folder), "--device", "cpu", *argv]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("pu-nnunet predict: error:") and message in err and "\n" not in err, err
+        assert not out.exists() or not list(out.glob("*.nii.gz"))  # nothing written
+
+    refused("--backend", "onnxruntime", "--onnx", str(baseline_onnx), message="exported from another model")
+    refused("--backend", "onnxruntime", message="needs --onnx")
+    refused("--onnx", str(onnx_file), message="read by --backend onnxruntime only")
+    refused("--backend", "onnxruntime", "--onnx", str(onnx_file), "--precision", "fp16", message="is float32")
+    refused("--backend", "onnxruntime", "--onnx", str(tmp_path / "none.onnx"), message="not found")
+    (tmp_path / "model.json").write_text("{}")
+    refused("--backend", "onnxruntime", "--onnx", str(tmp_path / "model.json"), message="not the metadata")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    metadata = json.loads(onnx_file.with_suffix(".json").read_text())
+    (broken / "pure.json").write_text(json.dumps(metadata))
+    (broken / "pure.onnx").write_bytes(onnx_file.read_bytes()[:1000])  # truncated copy
+    refused("--backend", "onnxruntime", "--onnx", str(broken / "pure.onnx"), message="onnxruntime cannot load it")

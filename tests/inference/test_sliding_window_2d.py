@@ -86,6 +86,24 @@ def test_mirroring_changes_the_logits(plain_plans):
     assert (with_tta.float() - without.float()).abs().max() > FP16_TOLERANCE
 
 
+def test_the_cpu_batch_is_chosen_by_timing_and_agrees_with_one_patch_at_a_time(plain_plans):
+    """batch_size None on the CPU: the candidate sizes are tried on the tiles being predicted
+    (no extra work), the fastest is kept, and the logits agree with batch 1's."""
+    predictor = make_predictor(nnUNetTrainer, plain_plans, False, 1)
+    volume = torch.randn(*VOLUME_SHAPE, generator=torch.Generator().manual_seed(3))
+    one_at_a_time = BatchedSlicePredictor(predictor, batch_size=1).predict_logits(volume)
+    tuned = BatchedSlicePredictor(predictor)
+    assert tuned.tuner is not None and "timed" in tuned.describe_batch_size()
+    for _ in range(8):  # enough tiles for every candidate's untimed and timed calls
+        logits = tuned.predict_logits(volume)
+        assert (logits.argmax(0) == one_at_a_time.argmax(0)).float().mean() >= 0.999
+        if tuned.tuner.chosen is not None:
+            break
+    assert tuned.tuner.chosen in tuned.tuner.candidates
+    assert tuned.batch_size == tuned.tuner.chosen and set(tuned.tuner.measurements()) == set(tuned.tuner.candidates)
+    assert BatchedSlicePredictor(predictor, batch_size=4).tuner is None  # a given size is kept
+
+
 def test_default_batch_size_follows_the_memory_budget(plain_plans):
     predictor = make_predictor(nnUNetTrainer, plain_plans, True, 1)
     patch = predictor.configuration_manager.patch_size
