@@ -3,7 +3,9 @@
 The resolved study is written to ``STUDY_DIR/study.json`` before anything runs, so that a run
 can be resumed (``study run -o STUDY_DIR`` with no other flag), reproduced and shared. A re-run
 whose flags contradict the stored study is refused unless ``--reconfigure`` says so: mixing runs
-of two different studies in one report would be silently wrong.
+of two different studies in one report would be silently wrong. The robustness sweep is stored
+too but is not part of the identity: adding it is no contradiction, changing or removing it is
+(:mod:`pu_nnunet.study.robustness_settings`).
 
 Repeats: repeat 0 trains into ``nnUNet_results`` as any nnU-Net run does; repeat r >= 1 trains
 into its own results root ``STUDY_DIR/results/repeat_r``. The trainer name stays the same (no
