@@ -151,7 +151,7 @@ def plot_dice_vs_strength(summary: dict[str, Any], path: Path, label: Callable[[
     import matplotlib.pyplot as plt
 
     corruptions = list(dict.fromkeys(c["corruption"] for c in summary["conditions"] if c["corruption"]))
-    figure, axes = plt.subplots(1, max(1, len(corruptions)), figsize=(3.2 * max(1, len(corruptions)), 3.2),
+    figure, axes = plt.subplots(1, max(1, len(corruptions)), figsize=(max(4.8, 3.2 * len(corruptions)), 3.2),
                                 squeeze=False)
     for axis, corruption in zip(axes[0], corruptions):
         points = [c for c in summary["conditions"] if c["corruption"] == corruption]
