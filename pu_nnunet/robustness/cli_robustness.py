@@ -56,21 +56,27 @@ def parse_models(values: list[str]):
     return runs
 
 
-def parse_strengths(corruptions: list[str], overrides: list[str]) -> dict[str, tuple[float, ...]]:
+def parse_strengths(corruptions: list[str], overrides: list[str],
+                    option: str = "--strengths") -> dict[str, tuple[float, ...]]:
+    """The strengths of each corruption: the defaults, replaced by ``CORRUPTION=S1,S2`` overrides
+    (``option`` names where they came from in the error message)."""
     from pu_nnunet.robustness.errors import RobustnessError
 
+    unknown = [name for name in corruptions if name not in DEFAULT_STRENGTHS]
+    if unknown:
+        raise RobustnessError(f"{option}: unknown corruption(s) {unknown}; choose from {', '.join(CORRUPTIONS)}")
     strengths = {name: DEFAULT_STRENGTHS[name] for name in corruptions}
     for value in overrides:
         name, sep, numbers = value.partition("=")
         if not sep or name not in strengths:
-            raise RobustnessError(f"--strengths {value}: expected CORRUPTION=S1,S2,... with CORRUPTION one of "
+            raise RobustnessError(f"{option} {value}: expected CORRUPTION=S1,S2,... with CORRUPTION one of "
                                   f"{', '.join(corruptions)}")
         try:
             strengths[name] = tuple(float(number) for number in numbers.split(","))
         except ValueError:
-            raise RobustnessError(f"--strengths {value}: {numbers!r} is not a comma-separated list of numbers") from None
+            raise RobustnessError(f"{option} {value}: {numbers!r} is not a comma-separated list of numbers") from None
         if IDENTITY_STRENGTH[name] in strengths[name]:
-            raise RobustnessError(f"--strengths {value}: {IDENTITY_STRENGTH[name]:g} leaves the image clean")
+            raise RobustnessError(f"{option} {value}: {IDENTITY_STRENGTH[name]:g} leaves the image clean")
     return strengths
 
 

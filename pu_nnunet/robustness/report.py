@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND
 from pu_nnunet.evaluation.metrics.paired_stats import CONFIDENCE_LEVEL
@@ -142,23 +142,32 @@ def report_markdown(summary: dict[str, Any], settings: dict[str, Any], provenanc
     return "\n".join(lines)
 
 
-def plot_dice_vs_strength(summary: dict[str, Any], path: Path) -> None:
+def plot_dice_vs_strength(summary: dict[str, Any], path: Path, label: Callable[[str], str] = str) -> None:
+    """Mean foreground Dice against strength, one line per trainer (``label`` names it), each
+    run's value as a dot beside the line when a trainer has several runs; dotted: clean."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     corruptions = list(dict.fromkeys(c["corruption"] for c in summary["conditions"] if c["corruption"]))
-    figure, axes = plt.subplots(1, max(1, len(corruptions)), figsize=(3.2 * max(1, len(corruptions)), 3.2),
+    figure, axes = plt.subplots(1, max(1, len(corruptions)), figsize=(max(4.8, 3.2 * len(corruptions)), 3.2),
                                 squeeze=False)
     for axis, corruption in zip(axes[0], corruptions):
         points = [c for c in summary["conditions"] if c["corruption"] == corruption]
         for index, name in enumerate(summary["trainers"]):
             entries = summary["per_trainer"][name]
             colour = f"C{index}"
-            axis.plot([c["strength"] for c in points], [entries[c["name"]]["dice_mean"] for c in points], "o-",
-                      color=colour, label=name)
-            axis.axhline(entries[CLEAN]["dice_mean"], color=colour, linestyle=":", linewidth=1)
+            # no Dice (no case with a reference foreground) is a gap in the line
+            dice = [float("nan") if entries[c["name"]]["dice_mean"] is None else entries[c["name"]]["dice_mean"]
+                    for c in points]
+            axis.plot([c["strength"] for c in points], dice, "o-", color=colour, label=label(name))
+            runs = [(c["strength"], value) for c in points
+                    for value in entries[c["name"]].get("dice_per_run") or [] if value is not None]
+            if len(runs) > len(points):  # several runs: their spread
+                axis.scatter(*zip(*runs), color=colour, s=10, alpha=0.4)
+            if entries[CLEAN]["dice_mean"] is not None:
+                axis.axhline(entries[CLEAN]["dice_mean"], color=colour, linestyle=":", linewidth=1)
         if corruption == "poisson":
             axis.set_xscale("log")
             axis.invert_xaxis()  # fewer photons = stronger noise, to the right
@@ -166,7 +175,7 @@ def plot_dice_vs_strength(summary: dict[str, Any], path: Path) -> None:
         axis.set_xlabel("strength")
         axis.set_ylabel("foreground Dice")
     axes[0][0].legend(fontsize="small")
-    figure.suptitle("Dice under corruption (dotted: clean)", fontsize="medium")
+    figure.suptitle("Dice under corruption (dotted: clean; dots: runs)", fontsize="medium")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

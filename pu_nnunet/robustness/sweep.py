@@ -18,7 +18,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 from pu_nnunet.robustness.corruptions import corrupt, intensity_model
 from pu_nnunet.robustness.errors import RobustnessError
@@ -28,6 +28,8 @@ SETTINGS_FILE = "settings.json"
 RESULT_FILE = "robustness.json"
 INPUTS_DIR, RUNS_DIR, COMPARISONS_DIR = "inputs", "runs", "comparisons"
 NIFTI = ".nii.gz"
+# nnU-Net's channel suffix of an image file name: CASE_0000.nii.gz is channel 0 of CASE
+CHANNEL_SUFFIX = "_0000"
 # a condition's corrupted images are complete when this file is there
 COMPLETE_MARKER = ".complete"
 
@@ -59,13 +61,17 @@ def conditions_of(strengths: dict[str, Sequence[float]]) -> list[Condition]:
     return [Condition(None, None)] + [Condition(c, float(s)) for c, values in strengths.items() for s in values]
 
 
-def _image_files(images: Path) -> list[Path]:
+def _image_files(images: Path, cases: Collection[str] | None = None) -> list[Path]:
+    """The NIfTI channel files (CASE_XXXX.nii.gz) of ``images``, of the listed cases only when given."""
     if not images.is_dir():
         raise RobustnessError(f"{images}: images folder not found")
-    files = sorted(p for p in images.iterdir() if p.name.endswith(NIFTI))
+    files = sorted(p for p in images.iterdir() if p.name.endswith(NIFTI)
+                   and (cases is None or _case_of(p)[: -len(CHANNEL_SUFFIX)] in cases))
     if not files:
-        raise RobustnessError(f"{images}: no NIfTI images (CASE_0000{NIFTI}); robustness reads NIfTI, as "
-                              "pu-nnunet predict does (a PNG dataset: benchmarks/png_dataset_to_nifti.py)")
+        raise RobustnessError(f"{images}: no NIfTI images (CASE_0000{NIFTI})"
+                              + ("" if cases is None else f" of the cases {sorted(cases)}")
+                              + "; robustness reads NIfTI, as pu-nnunet predict does (a PNG dataset: "
+                                "benchmarks/png_dataset_to_nifti.py)")
     return files
 
 
@@ -73,8 +79,10 @@ def _case_of(path: Path) -> str:
     return path.name[: -len(NIFTI)]
 
 
-def write_corrupted_inputs(images: Path, target: Path, condition: Condition, seed: int, channel_name: str) -> Path:
-    """Corrupted copies of every image with the original geometry, written to ``target`` (float32)."""
+def write_corrupted_inputs(images: Path, target: Path, condition: Condition, seed: int, channel_name: str,
+                           cases: Collection[str] | None = None) -> Path:
+    """Corrupted copies of the images (every case, or ``cases``) with the original geometry,
+    written to ``target`` (float32); the clean condition gives plain copies."""
     import SimpleITK as sitk
 
     if (target / COMPLETE_MARKER).is_file():
@@ -82,8 +90,13 @@ def write_corrupted_inputs(images: Path, target: Path, condition: Condition, see
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     model = intensity_model(channel_name)
-    for path in _image_files(images):
+    for path in _image_files(images, cases):
+        if condition.corruption is None:
+            shutil.copyfile(path, target / path.name)
+            continue
         image = sitk.ReadImage(str(path))
+        # the random stream is keyed by the file's name (case and channel), not by the model or
+        # the order of work: every model sees the same corrupted image
         array = corrupt(sitk.GetArrayFromImage(image), condition.corruption, condition.strength, seed,
                         _case_of(path), model)
         out = sitk.GetImageFromArray(array)
@@ -91,6 +104,30 @@ def write_corrupted_inputs(images: Path, target: Path, condition: Condition, see
         sitk.WriteImage(out, str(target / path.name), True)
     (target / COMPLETE_MARKER).write_text("")
     return target
+
+
+def condition_inputs(images: Path, scratch: Path, condition: Condition, seed: int, channel_name: str,
+                     cases: Collection[str] | None = None) -> Path:
+    """The folder a model predicts under ``condition``: ``images`` itself when clean and every
+    case is wanted, else ``scratch/<condition>`` (written once, then reused)."""
+    if condition.corruption is None and cases is None:
+        return images
+    return write_corrupted_inputs(images, scratch / condition.name, condition, seed, channel_name, cases)
+
+
+def predict_condition(inputs: Path, folder: Path, model_folder: Path, folds, device: str, use_mirroring: bool,
+                      evaluate: Callable[[Path, Path], Any], log: Callable[[str], None], label: str) -> dict:
+    """One model under one condition: ``folder/predictions`` by pu-nnunet predict, then
+    ``evaluate(predictions, folder/evaluation)``; reused when its metrics.json is there."""
+    from pu_nnunet.inference.predict import predict
+
+    metrics_file = folder / "evaluation" / "metrics.json"
+    if not metrics_file.is_file():
+        run = predict(inputs, folder / "predictions", model_folder, folds=folds, device=device,
+                      use_mirroring=use_mirroring, overwrite=True, log=lambda _: None)
+        evaluate(folder / "predictions", folder / "evaluation")
+        log(f"{label}: {len(run.outputs)} cases in {sum(run.case_seconds):.0f} s")
+    return json.loads(metrics_file.read_text())
 
 
 def check_output_folder(out: Path, settings: dict, overwrite: bool) -> None:
@@ -125,22 +162,17 @@ def run_predictions(models: Sequence[ModelRun], images: Path, labels: Path, out:
                     meta: Path | None, channel_name: str, log: Callable[[str], None]) -> dict[str, dict[str, dict]]:
     """Predicts and evaluates every model under every condition; returns metrics by run label and condition."""
     from pu_nnunet.evaluation import evaluate_folders
-    from pu_nnunet.inference.predict import predict
+
+    def evaluate(predictions: Path, evaluation: Path) -> None:
+        evaluate_folders(predictions, labels, evaluation, device="cpu", meta=meta, plots=False, overwrite=True)
 
     metrics: dict[str, dict[str, dict]] = {m.label: {} for m in models}
     for condition in conditions:
-        inputs = images if condition.corruption is None else write_corrupted_inputs(
-            images, out / INPUTS_DIR / condition.name, condition, seed, channel_name)
+        inputs = condition_inputs(images, out / INPUTS_DIR, condition, seed, channel_name)
         for model in models:
-            folder = out / RUNS_DIR / model.label / condition.name
-            metrics_file = folder / "evaluation" / "metrics.json"
-            if not metrics_file.is_file():
-                run = predict(inputs, folder / "predictions", model.folder, folds=folds, device=device,
-                              use_mirroring=use_mirroring, overwrite=True, log=lambda _: None)
-                evaluate_folders(folder / "predictions", labels, folder / "evaluation", device="cpu", meta=meta,
-                                 plots=False, overwrite=True)
-                log(f"{model.label} {condition.name}: {len(run.outputs)} cases in {sum(run.case_seconds):.0f} s")
-            metrics[model.label][condition.name] = json.loads(metrics_file.read_text())
+            metrics[model.label][condition.name] = predict_condition(
+                inputs, out / RUNS_DIR / model.label / condition.name, model.folder, folds, device, use_mirroring,
+                evaluate, log, f"{model.label} {condition.name}")
     return metrics
 
 

@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                             "STUDY_DIR/report.md, summary.json and plots/. Re-running skips "
                                             "finished jobs, resumes interrupted trainings and retries failed ones.")
     _add_study_flags(run_parser)
+    _add_robustness_flags(run_parser)
     _add_executor_flags(run_parser)
     status_parser = sub.add_parser("status", help="every job of a study: state, attempts, duration, log")
     status_parser.add_argument("study_dir", metavar="STUDY_DIR")
@@ -53,7 +54,53 @@ def _add_study_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--config", metavar="study.toml", help="the study as a TOML file (flags override it)")
     group.add_argument("--reconfigure", action="store_true",
                        help="accept flags that contradict STUDY_DIR/study.json and replace it (finished "
-                            "jobs of the old study stay and are reused where they are the same job)")
+                            "jobs of the old study stay and are reused where they are the same job); also to "
+                            "change or remove a stored robustness sweep (adding one needs no --reconfigure)")
+
+
+def _add_robustness_flags(parser: argparse.ArgumentParser) -> None:
+    from pu_nnunet.robustness import CORRUPTIONS, DEFAULT_STRENGTHS
+
+    group = parser.add_argument_group(
+        "robustness (stored in study.json)",
+        "After its clean evaluation each job predicts its held-out cases again under image corruptions "
+        "(as pu-nnunet robustness; the same corrupted images for every trainer and repeat) and the report gets "
+        "a Robustness section. Adding --robustness to a finished study (no other change, no --reconfigure) runs "
+        "only the sweeps: nothing is retrained and the clean results stay. Changing the stored sweep or removing "
+        "it (--no-robustness) needs --reconfigure.")
+    group.add_argument("--robustness", action=argparse.BooleanOptionalAction, default=None,
+                       help="run (or, with --no-robustness and --reconfigure, stop running) the sweep")
+    group.add_argument("--robustness-corruptions", nargs="+", choices=tuple(CORRUPTIONS), metavar="CORRUPTION",
+                       help=f"default all: {' '.join(CORRUPTIONS)}")
+    group.add_argument("--robustness-strengths", nargs="+", metavar="CORRUPTION=S1,S2",
+                       help="override strengths, e.g. poisson=1000,100 (defaults: "
+                            + "; ".join(f"{k} {','.join(f'{v:g}' for v in vs)}" for k, vs in DEFAULT_STRENGTHS.items())
+                            + ")")
+    group.add_argument("--robustness-seed", type=int, metavar="N", help="noise seed (default 0)")
+    group.add_argument("--robustness-disable-tta", action="store_true",
+                       help="predict the sweep without mirroring (default: with it, as pu-nnunet robustness)")
+    group.add_argument("--robustness-keep-inputs", action="store_true",
+                       help="keep the corrupted images in runs/<job>/robustness/inputs (default: removed)")
+
+
+def _robustness_value(args: argparse.Namespace) -> tuple[bool, dict | None]:
+    """(given, settings) from the robustness flags; the others need --robustness."""
+    from pu_nnunet.study.errors import StudyError
+    from pu_nnunet.study.robustness_settings import sweep_settings
+
+    details = {"--robustness-corruptions": args.robustness_corruptions,
+               "--robustness-strengths": args.robustness_strengths, "--robustness-seed": args.robustness_seed,
+               "--robustness-disable-tta": args.robustness_disable_tta or None,
+               "--robustness-keep-inputs": args.robustness_keep_inputs or None}
+    given = [flag for flag, value in details.items() if value is not None]
+    if given and not args.robustness:
+        raise StudyError(f"{given[0]} needs --robustness")
+    if args.robustness is None:
+        return False, None
+    if not args.robustness:
+        return True, None
+    return True, sweep_settings(args.robustness_corruptions, args.robustness_strengths, args.robustness_seed,
+                                mirroring=not args.robustness_disable_tta, keep_inputs=args.robustness_keep_inputs)
 
 
 def _add_executor_flags(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +139,7 @@ def _study_values(args: argparse.Namespace) -> tuple[dict, dict]:
     """The study's fields from --preset, then --config, then the flags (later ones win), and the
     TOML file's [executor] table."""
     from pu_nnunet.study.presets import PRESETS
+    from pu_nnunet.study.robustness_settings import settings_from_toml
     from pu_nnunet.study.spec import read_toml
 
     values: dict = {}
@@ -103,17 +151,24 @@ def _study_values(args: argparse.Namespace) -> tuple[dict, dict]:
         executor = content.pop("executor", {}) or {}
         if "dataset" in content:
             content["dataset_id"] = content.pop("dataset")
+        if "robustness" in content:
+            content["robustness"] = settings_from_toml(content["robustness"], args.config)
         values.update(content)
     flags = {"dataset_id": args.dataset_id, "configuration": args.configuration, "plans": args.plans,
              "trainers": args.trainers, "baseline": args.baseline, "folds": args.folds, "repeats": args.repeats,
              "held_out": args.held_out}
     values.update({key: value for key, value in flags.items() if value is not None})
+    given, robustness = _robustness_value(args)
+    if given:
+        values["robustness"] = robustness  # None: --no-robustness
     return values, executor
 
 
 def resolve_study(args: argparse.Namespace):
     """The study to run: study.json's, updated by the flags (refused where they contradict it
-    unless --reconfigure); a new study needs -d or --preset."""
+    unless --reconfigure); a new study needs -d or --preset. The robustness sweep may be added to
+    a stored study without --reconfigure (robustness_settings.contradictions)."""
+    from pu_nnunet.study import robustness_settings
     from pu_nnunet.study.errors import StudyError
     from pu_nnunet.study.spec import (STUDY_FILE, Study, contradictions, default_baseline, load_study, save_study,
                                       study_paths)
@@ -124,6 +179,7 @@ def resolve_study(args: argparse.Namespace):
     if stored is not None and not values:
         return stored, executor
     base = stored.identity() if stored is not None else {}
+    base["robustness"] = stored.robustness if stored is not None else None
     if "trainers" in values and "baseline" not in values:
         values["baseline"] = default_baseline(values["trainers"])
     merged = {**base, **values}
@@ -133,7 +189,8 @@ def resolve_study(args: argparse.Namespace):
     paths = stored.paths if stored is not None else study_paths(study_dir)
     requested = Study(**merged, paths=paths, preset=args.preset or (stored.preset if stored else None))
     if stored is not None:
-        problems = contradictions(stored, requested)
+        problems = contradictions(stored, requested) + robustness_settings.contradictions(stored.robustness,
+                                                                                           requested.robustness)
         if problems and not args.reconfigure:
             raise StudyError(f"the flags contradict {study_dir / STUDY_FILE} ({'; '.join(problems)}); run without "
                              "them to resume that study, use another -o, or pass --reconfigure")
@@ -177,6 +234,7 @@ def format_status(study) -> str:
     from pu_nnunet.study.jobs import (DONE, RUNNING, epoch_reached, finished_metrics, in_study, job_states,
                                       run_in_progress)
     from pu_nnunet.study.report import short_name
+    from pu_nnunet.study.robustness_sweep import sweep_pending, sweep_state
     from pu_nnunet.evaluation.report.markdown import table
 
     active = run_in_progress(study.study_dir)
@@ -187,6 +245,8 @@ def format_status(study) -> str:
             shown = "interrupted"  # no run holds the study: the process that ran it is gone
         if shown == DONE and finished_metrics(study.study_dir, job, state) is None:
             shown = "evaluation missing"  # what the report says too: not a finished run
+        elif shown == DONE and sweep_pending(study, job):
+            shown = f"done, sweep {sweep_state(state)}"
         log_path = in_study(study.study_dir, state.get("log"))
         counts[shown] = counts.get(shown, 0) + 1
         duration = state.get("duration_s")
@@ -213,6 +273,10 @@ def format_status(study) -> str:
     failed = [(job, s) for job, s in job_states(study) if s["state"] == "failed" and s.get("error")]
     for job, state in failed:
         lines.append(f"\n{job.name} failed: {state['error'].splitlines()[0] if state['error'] else ''}")
+    for job, state in job_states(study):
+        sweep = state.get("robustness") or {}
+        if sweep.get("state") == "failed" and sweep_pending(study, job):
+            lines.append(f"\n{job.name}: robustness sweep failed: {(sweep.get('error') or '-').splitlines()[0]}")
     if counts.get("interrupted"):
         lines.append("\ninterrupted jobs resume (nnUNetv2_train --c) with `pu-nnunet study run -o "
                      f"{study.study_dir}`")

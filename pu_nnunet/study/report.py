@@ -6,7 +6,8 @@ trainer against the baseline, ``compare_evaluations`` on the runs pooled over fo
 same fold and repeat of the other trainer), with Holm-adjusted p-values over labels and trainers;
 then the run-level analysis of :mod:`pu_nnunet.study.run_level` (one difference per paired run,
 hierarchical bootstrap, exact test, runs needed), the four Dice protocols per trainer beside the
-published numbers, and the run record (provenance.json). Rebuilt from the finished runs at any
+published numbers, the Robustness section when jobs have robustness sweeps
+(:mod:`pu_nnunet.study.robustness_report`), and the run record (provenance.json). Rebuilt from the finished runs at any
 time (``study report``).
 """
 
@@ -16,16 +17,15 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
-
 from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND, aggregate_cases
 from pu_nnunet.evaluation.metrics.protocols import DICE_PROTOCOLS
 from pu_nnunet.evaluation.metrics.run_stats import holm
 from pu_nnunet.evaluation.published import PUBLISHED, published_for
 from pu_nnunet.evaluation.report.markdown import number, p_value, table
 from pu_nnunet.provenance import RUN_RECORD_FILE, run_record, short_form
-from pu_nnunet.study import run_level
+from pu_nnunet.study import robustness_report, run_level
 from pu_nnunet.study.protocol_section import mean_sd as _pm, protocol_section, published_fpr_section
+from pu_nnunet.study.run_pooling import pooled_evaluation as _pooled_evaluation, spread as _spread
 from pu_nnunet.study.jobs import DONE, Job, finished_metrics, job_states
 from pu_nnunet.study.spec import Study, write_atomic_json
 
@@ -37,14 +37,6 @@ __all__ = ["PUBLISHED", "write_study_report"]  # PUBLISHED: where it was read fr
 def short_name(trainer: str) -> str:
     return trainer[len("nnUNetTrainer"):] if trainer.startswith("nnUNetTrainer") and trainer != "nnUNetTrainer" \
         else trainer
-
-
-def _spread(values: list[Optional[float]]) -> dict[str, Any]:
-    kept = np.asarray([v for v in values if v is not None], dtype=float)
-    if len(kept) == 0:
-        return {"n": 0, "mean": None, "sd": None, "min": None, "max": None}
-    return {"n": int(len(kept)), "mean": float(kept.mean()), "sd": float(kept.std(ddof=1)) if len(kept) > 1 else None,
-            "min": float(kept.min()), "max": float(kept.max())}
 
 
 def _finished_runs(study: Study) -> tuple[dict[Job, dict], dict[Job, dict], list[str]]:
@@ -93,17 +85,6 @@ def _per_trainer(study: Study, evaluations: dict[Job, dict], states: dict[Job, d
                                          for name in DICE_PROTOCOLS} for key in label_keys}
         result[trainer] = entry
     return result
-
-
-def _pooled_evaluation(evaluations: dict[Job, dict], runs: list[Job]) -> dict[str, Any]:
-    """The runs' evaluations as one, case ids tagged with fold and repeat, for compare."""
-    first = evaluations[runs[0]]
-    cases, missing = [], []
-    for job in runs:
-        tag = f"|fold_{job.fold}|repeat_{job.repeat}"
-        cases += [{**case, "case": case["case"] + tag} for case in evaluations[job]["cases"]]
-        missing += [case + tag for case in evaluations[job]["missing_predictions"]]
-    return {**first, "cases": cases, "missing_predictions": missing, "n_reference_cases": len(cases)}
 
 
 def _paired(study: Study, evaluations: dict[Job, dict]) -> dict[str, Any]:
@@ -241,8 +222,11 @@ def report_markdown(summary: dict[str, Any]) -> str:
         lines += run_level.markdown(summary["run_level"], s["baseline"], summary["label_names"], short_name)
     lines += protocol_section(summary, short_name)
     lines += published_fpr_section(summary, short_name)
+    lines += robustness_report.markdown(summary.get("robustness"), summary["held_out"], short_name, PLOTS_DIR)
     lines += ["## Files", "", "- `summary.json`: everything above, as numbers",
-              f"- `{PLOTS_DIR}/per_run_dice.png`: foreground Dice of every run",
+              f"- `{PLOTS_DIR}/per_run_dice.png`: foreground Dice of every run"
+              + (f"; `{PLOTS_DIR}/{robustness_report.PLOT_FILE}`: Dice under corruption" if summary.get("robustness")
+                 else ""),
               f"- `{COMPARISONS_DIR}/*/`: compare's reports, paired tables and plots",
               "- `runs/<job>/evaluation/`: evaluate's report of each run; `jobs/<job>.json`: job states",
               f"- `{RUN_RECORD_FILE}`: code, libraries, command and hashes of dataset.json, plans and split", ""]
@@ -318,9 +302,13 @@ def write_study_report(study: Study) -> Optional[dict[str, Any]]:
         "run_level": (run_level.run_level_analysis(run_level.pairs_from_evaluations(
             evaluations, study.baseline, study.trainers, label_keys)) if study.baseline else {}),
         "published": _published(study),
+        "robustness": robustness_report.robustness_summary(study, list(evaluations)),
         "provenance": study_record(study, evaluations),
     }
     plot_runs(summary, runs, study.study_dir / PLOTS_DIR / "per_run_dice.png")
+    if summary["robustness"]:
+        robustness_report.plot(summary["robustness"], study.study_dir / PLOTS_DIR / robustness_report.PLOT_FILE,
+                               short_name)
     write_atomic_json(study.study_dir / SUMMARY_FILE, summary)
     write_atomic_json(study.study_dir / RUN_RECORD_FILE, {**summary["provenance"], "runs": {
         job.name: evaluations[job].get("provenance") for job in evaluations}})

@@ -1,6 +1,7 @@
 """``study run`` as a library call: prepare the dataset, run every unfinished job, write the report.
 
-Re-running skips finished jobs, resumes interrupted ones (nnU-Net's ``--c`` from their
+Re-running skips finished jobs (a finished job whose robustness sweep is missing runs the
+sweep only), resumes interrupted ones (nnU-Net's ``--c`` from their
 ``checkpoint_latest.pth``), waits for SLURM jobs still queued or running, and retries failed ones
 until they have failed ``--max-attempts`` times. Progress goes to the ``pu_nnunet.study``
 logger (silence it with ``logging.getLogger("pu_nnunet.study").setLevel(logging.WARNING)``).
@@ -15,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from pu_nnunet.study.executors import DEFAULT_MAX_ATTEMPTS
-from pu_nnunet.study.jobs import DONE, FAILED, QUEUED, RUNNING, RunLock, job_states
+from pu_nnunet.study.jobs import DONE, FAILED, QUEUED, RUNNING, RunLock, job_states, read_state
+from pu_nnunet.study.robustness_sweep import dataset_channel, sweep_pending, sweep_state
 from pu_nnunet.study.spec import Study
 from pu_nnunet.study.steps import Interrupted, check_trainers, prepare_dataset
 
@@ -53,7 +55,20 @@ def run_study(study: Study, executor, report: bool = True) -> StudyOutcome:
             prepare_dataset(study)
             todo, exhausted = [], []
             max_attempts = getattr(executor, "max_attempts", DEFAULT_MAX_ATTEMPTS)
+            if study.robustness is not None:
+                dataset_channel(study)  # a sweep the dataset cannot take is refused before any job
             for job, state in job_states(study):
+                if state["state"] == DONE and sweep_pending(study, job):
+                    sweep_failures = (state.get("robustness") or {}).get("failures", 0)
+                    if sweep_failures >= max_attempts:
+                        log.warning("job %s: its robustness sweep failed %d times; not retried", job.name,
+                                    sweep_failures)
+                        exhausted.append(f"{job.name} (robustness sweep)")
+                        continue
+                    log.info("job %s: done before; running its robustness sweep (%s)", job.name,
+                             sweep_state(state))
+                    todo.append(job)
+                    continue
                 if state["state"] == DONE:
                     log.info("job %s: done before (%s s), skipped", job.name, state.get("duration_s"))
                     continue
@@ -68,6 +83,10 @@ def run_study(study: Study, executor, report: bool = True) -> StudyOutcome:
                     log.info("job %s: failed before (%s); retrying", job.name, state.get("error"))
                 todo.append(job)
             failed = (executor.run(study, todo) if todo else []) + exhausted
+            # a job whose sweep failed stays done (its clean results count); the run says so
+            failed += [f"{job.name} (robustness sweep)" for job in todo
+                       if job.name not in failed and read_state(study.study_dir, job)["state"] == DONE
+                       and sweep_pending(study, job)]
             outcome = StudyOutcome(failed=failed)
             outcome.done = [job.name for job, state in job_states(study) if state["state"] == DONE]
             if report:

@@ -3,7 +3,9 @@
 The resolved study is written to ``STUDY_DIR/study.json`` before anything runs, so that a run
 can be resumed (``study run -o STUDY_DIR`` with no other flag), reproduced and shared. A re-run
 whose flags contradict the stored study is refused unless ``--reconfigure`` says so: mixing runs
-of two different studies in one report would be silently wrong.
+of two different studies in one report would be silently wrong. The robustness sweep is stored
+too but is not part of the identity: adding it is no contradiction, changing or removing it is
+(:mod:`pu_nnunet.study.robustness_settings`).
 
 Repeats: repeat 0 trains into ``nnUNet_results`` as any nnU-Net run does; repeat r >= 1 trains
 into its own results root ``STUDY_DIR/results/repeat_r``. The trainer name stays the same (no
@@ -49,6 +51,9 @@ class Study:
     held_out: str = "auto"
     # generator settings of a built-in synthetic dataset (the demo preset), else None
     synthetic: Optional[dict] = None
+    # the robustness sweep after each job (study.robustness_settings), else None; not an
+    # identity field: the trainings do not depend on it
+    robustness: Optional[dict] = None
     # nnU-Net's three folders as resolved when the study was created
     paths: dict = field(default_factory=dict)
     preset: Optional[str] = None
@@ -118,6 +123,10 @@ def check_study(study: Study) -> None:
         raise StudyError(f"held-out cases must be one of {HELD_OUT_CHOICES}, got {study.held_out!r}")
     if not isinstance(study.repeats, int) or study.repeats < 1:
         raise StudyError(f"repeats must be a positive integer, got {study.repeats!r}")
+    if study.robustness is not None:
+        from pu_nnunet.study.robustness_settings import check_settings
+
+        check_settings(study.robustness)
 
 
 def study_paths(study_dir: Path) -> dict[str, str]:
@@ -185,7 +194,8 @@ def contradictions(stored: Study, requested: Study) -> list[str]:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """A study file: top-level keys as the flags' long names (dataset, configuration, plans,
-    trainers, baseline, folds, repeats, held_out) and an optional [executor] table."""
+    trainers, baseline, folds, repeats, held_out), an optional [executor] table and an optional
+    robustness (true, or a [robustness] table: corruptions, strengths, seed, mirroring, keep_inputs)."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -200,7 +210,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise StudyError(f"study file not found: {path}") from None
     except tomllib.TOMLDecodeError as error:
         raise StudyError(f"{path} is not valid TOML: {error}") from None
-    known = {"dataset", "configuration", "plans", "trainers", "baseline", "folds", "repeats", "held_out", "executor"}
+    known = {"dataset", "configuration", "plans", "trainers", "baseline", "folds", "repeats", "held_out", "executor",
+             "robustness"}
     unknown = sorted(set(content) - known)
     if unknown:
         raise StudyError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")

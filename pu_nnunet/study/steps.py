@@ -9,7 +9,8 @@ One job (anywhere: this machine, a GPU, a SLURM node): ``nnUNetv2_train`` (alway
 nnU-Net resumes from ``checkpoint_latest.pth`` when there is one and starts fresh otherwise),
 then the held-out cases (``imagesTs``/``labelsTs`` when the dataset has them, predicted with
 ``pu-nnunet predict``; else nnU-Net's own ``fold_F/validation`` predictions of the fold's
-validation cases), then ``evaluate``.
+validation cases), then ``evaluate``; with ``--robustness``, then the job's robustness sweep
+(:mod:`pu_nnunet.study.robustness_sweep`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from typing import Any, Optional
 from pu_nnunet.provenance import MODEL_RECORD_FILE, model_record
 from pu_nnunet.study.cpu_plans import CPU_PLANS, SOURCE_PLANS, write_cpu_plans
 from pu_nnunet.study.errors import StudyError
-from pu_nnunet.study.jobs import (INTERRUPTED_ERROR, QUEUED, Job, count, epoch_reached, mark_finished, mark_started,
-                                  relative_to_study, run_folder)
+from pu_nnunet.study.jobs import (INTERRUPTED_ERROR, QUEUED, Job, count, epoch_reached, finished_metrics,
+                                  mark_finished, mark_started, read_state, relative_to_study, run_folder)
 from pu_nnunet.study.nnunet_commands import StoppedOnSignal, nnunet_environment, run_logged
 from pu_nnunet.study.spec import Study, load_study
 
@@ -289,33 +290,56 @@ def predict_test_cases(study: Study, job: Job, device: str, env: dict, out: Path
     return time.perf_counter() - start
 
 
-def evaluate_job(study: Study, job: Job, device: str, held_out: str, predictions: Path, out: Path) -> dict:
-    from pu_nnunet.evaluation import evaluate_folders
+def held_out_cases(study: Study, job: Job, held_out: str) -> tuple[Path, Path, Optional[list[str]]]:
+    """The images, references and case ids (None: every case) that score a job."""
     from pu_nnunet.evaluation.evaluate import cases_of_fold
 
     raw = study.raw_dataset()
     if held_out == HELD_OUT_TEST:
-        reference, images, cases = raw / "labelsTs", raw / "imagesTs", None
-    else:
-        reference, images = raw / "labelsTr", raw / "imagesTr"
-        cases = cases_of_fold(study.preprocessed_dataset() / SPLITS_FILE, job.fold)
+        return raw / "imagesTs", raw / "labelsTs", None
+    return raw / "imagesTr", raw / "labelsTr", cases_of_fold(study.preprocessed_dataset() / SPLITS_FILE, job.fold)
+
+
+def evaluate_job(study: Study, job: Job, device: str, held_out: str, predictions: Path, out: Path,
+                 plots: bool = True) -> dict:
+    from pu_nnunet.evaluation import evaluate_folders
+
+    raw = study.raw_dataset()
+    images, reference, cases = held_out_cases(study, job, held_out)
     meta = raw / "cases.json"  # per-class results (BUSI's normal images) where the converter wrote it
     return evaluate_folders(predictions, reference, out, device="cuda" if device.startswith("cuda") else "cpu",
                             images=images, dataset_json=raw / "dataset.json", overwrite=True, cases=cases,
-                            meta=meta if meta.is_file() else None)
+                            meta=meta if meta.is_file() else None, plots=plots)
 
 
 def run_job(study_dir: str | Path, job_name: str, device: str) -> dict[str, Any]:
-    """Trains, predicts and evaluates one job, recording its state; returns the final state.
+    """Trains, predicts and evaluates one job, then runs its robustness sweep when the study has
+    one, recording its state; returns the final state. A job done before (a sweep added to a
+    finished study) runs its sweep only.
 
     ``device`` is nnU-Net's ``-device``: "cpu" or "cuda" (which GPU: CUDA_VISIBLE_DEVICES).
     This is the function a SLURM job runs (through submitit) and ``python -m
     pu_nnunet.study.job`` runs locally."""
+    from pu_nnunet.study.robustness_sweep import run_sweep, sweep_pending
+
     study = load_study(study_dir)
     job = find_job(study, job_name)
+    held_out = held_out_mode(study)
+    state = read_state(study.study_dir, job)
+    if finished_metrics(study.study_dir, job, state) is None:
+        state = _train_predict_evaluate(study, job, device, held_out)
+    else:
+        log.info("%s: trained and evaluated before", job.name)
+    if sweep_pending(study, job):
+        images, _, cases = held_out_cases(study, job, held_out)
+        state = run_sweep(study, job, device, images, cases, lambda predictions, out: evaluate_job(
+            study, job, device, held_out, predictions, out, plots=False))
+    return state
+
+
+def _train_predict_evaluate(study: Study, job: Job, device: str, held_out: str) -> dict[str, Any]:
     folder = run_folder(study.study_dir, job)
     train_log, predict_log = folder / "train.log", folder / "predict.log"
-    held_out = held_out_mode(study)
     mark_started(study.study_dir, job, device, relative_to_study(study.study_dir, train_log),
                  slurm_job_id=os.environ.get("SLURM_JOB_ID"))
     env = study_environment(study, job.repeat)
