@@ -13,13 +13,14 @@ the folder given with ``-m``, so an export of other weights is refused, not sile
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import torch
 
 from pu_nnunet.inference.errors import PredictionError
-from pu_nnunet.provenance import model_record, same_model
+from pu_nnunet.provenance import model_record, same_model, sha256_file
 
 BACKENDS = ("torch", "onnxruntime")
 EXPORT_FORMAT = "pu-nnunet onnx export 1"
@@ -46,6 +47,10 @@ def metadata_path(onnx: str | Path) -> Path:
 def read_export_metadata(onnx: str | Path) -> tuple[Path, dict]:
     from pu_nnunet.user_files import read_user_json
 
+    given = Path(onnx)
+    if given.suffix.lower() == ".onnx" and not given.is_file():
+        link = f" (a broken link to {os.readlink(given)})" if given.is_symlink() else ""
+        raise PredictionError(f"{given}: not found{link}")
     path = metadata_path(onnx)
     if not path.is_file():
         raise PredictionError(f"{path}: not found; --onnx needs the JSON that pu-nnunet export-onnx writes beside "
@@ -55,6 +60,9 @@ def read_export_metadata(onnx: str | Path) -> tuple[Path, dict]:
             or not isinstance(metadata.get("model"), dict):
         raise PredictionError(f"{path}: not the metadata of a pu-nnunet ONNX export (format "
                               f"{metadata.get('format')!r}, expected {EXPORT_FORMAT!r})")
+    if given.suffix.lower() == ".onnx" and given.name not in metadata["files"].values():
+        raise PredictionError(f"{given}: not one of the files of its export {path} "
+                              f"({', '.join(metadata['files'].values())}); was it renamed?")
     return path, metadata
 
 
@@ -100,10 +108,14 @@ def _sessions(metadata_file: Path, metadata: dict, folds, threads: int, device: 
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     sessions = {}
+    recorded = metadata.get("sha256") or {}
     for fold in folds:
         path = metadata_file.with_name(metadata["files"][str(fold)])
         if not path.is_file():
             raise PredictionError(f"{path}: fold {fold}'s ONNX file, named in {metadata_file}, is missing")
+        if recorded.get(str(fold)) is not None and sha256_file(path) != recorded[str(fold)]:
+            raise PredictionError(f"{path}: not the file exported with {metadata_file} (its SHA-256 differs from the "
+                                  "one recorded there): export the model folder again")
         try:
             sessions[str(fold)] = onnxruntime.InferenceSession(str(path), options, providers=providers)
         except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types for bad files

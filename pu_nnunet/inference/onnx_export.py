@@ -136,13 +136,17 @@ def _export_network(network: torch.nn.Module, example: torch.Tensor, divisors: l
                       dynamic_shapes={"x": dynamic}, dynamo=True, external_data=False, verbose=False)
 
 
-def _prediction_metadata(model, predictor, divisors: list[int], files: dict[str, Path], worst: float) -> dict:
+def _prediction_metadata(model, predictor, divisors: list[int], files: dict[str, Path], worst: float,
+                         written: dict[str, Path]) -> dict:
     """Everything a runtime without nnU-Net needs to predict as nnU-Net does."""
     configuration = predictor.configuration_manager
     plans = predictor.plans_manager
     return {
         "format": "pu-nnunet onnx export 1",
         "files": {fold: path.name for fold, path in files.items()},
+        # predict --backend onnxruntime checks each file against these: a file replaced or
+        # re-exported without its JSON is refused, not run under this JSON's model record
+        "sha256": {fold: provenance.sha256_file(written[fold]) for fold in files},
         "input": {"name": INPUT_NAME, "layout": "batch, channel, spatial axes in nnU-Net's transposed order",
                   "channel_names": model.channel_names, "dtype": "float32",
                   "spatial_size_multiple_of": divisors},
@@ -203,7 +207,8 @@ def export_onnx(model_dir: str | Path, output: str | Path, folds: list | None = 
             written.append((work_path, final_path))
             _export_network(network, inputs[0], divisors, work_path)
             worst = max(worst, compare_with_torch(network, work_path, inputs))
-        metadata = _prediction_metadata(model, predictor, divisors, files, worst)
+        metadata = _prediction_metadata(model, predictor, divisors, files, worst,
+                                        {fold: work for (work, _), fold in zip(written, files)})
         work_metadata = temporary_name(metadata_file)
         written.append((work_metadata, metadata_file))
         work_metadata.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")

@@ -103,6 +103,7 @@ def test_metadata_holds_what_prediction_needs(tiny_trained_model, tmp_path):
     assert metadata["labels"] == json.loads((folder / "dataset.json").read_text())["labels"]
     assert metadata["configuration"] == "2d" and metadata["sliding_window"]["tile_step_size"] == 0.5
     assert len(metadata["model"]["checkpoint_sha256"]["0"]) == 64
+    assert metadata["sha256"] == {"0": __import__("hashlib").sha256((tmp_path / "m.onnx").read_bytes()).hexdigest()}
 
 
 def _export(folder, output, *extra):
@@ -234,4 +235,16 @@ def test_onnxruntime_backend_refuses_a_wrong_export_or_option(tiny_trained_model
     metadata = json.loads(onnx_file.with_suffix(".json").read_text())
     (broken / "pure.json").write_text(json.dumps(metadata))
     (broken / "pure.onnx").write_bytes(onnx_file.read_bytes()[:1000])  # truncated copy
+    refused("--backend", "onnxruntime", "--onnx", str(broken / "pure.onnx"), message="not the file exported")
+    del metadata["sha256"]  # an export without hashes: onnxruntime itself finds the damage
+    (broken / "pure.json").write_text(json.dumps(metadata))
     refused("--backend", "onnxruntime", "--onnx", str(broken / "pure.onnx"), message="onnxruntime cannot load it")
+    swapped = tmp_path / "swapped"  # another model's network under this export's JSON
+    swapped.mkdir()
+    (swapped / "pure.json").write_text(onnx_file.with_suffix(".json").read_text())
+    (swapped / "pure.onnx").write_bytes(baseline_onnx.read_bytes())
+    refused("--backend", "onnxruntime", "--onnx", str(swapped / "pure.onnx"), message="not the file exported")
+    refused("--backend", "onnxruntime", "--onnx", str(onnx_file.with_suffix(".ONNX")), message="not found")
+    (swapped / "renamed.onnx").write_bytes(onnx_file.read_bytes())
+    (swapped / "renamed.json").write_text(onnx_file.with_suffix(".json").read_text())
+    refused("--backend", "onnxruntime", "--onnx", str(swapped / "renamed.onnx"), message="was it renamed?")

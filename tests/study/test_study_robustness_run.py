@@ -34,7 +34,8 @@ def study(env, *argv) -> subprocess.CompletedProcess:
                           timeout=900)
 
 
-@pytest.fixture(scope="module")
+# session scope: built once even if the xdist group interleaves another module's tests
+@pytest.fixture(scope="session")
 def swept(tiny_trained_model, tmp_path_factory):
     study_dir = tmp_path_factory.mktemp("robust_study") / "tiny"
     model = tiny_trained_model["fold"].parent
