@@ -53,7 +53,6 @@ class PredictionRun:
     step_seconds: dict[str, float] = field(default_factory=dict)
     waiting_seconds: float = 0.0
     loop_seconds: float = 0.0
-    batch_size_timings: dict[int, float] = field(default_factory=dict)  # seconds per patch of each size tried
 
 
 def _record_contents(model: ModelFolder) -> dict[str, dict]:
@@ -339,6 +338,5 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     run.waiting_seconds, run.loop_seconds = timings.waiting, timings.wall
     if batched is not None:
         run.batch_size = batched.batch_size  # smaller than at the start after a CUDA out-of-memory retry
-        run.batch_size_timings = batched.tuner.measurements() if batched.tuner is not None else {}
     _write_records(output_dir, model)
     return run
