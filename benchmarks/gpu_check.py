@@ -62,13 +62,11 @@ OUTPUT_TAIL = 3000
 
 
 def _env(workdir: Path) -> dict:
-    env = dict(os.environ)
-    env.update(nnUNet_raw=str(workdir / "nnUNet_raw"), nnUNet_preprocessed=str(workdir / "nnUNet_preprocessed"),
-               nnUNet_results=str(workdir / "nnUNet_results"), PYTHONUNBUFFERED="1")
-    env.setdefault("nnUNet_def_n_proc", str(min(8, os.cpu_count() or 1)))
-    from pu_nnunet.trainers import EXT_TRAINER_VARIABLE, with_trainer_folder
+    """The study's environment for nnU-Net's commands, with nnU-Net's three folders in the scratch folder."""
+    from pu_nnunet.study.nnunet_commands import NNUNET_FOLDER_VARIABLES, nnunet_environment
 
-    env[EXT_TRAINER_VARIABLE] = with_trainer_folder(env.get(EXT_TRAINER_VARIABLE))
+    env = nnunet_environment(workdir)
+    env.update({variable: str(workdir / variable) for variable in NNUNET_FOLDER_VARIABLES})
     return env
 
 

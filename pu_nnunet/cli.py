@@ -17,6 +17,7 @@ import argparse
 import importlib
 import sys
 
+from pu_nnunet.cpu_threads import use_passive_waits
 from pu_nnunet.user_errors import EXIT_INTERRUPTED, debug_requested, run_command
 
 DEBUG_FLAG = "--debug"
@@ -68,6 +69,8 @@ def _split_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # before any subcommand imports torch: its OpenMP threads then sleep while waiting
+    use_passive_waits()
     argv, debug = _split_debug_flag(list(sys.argv[1:] if argv is None else argv))
     debug = debug or debug_requested()
     commands = COMMANDS

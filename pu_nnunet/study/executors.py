@@ -80,7 +80,9 @@ class LocalExecutor:
         self.stopping = False
 
     def _start(self, study: Study, job: Job, device: str) -> subprocess.Popen:
-        env = dict(os.environ)
+        from pu_nnunet.cpu_threads import passive_wait_environment
+
+        env = passive_wait_environment(dict(os.environ))
         if self.cpu_threads is not None:
             from pu_nnunet.trainers.pure_trainers import CPU_THREADS_VARIABLE
 

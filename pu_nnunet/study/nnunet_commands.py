@@ -17,6 +17,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
+from pu_nnunet.cpu_threads import passive_wait_environment
 from pu_nnunet.trainers import EXT_TRAINER_VARIABLE, with_trainer_folder
 
 NNUNET_FOLDER_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
@@ -35,7 +36,8 @@ def nnunet_environment(workdir: Path) -> dict:
     """The environment for nnU-Net's commands: the user's nnUNet_* folders where set, else under workdir.
 
     nnUNet_extTrainer gets this package's trainer folder added (kept, not replaced, if the user
-    has one), and nnU-Net's worker pools are sized for the machine.
+    has one), nnU-Net's worker pools are sized for the machine, and torch's waiting threads sleep
+    (OMP_WAIT_POLICY=PASSIVE unless set: :mod:`pu_nnunet.cpu_threads`).
     """
     env = dict(os.environ)
     for variable in NNUNET_FOLDER_VARIABLES:
@@ -45,7 +47,7 @@ def nnunet_environment(workdir: Path) -> dict:
     # nnU-Net's export/metric pools default to 8 spawned processes: too many for a small machine
     env.setdefault("nnUNet_def_n_proc", str(min(8, os.cpu_count() or 1)))
     env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return passive_wait_environment(env)
 
 
 def console_script(name: str) -> str:
