@@ -48,11 +48,11 @@ class CaseCounts:
 @dataclass(frozen=True)
 class BoundaryJob:
     """How boundary metrics are computed while a case is in memory (before the labels are
-    final): ``labels`` the evaluated label values when known up front (--labels or
-    dataset.json), else None: every non-zero value in the case but the ignore label, which is
+    final): ``classes`` the evaluated label keys and their values when known up front (--labels
+    or dataset.json), else None: every non-zero value in the case but the ignore label, which is
     what _choose_labels then picks."""
 
-    labels: tuple[int, ...] | None
+    classes: dict[str, tuple[int, ...]] | None
     settings: BoundarySettings
     ignore_label: int | None
     device: str
@@ -63,8 +63,8 @@ def _count(pair: CasePair, device: str, boundary: BoundaryJob | None = None) -> 
     confusion = label_confusion(pred, pair.ref, device)
     scores = None
     if boundary is not None:
-        labels = boundary.labels or tuple(sorted(confusion.present_labels() - {0, boundary.ignore_label}))
-        classes = {**{str(label): (label,) for label in labels}, FOREGROUND: labels}
+        classes = boundary.classes or label_classes(sorted(confusion.present_labels() - {0, boundary.ignore_label}))
+        classes = {**classes, FOREGROUND: foreground_values(classes)}
         scores = case_boundary(pred, pair.ref, classes, pair.spacing, pair.is_2d, boundary.settings,
                                boundary.ignore_label, boundary.device)
     return CaseCounts(pair.case, confusion, pair.spacing, pair.is_2d, missing_prediction=pair.pred is None,
@@ -116,6 +116,29 @@ def _check_prediction_values(info: DatasetInfo, counted: list[CaseCounts], pred_
         f"{pred_dir / (example.case + info.file_ending)}: predictions hold label values {sorted(in_predictions)}, "
         f"the references {sorted(in_references)}; a 0/{MASK_VALUE_8BIT} mask against 0..N labels? There is no "
         "dataset.json to say which labels exist: convert the masks to 0..N, or pass --dataset-json or --labels")
+
+
+def label_classes(labels: list[int]) -> dict[str, tuple[int, ...]]:
+    """Label key -> label values of plain labels: "1" -> (1,)."""
+    return {str(label): (int(label),) for label in labels}
+
+
+def foreground_values(classes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
+    """The label values of the foreground: every evaluated label (or region) merged."""
+    return tuple(sorted({value for values in classes.values() for value in values}))
+
+
+def _planned_classes(labels: list[int] | None, info: DatasetInfo) -> dict[str, tuple[int, ...]] | None:
+    """The evaluated classes when known before any case is read (see BoundaryJob)."""
+    if info.regions:
+        if labels:
+            raise EvaluationError(f"{info.dataset_json_path} defines regions ({', '.join(info.regions)}), which are "
+                                  "evaluated as nnU-Net evaluates them; --labels selects label values and does not "
+                                  "apply (give another --dataset-json to score label values)")
+        return {key: values for key, (values, _) in info.regions.items()}
+    if labels:
+        return label_classes(sorted({int(label) for label in labels}))
+    return label_classes(sorted(info.label_names)) if info.label_names else None
 
 
 def _choose_labels(labels: list[int] | None, info: DatasetInfo, counted: list[CaseCounts]) -> list[int]:
@@ -216,24 +239,29 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
                           f"{', '.join(unclassified[:10])}")
     used_device = counting_device(device)
     nsd_tolerance = nsd_tolerance or BoundarySettings()
-    planned = sorted({int(label) for label in labels}) if labels else sorted(info.label_names) or None
+    planned = _planned_classes(labels, info)
     if planned is not None:
-        _check_tolerance_keys(nsd_tolerance, [str(label) for label in planned])
-    boundary_job = BoundaryJob(None if planned is None else tuple(planned), nsd_tolerance, info.ignore_label,
+        _check_tolerance_keys(nsd_tolerance, list(planned))
+    boundary_job = BoundaryJob(planned, nsd_tolerance, info.ignore_label,
                                boundary_device(used_device)) if boundary else None
 
     jobs = [(case, None if case in missing else pred_dir, ref_dir, info) for case in cases]
     counted = list(_count_all(jobs, used_device, num_processes, boundary_job))
-    if not labels and not info.label_names:
+    if not labels and not info.label_values():
         _check_prediction_values(info, counted, pred_dir)
-    chosen = _choose_labels(labels, info, counted)
-    _check_tolerance_keys(nsd_tolerance, [str(label) for label in chosen])
-    records = [case_record(c.case, c.confusion.without_reference(info.ignore_label), chosen, c.spacing,
+    if info.regions:
+        classes = planned
+        chosen, names = list(classes), {key: name for key, (_, name) in info.regions.items()}
+    else:
+        chosen = _choose_labels(labels, info, counted)
+        classes, names = label_classes(chosen), {str(label): info.label_names.get(label, str(label)) for label in chosen}
+    _check_tolerance_keys(nsd_tolerance, list(classes))
+    records = [case_record(c.case, c.confusion.without_reference(info.ignore_label), classes, c.spacing,
                            c.is_2d, min_size, case_meta.get(c.case), c.missing_prediction, c.boundary)
                for c in counted]
     for record, c in zip(records, counted):
         record["reference_sha256"] = c.reference_sha256
-    label_keys = [str(label) for label in chosen] + [FOREGROUND]
+    label_keys = list(classes) + [FOREGROUND]
     results = {
         "format": METRICS_FORMAT,
         "settings": {
@@ -247,8 +275,7 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
             "device_used": used_device,
             "min_size": min_size,
             "boundary": boundary,
-            "nsd_tolerance": ({key: nsd_tolerance.tolerance(key) for key in [str(label) for label in chosen]
-                               + [FOREGROUND]} if boundary else None),
+            "nsd_tolerance": {key: nsd_tolerance.tolerance(key) for key in label_keys} if boundary else None,
             "distance_unit": "pixels" if records[0]["volume_unit"] == "pixels" else "mm",
             "boundary_device": boundary_job.device if boundary_job else None,
             "ignore_label": info.ignore_label,
@@ -259,7 +286,9 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
         "references": reference_set(records),
         "provenance": evaluation_record(used_device, info, pred_dir, split_file),
         "labels": chosen,
-        "label_names": {str(label): info.label_names.get(label, str(label)) for label in chosen},
+        # region-based dataset.json: "labels" are nnU-Net's region keys, these their label values
+        "regions": {key: list(values) for key, values in classes.items()} if info.regions else None,
+        "label_names": names,
         "volume_unit": records[0]["volume_unit"],
         "n_reference_cases": len(cases),
         "missing_predictions": missing,

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pu_nnunet.evaluation import evaluate_folders
+from pu_nnunet.evaluation import EvaluationError, evaluate_folders
 
 TOLERANCE = 1e-9
 NNUNET_BIN = Path(sys.executable).parent
@@ -68,7 +68,7 @@ def nnunet_in_process(monkeypatch, ref: Path, pred: Path, labels: list, ignore_l
         "foreground_mean": {m: float(v) for m, v in result["foreground_mean"].items()}}))
 
 
-def assert_equal_to_nnunet(ours: dict, theirs: dict, labels: list[int]) -> None:
+def assert_equal_to_nnunet(ours: dict, theirs: dict, labels: list) -> None:
     by_case = {Path(c["reference_file"]).name: c["metrics"] for c in theirs["metric_per_case"]}
     ending = ours["settings"]["file_ending"]
     predicted = [case for case in ours["cases"] if not case["missing_prediction"]]
@@ -129,12 +129,18 @@ def test_nnunet_column_equals_nnunet_on_a_trained_models_predictions(tiny_traine
     assert ours["provenance"]["files"]["plans"]["sha256"]  # nnUNetv2_predict's plans.json, hashed
 
 
-@pytest.fixture(scope="module")
-def missing_and_ignored(tmp_path_factory, synth):
-    """3 labels, the ignore label 4 (nnU-Net: the highest value) over a slab of every reference
-    where the predictions keep their labels, one reference-empty case with a false positive and
-    one case without a prediction; a dataset.json that names them."""
-    root = tmp_path_factory.mktemp("nnunet_missing")
+# nnU-Net's region-based labels (BraTS style): nested regions written back as the values of
+# regions_class_order; "enhancing" is a single value, which nnU-Net keys "3"
+REGION_LABELS = {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": 3, "ignore": 4}
+PLAIN_LABELS = {"background": 0, "a": 1, "b": 2, "c": 3, "ignore": 4}
+
+
+@pytest.fixture(scope="module", params=["labels", "regions"])
+def missing_and_ignored(request, tmp_path_factory, synth):
+    """3 label values, the ignore label 4 (nnU-Net: the highest value) over a slab of every
+    reference where the predictions keep their labels, one reference-empty case with a false
+    positive and one case without a prediction; a dataset.json of plain labels or of regions."""
+    root = tmp_path_factory.mktemp(f"nnunet_missing_{request.param}")
     refs, preds = synth.random_pairs(synth.SHAPE_3D, n_cases=5, n_labels=3, seed=5)
     refs["empty_fp"] = np.zeros(synth.SHAPE_3D, np.uint8)
     preds["empty_fp"] = synth.box(synth.SHAPE_3D, slice(0, 1), slice(0, 2), slice(0, 2), label=1)
@@ -143,32 +149,55 @@ def missing_and_ignored(tmp_path_factory, synth):
     del preds["case_01"]  # a missing prediction: ours scores it empty, nnU-Net (--chill) skips it
     synth.write_cases(root / "labelsTs", refs, ".nii.gz")
     synth.write_cases(root / "pred", preds, ".nii.gz")
-    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "a": 1, "b": 2, "c": 3, "ignore": 4},
-                                                   "file_ending": ".nii.gz", "channel_names": {"0": "CT"},
-                                                   "numTraining": 6}))
-    ours = evaluate_folders(root / "pred", root / "labelsTs", root / "ours", device="cpu", plots=False,
+    labels = REGION_LABELS if request.param == "regions" else PLAIN_LABELS
+    (root / "dataset.json").write_text(json.dumps({"labels": labels, "file_ending": ".nii.gz", "numTraining": 6,
+                                                   "channel_names": {"0": "CT"},
+                                                   **({"regions_class_order": [1, 2, 3]}
+                                                      if request.param == "regions" else {})}))
+    ours = evaluate_folders(root / "pred", root / "labelsTs", root / "ours", device="cpu",
                             dataset_json=root / "dataset.json")
-    return root, ours
+    return root, ours, request.param
+
+
+def nnunet_classes(kind: str) -> list:
+    """What nnU-Net evaluates for the dataset.json: its LabelManager's foreground regions or labels."""
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    manager = LabelManager(REGION_LABELS if kind == "regions" else PLAIN_LABELS,
+                           [1, 2, 3] if kind == "regions" else None)
+    return manager.foreground_regions if manager.has_regions else manager.foreground_labels
 
 
 def test_nnunet_column_with_a_missing_prediction_and_an_ignore_label(missing_and_ignored, monkeypatch):
-    root, ours = missing_and_ignored
+    root, ours, kind = missing_and_ignored
     assert ours["missing_predictions"] == ["case_01"] and ours["settings"]["ignore_label"] == 4
-    theirs = nnunet_in_process(monkeypatch, root / "labelsTs", root / "pred", [1, 2, 3], ignore_label=4)
-    assert_equal_to_nnunet(ours, theirs, [1, 2, 3])
+    classes = nnunet_classes(kind)
+    keys = [str(c) for c in classes]  # nnU-Net's summary.json keys
+    assert [str(key) for key in ours["labels"]] == keys
+    if kind == "regions":
+        assert keys == ["(1, 2, 3)", "(2, 3)", "3"]
+        assert ours["regions"] == {"(1, 2, 3)": [1, 2, 3], "(2, 3)": [2, 3], "3": [3]}
+        assert ours["label_names"] == {"(1, 2, 3)": "whole", "(2, 3)": "core", "3": "enhancing"}
+        assert "regions of a region-based dataset.json" in (root / "ours" / "report.md").read_text()
+        with pytest.raises(EvaluationError, match="defines regions"):  # --labels picks values, not regions
+            evaluate_folders(root / "pred", root / "labelsTs", root / "refused", device="cpu", labels=[1],
+                             dataset_json=root / "dataset.json", plots=False)
+    theirs = nnunet_in_process(monkeypatch, root / "labelsTs", root / "pred", classes, ignore_label=4)
+    assert_equal_to_nnunet(ours, theirs, keys)
     # the other protocols still count the missing case as a failure (Dice 0 where it has a label)
     missed = next(c for c in ours["cases"] if c["case"] == "case_01")
-    scored = [k for k in ("1", "2", "3") if not missed["labels"][k]["ref_empty"]]
+    scored = [k for k in keys if not missed["labels"][k]["ref_empty"]]
     assert scored and all(missed["labels"][k]["dice"] == 0.0 for k in scored)
     defined = [c["labels"][scored[0]]["dice"] for c in ours["cases"] if c["labels"][scored[0]]["dice"] is not None]
     old_value = np.mean(defined)  # the missing case's 0 averaged in, as before this column followed --chill
     assert ours["aggregates"][scored[0]]["dice_protocols"]["nnunet"] > old_value + 0.01
+    assert (root / "ours" / "plots" / "overlay_worst.png").is_file()
 
 
 @pytest.mark.slow
 def test_nnunet_column_equals_nnunet_evaluate_folder_chill(missing_and_ignored, plain_plans, tmp_path):
-    root, ours = missing_and_ignored
+    root, ours, kind = missing_and_ignored
     (tmp_path / "plans.json").write_text(json.dumps(plain_plans))
     theirs = nnunet_evaluate_folder(root / "labelsTs", root / "pred", root / "dataset.json", tmp_path / "plans.json",
                                     tmp_path / "summary.json", chill=True)
-    assert_equal_to_nnunet(ours, theirs, [1, 2, 3])
+    assert_equal_to_nnunet(ours, theirs, [str(c) for c in nnunet_classes(kind)])

@@ -74,16 +74,19 @@ def label_record(counts: dict[str, int], voxel_volume: float, min_size: int,
     }
 
 
-def case_record(case: str, confusion: LabelConfusion, labels: list[int], spacing: tuple[float, ...],
-                is_2d: bool, min_size: int, meta_entry: dict | None, missing_prediction: bool,
-                boundary: dict[str, dict[str, float | None]] | None = None) -> dict[str, Any]:
-    """Everything reported about one case; ``labels`` are the evaluated label values,
-    ``boundary`` the case's boundary metrics per label key (None: not computed)."""
+def case_record(case: str, confusion: LabelConfusion, classes: dict[str, tuple[int, ...]],
+                spacing: tuple[float, ...], is_2d: bool, min_size: int, meta_entry: dict | None,
+                missing_prediction: bool, boundary: dict[str, dict[str, float | None]] | None = None
+                ) -> dict[str, Any]:
+    """Everything reported about one case; ``classes``: label key -> its label values ("1" ->
+    (1,), a region "(1, 2)" -> (1, 2)); ``boundary`` the case's boundary metrics per label key
+    (None: not computed)."""
     voxel_volume = 1.0 if is_2d else float(np.prod(spacing)) / MM3_PER_ML
     of = lambda key: None if boundary is None else boundary.get(key, {"nsd": None, "hd95": None})
-    per_label = {str(label): label_record(confusion.counts([label]), voxel_volume, min_size, of(str(label)))
-                 for label in labels}
-    per_label[FOREGROUND] = label_record(confusion.counts(labels), voxel_volume, min_size, of(FOREGROUND))
+    per_label = {key: label_record(confusion.counts(values), voxel_volume, min_size, of(key))
+                 for key, values in classes.items()}
+    every_value = sorted({value for values in classes.values() for value in values})
+    per_label[FOREGROUND] = label_record(confusion.counts(every_value), voxel_volume, min_size, of(FOREGROUND))
     meta_entry = meta_entry or {}
     return {
         "case": case,

@@ -166,6 +166,19 @@ def _worst_cases_table(results: dict[str, Any]) -> str:
                      f"reference ({unit})", f"prediction ({unit})", "note"], rows)
 
 
+def _label_scope_lines(results: dict[str, Any]) -> list[str]:
+    lines = []
+    if results.get("regions"):
+        regions = "; ".join(f"{display_name(results, key)} = label values {values}"
+                            for key, values in results["regions"].items())
+        lines.append(f"- regions of a region-based dataset.json, scored as nnU-Net scores them (a region's mask: the "
+                     f"voxels holding any of its values; foreground: all of them): {regions}")
+    if results["settings"].get("ignore_label") is not None:
+        lines.append(f"- ignore label {results['settings']['ignore_label']}: voxels the reference marks with it are "
+                     "not scored (as nnU-Net)")
+    return lines
+
+
 def report_markdown(results: dict[str, Any], plot_files: list[str]) -> str:
     s = results["settings"]
     k = s["min_size"]
@@ -177,6 +190,7 @@ def report_markdown(results: dict[str, Any], plot_files: list[str]) -> str:
         f"- missing predictions (scored as empty, Dice 0): {len(results['missing_predictions'])}; "
         f"extra predictions ignored: {len(results['extra_predictions'])}",
         f"- device: {s['device_used']} (asked: {s['device_requested']}); volumes in {results['volume_unit']}",
+        *_label_scope_lines(results),
         "",
         "Dice and IoU: mean ± sample std over cases whose reference has the label. FP rate: share of "
         f"reference-empty cases with at least K = {k} predicted voxel(s). FN rate: share of cases whose reference "
