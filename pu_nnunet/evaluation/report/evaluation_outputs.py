@@ -134,6 +134,8 @@ def protocol_lines(published: dict | None) -> list[str]:
     lines = [f"- {PROTOCOL_TITLES[name]}: {PROTOCOL_DEFINITIONS[name]}." for name in DICE_PROTOCOLS]
     if published is not None:
         lines.append(f"- paper: {PUBLISHED_SOURCE}'s foreground Dice on this dataset. {PROTOCOL_NOT_STATED}")
+    lines.append("- foreground row: the nnU-Net column is the mean of the label means (nnU-Net's foreground_mean), "
+                 "the other columns score all labels merged into one.")
     lines.append("- every protocol counts every predicted voxel: --min-size changes only the FP/FN rates.")
     return lines
 
