@@ -254,7 +254,8 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
         chosen, names = list(classes), {key: name for key, (_, name) in info.regions.items()}
     else:
         chosen = _choose_labels(labels, info, counted)
-        classes, names = label_classes(chosen), {str(label): info.label_names.get(label, str(label)) for label in chosen}
+        classes = label_classes(chosen)
+        names = {str(label): info.label_names.get(label, str(label)) for label in chosen}
     _check_tolerance_keys(nsd_tolerance, list(classes))
     records = [case_record(c.case, c.confusion.without_reference(info.ignore_label), classes, c.spacing,
                            c.is_2d, min_size, case_meta.get(c.case), c.missing_prediction, c.boundary)

@@ -116,7 +116,8 @@ def test_compare_pairs_nsd_and_hd95(two_runs):
     """B is perfect on overlap (NSD 1, HD95 0); A's missed case has no HD95 (empty prediction), so
     HD95 is paired over overlap alone, NSD over overlap and missed."""
     result = compare_evaluations(two_runs / "eval_a", two_runs / "eval_b", two_runs / "cmp", plots=False)
-    a = {c["case"]: c["labels"]["foreground"] for c in json.loads((two_runs / "eval_a" / "metrics.json").read_text())["cases"]}
+    evaluation_a = json.loads((two_runs / "eval_a" / "metrics.json").read_text())
+    a = {c["case"]: c["labels"]["foreground"] for c in evaluation_a["cases"]}
     fg = result["overall"]["foreground"]
     assert result["scores"] == ["dice", "iou", "nsd", "hd95"] and result["boundary_note"] is None
     assert fg["nsd"]["n"] == 2 and fg["nsd"]["mean_a"] == pytest.approx((a["overlap"]["nsd"] + 0.0) / 2)

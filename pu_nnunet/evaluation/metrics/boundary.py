@@ -49,8 +49,6 @@ HD_PERCENTILE = 95.0
 # Label values up to this bound go to scipy's find_objects (one list entry per value) for the
 # bounding boxes; larger values (rare int64 maps) are scored uncropped.
 MAX_BOX_LABEL_VALUE = 65535
-# Key of the foreground (all evaluated labels merged) in tolerance maps and results.
-FOREGROUND = "foreground"
 
 
 @dataclass(frozen=True)
@@ -93,9 +91,10 @@ def boundary_device(counting_device: str) -> str:
 
 
 def _boxes(array: np.ndarray) -> list:
+    """Bounding box per label value (find_objects: entry v-1 for value v, None where absent)."""
     from scipy.ndimage import find_objects
 
-    return find_objects(array) if array.dtype != np.int64 else []
+    return find_objects(array)
 
 
 def _union_box(boxes: list, values: Sequence[int], shape: tuple[int, ...]) -> tuple[slice, ...] | None:
@@ -129,8 +128,8 @@ def case_boundary(pred: np.ndarray, ref: np.ndarray, classes: Mapping[str, Seque
     foreground -> all of them) of one case; see the module docstring for the conventions."""
     if is_2d:  # nnU-Net's 2D layout (1, X, Y); distances in pixels
         pred, ref, spacing = pred[0], ref[0], (1.0, 1.0)
-    boxes = [_boxes(pred), _boxes(ref)] if max(int(pred.max(initial=0)), int(ref.max(initial=0))) <= MAX_BOX_LABEL_VALUE \
-        else None
+    top = max(int(pred.max(initial=0)), int(ref.max(initial=0)))
+    boxes = [_boxes(pred), _boxes(ref)] if top <= MAX_BOX_LABEL_VALUE else None
     results = {}
     for key, values in classes.items():
         box = _union_box(boxes, values, ref.shape) if boxes is not None else tuple(slice(0, s) for s in ref.shape)

@@ -183,7 +183,8 @@ def aggregate_cases(cases: list[dict[str, Any]], label_keys: list[str]) -> dict[
         foreground["iou_mean_nnunet"] = nnunet_foreground_mean([a["iou_mean_nnunet"] for a in per_label])
         foreground["dice_protocols"][NNUNET] = foreground["dice_mean_nnunet"]
         if "nsd_protocols" in foreground and all("nsd_protocols" in a for a in per_label):
-            foreground["nsd_protocols"][NNUNET] = nnunet_foreground_mean([a["nsd_protocols"][NNUNET] for a in per_label])
+            label_means = [a["nsd_protocols"][NNUNET] for a in per_label]
+            foreground["nsd_protocols"][NNUNET] = nnunet_foreground_mean(label_means)
     result["mean_over_labels"] = {
         "dice_mean": _mean_of(a["dice_mean"] for a in per_label),
         "iou_mean": _mean_of(a["iou_mean"] for a in per_label),

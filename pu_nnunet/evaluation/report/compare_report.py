@@ -43,7 +43,9 @@ def _score_table(result: dict[str, Any], stats: dict[str, Any], score: str) -> s
         s = stats[key][score]
         ci = md.NOT_AVAILABLE if s["ci_low"] is None else f"[{s['ci_low']:+.4f}, {s['ci_high']:+.4f}]"
         # paired_scores counts "b_better" as B higher
-        a_better, b_better = (s["b_better"], s["a_better"]) if score in LOWER_IS_BETTER else (s["a_better"], s["b_better"])
+        a_better, b_better = s["a_better"], s["b_better"]
+        if score in LOWER_IS_BETTER:
+            a_better, b_better = b_better, a_better
         rows.append([_label(result, key), s["n"], md.number(s["mean_a"]), md.number(s["mean_b"]),
                      _signed(s["mean_difference"]), ci, md.p_value(s["wilcoxon_p"]),
                      f"{a_better} / {s['ties']} / {b_better}"])

@@ -92,8 +92,8 @@ def boundary_table(results: dict[str, Any], aggregates: dict[str, Any]) -> str:
     for key in label_keys(results):
         a = aggregates[key]
         rows.append([f"**{key}**" if key == FOREGROUND else display_name(results, key),
-                     md.number(tolerances.get(key), 2), a["n_reference_nonempty"], md.mean_std(a["nsd_mean"], a["nsd_std"]),
-                     md.number(a["nsd_median"]), a["n_hd95"], md.mean_std(a["hd95_mean"], a["hd95_std"], 2),
+                     md.number(tolerances.get(key), 2), a["n_reference_nonempty"],
+                     md.mean_std(a["nsd_mean"], a["nsd_std"]), md.number(a["nsd_median"]), a["n_hd95"], md.mean_std(a["hd95_mean"], a["hd95_std"], 2),
                      md.number(a["hd95_median"], 2)])
     over = aggregates["mean_over_labels"]
     rows.append(["mean over labels", "", "", md.number(over.get("nsd_mean")), "", "",
