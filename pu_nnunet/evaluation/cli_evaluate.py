@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_argument(parser, "where label counts are computed")
     parser.add_argument("--labels", type=int, nargs="+", metavar="L",
                         help="label values to evaluate (default: dataset.json's labels, else every non-zero "
-                             "value found)")
+                             "value found; a region-based dataset.json's regions are evaluated as nnU-Net does, "
+                             "without --labels)")
     parser.add_argument("--min-size", type=int, default=DEFAULT_MIN_SIZE, metavar="K",
                         help="predicted voxels that make a reference-empty case a false positive, and below "
                              "which a case with the label is a false negative: the case-level detection flags "
@@ -32,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"--nsd-tolerance 2 1=1.5 (default {DEFAULT_NSD_TOLERANCE:g} for every label; "
                              "Metrics Reloaded advises a task-specific value such as the inter-rater variation)")
     parser.add_argument("--no-boundary", action="store_true",
-                        help="skip NSD and HD95: their surface distances take seconds per label and case on "
-                             "CT-sized volumes, where the voxel counts take milliseconds")
+                        help="skip NSD and HD95: their surface distances take far longer than the voxel counts "
+                             "on large volumes (benchmarks/bench_evaluation.py times both)")
     parser.add_argument("--meta", metavar="cases.json",
                         help="case id -> {\"class\": ..., \"split\": ...}; adds per-class aggregates")
     parser.add_argument("--images", metavar="DIR",
@@ -43,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dataset.json (labels, file ending, reader); default PRED_DIR/dataset.json, "
                              "else REF_DIR/../dataset.json, else inferred from the files")
     parser.add_argument("-np", "--num-processes", type=int, default=1, metavar="N",
-                        help="processes reading cases (default 1)")
+                        help="processes reading cases (on the CPU also counting and measuring surface "
+                             "distances; default 1)")
     parser.add_argument("--split-file", metavar="splits_final.json",
                         help="with --fold: evaluate only that fold's validation cases (e.g. Kvasir-SEG's 120 "
                              "test images, nnU-Net's fold_0/validation predictions)")

@@ -1,7 +1,8 @@
 """``evaluate_folders``: a prediction folder against a reference folder -> metrics and report.
 
 Bad input is never skipped silently: a reference case without a prediction is scored as an
-all-background prediction (Dice 0 where the reference has the label) and listed as missing;
+all-background prediction (Dice 0 where the reference has the label) and listed as missing
+(only the nnU-Net protocol leaves it out, as ``nnUNetv2_evaluate_folder --chill`` does);
 predictions without a reference are ignored with a warning; unreadable files and shape or
 geometry mismatches raise :class:`EvaluationError` naming the case.
 """
@@ -181,7 +182,8 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
         device: 'auto' (CUDA when available), 'cpu' (numpy), 'cuda', 'cuda:N', or
             'torch-cpu' (the GPU code path on the CPU).
         labels: label values to evaluate; default the non-background labels of dataset.json,
-            else every non-zero value found in the references and predictions.
+            else every non-zero value found in the references and predictions. A region-based
+            dataset.json's regions are evaluated instead (nnU-Net's keys), and refuse ``labels``.
         min_size: K, the predicted voxels that make a reference-empty case a false positive (and
             below which a case with the label is a false negative); the detection flags only,
             no score (Dice, IoU, NSD, HD95, protocols) depends on it.
