@@ -80,6 +80,8 @@ def test_png_rgb_overlays_and_pixel_volumes(tmp_path, synth, check_plot):
     first = content["cases"][0]["labels"]["1"]
     # 8 x 10 box shifted by 2 columns: 8 x 8 shared
     assert (first["ref_volume"], first["tp"], first["dice"]) == (80.0, 64, pytest.approx(0.8))
+    # its right edge lies 2 pixels beyond the reference's (in pixels: natural images have no spacing)
+    assert content["settings"]["distance_unit"] == "pixels" and first["hd95"] == pytest.approx(2.0)
     assert sorted(content["per_class"]) == ["benign", "malignant", "normal"]
     assert "## Class: normal" in (tmp_path / "out" / "report.md").read_text()
     check_plot(tmp_path / "out" / "plots" / "overlay_best.png", min_height=300)
