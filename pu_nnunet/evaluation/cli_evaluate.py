@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         dataset_json=args.dataset_json, plots=not args.no_plots, cases=cases, split_file=args.split_file,
         boundary=not args.no_boundary, nsd_tolerance=parse_tolerances(args.nsd_tolerance))
     fg = results["aggregates"]["foreground"]
-    boundary = (f"NSD {number(fg['nsd_mean'])}, HD95 median {number(fg['hd95_median'])} "
+    boundary = (f"NSD {number(fg['nsd_mean'])}, HD95 median {number(fg['hd95_median'], 2)} "
                 f"{results['settings']['distance_unit']}, " if "nsd_mean" in fg else "")
     print(f"{len(results['cases'])} cases ({len(results['missing_predictions'])} missing predictions), "
           f"device {results['settings']['device_used']}: foreground Dice {number(fg['dice_mean'])}, "
