@@ -6,7 +6,8 @@ Generates label volumes the size of AMOS CT scans (default 20 cases of 512 x 512
 - reading every pair with nnU-Net's reader (a floor both evaluators pay),
 - nnU-Net's ``compute_metrics_on_folder`` with ``--num-processes`` worker processes,
 - ``evaluate_folders`` on the CPU (numpy) with the same number of processes, without and with
-  the plots, and on CUDA when torch sees a GPU.
+  the plots, without the boundary metrics (NSD, HD95: ``--no-boundary``), and on CUDA when
+  torch sees a GPU.
 
 It prints a table (seconds, ratio to nnU-Net) and writes JSON with the machine's description.
 Also checks that both evaluators give the same Dice (largest absolute difference reported).
@@ -163,6 +164,11 @@ def main() -> None:
                 num_processes=args.num_processes, overwrite=True, plots=False))
             rows.append((f"pu-nnunet evaluate, {device} (np={args.num_processes})", seconds))
             print(f"  ours {device}: {seconds:.2f} s", flush=True)
+        seconds, _ = timed(lambda: evaluate_folders(
+            work / "pred", work / "ref", work / "ours_no_boundary", device="cpu", labels=labels,
+            num_processes=args.num_processes, overwrite=True, plots=False, boundary=False))
+        rows.append((f"pu-nnunet evaluate, cpu, no NSD/HD95 (np={args.num_processes})", seconds))
+        print(f"  ours cpu without boundary metrics: {seconds:.2f} s", flush=True)
         seconds, _ = timed(lambda: evaluate_folders(
             work / "pred", work / "ref", work / "ours_plots", device="cpu", labels=labels,
             num_processes=args.num_processes, overwrite=True, plots=True))

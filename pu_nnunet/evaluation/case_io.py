@@ -8,6 +8,11 @@ the first of nnU-Net's readers that supports the file ending and opens a referen
 ``dataset.json`` default: ``PRED_DIR/dataset.json`` (``nnUNetv2_predict`` copies it there), else
 ``REF_DIR/../dataset.json`` (the nnU-Net raw layout), else none: the file ending is inferred
 from the reference files and the labels from the label values found.
+
+A region-based dataset.json (a label given as a list of values, e.g. BraTS's
+``"whole tumour": [1, 2, 3]``) is evaluated as nnU-Net evaluates it: one score per region, the
+mask of a region being the voxels holding any of its values, keyed as nnU-Net keys it
+(``"(1, 2, 3)"``; a single value as ``"3"``), with its ignore label.
 """
 
 from __future__ import annotations
@@ -45,6 +50,12 @@ class DatasetInfo:
     dataset_json_path: str | None = None
     label_names: dict[int, str] = field(default_factory=dict)
     ignore_label: int | None = None
+    # region-based dataset.json: nnU-Net's key of each region -> (its label values, its name)
+    regions: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+
+    def label_values(self) -> set[int]:
+        """Every label value dataset.json names (labels, or the values of its regions)."""
+        return set(self.label_names) | {v for values, _ in self.regions.values() for v in values}
 
 
 @dataclass
@@ -75,18 +86,32 @@ def find_dataset_json(pred_dir: Path, ref_dir: Path, dataset_json: str | None) -
     return None
 
 
-def _labels_from_dataset_json(content: dict, path: Path) -> tuple[dict[int, str], int | None]:
-    names, ignore = {}, None
-    for name, value in content.get("labels", {}).items():
-        if not isinstance(value, int):
-            warnings.warn(f"{path}: label {name!r} is a region {value}; regions are not evaluated, "
-                          "labels are taken from the label values in the files")
-            return {}, None
-        if name == "ignore":
-            ignore = value
-        elif value != 0:
-            names[value] = name
-    return names, ignore
+def region_key(values: tuple[int, ...]) -> str:
+    """nnU-Net's summary.json key of a region (label_or_region_to_key): "(1, 2)", "3" for one value."""
+    return str(values[0]) if len(values) == 1 else str(tuple(values))
+
+
+def _labels_from_dataset_json(content: dict, path: Path
+                              ) -> tuple[dict[int, str], int | None, dict[str, tuple[tuple[int, ...], str]]]:
+    """(label value -> name, ignore label, regions); regions (nnU-Net: a value that is a list of
+    more than one label) replace the labels."""
+    labels = content.get("labels", {})
+    ignore = labels.get("ignore")
+    if ignore is not None and (not isinstance(ignore, int) or isinstance(ignore, bool)):
+        raise EvaluationError(f"{path}: the ignore label must be one integer (nnU-Net's rule), found {ignore!r}")
+    values = {}
+    for name, value in labels.items():
+        entries = value if isinstance(value, (list, tuple)) else [value]
+        if not entries or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in entries):
+            raise EvaluationError(f"{path}: label {name!r} must be a value 0, 1, ... or a list of them (a region), "
+                                  f"found {value!r}")
+        if name != "ignore":
+            values[name] = tuple(dict.fromkeys(int(v) for v in entries))
+    if not any(len(v) > 1 for v in values.values()):
+        return {v[0]: name for name, v in values.items() if v[0] != 0}, ignore, {}
+    # nnU-Net's LabelManager: regions in dataset.json order, those of background alone left out
+    regions = {region_key(v): (v, name) for name, v in values.items() if set(v) != {0}}
+    return {}, ignore, regions
 
 
 def describe_dataset(pred_dir: Path, ref_dir: Path, dataset_json: str | None = None) -> DatasetInfo:
@@ -122,8 +147,8 @@ def describe_dataset(pred_dir: Path, ref_dir: Path, dataset_json: str | None = N
             reader = determine_reader_writer_from_file_ending(ending, example, verbose=False)
     except RuntimeError as error:
         raise EvaluationError(f"no nnU-Net reader opens {example}: {error}") from None
-    names, ignore = _labels_from_dataset_json(content, json_path) if content else ({}, None)
-    return DatasetInfo(ending, reader, str(json_path) if json_path else None, names, ignore)
+    names, ignore, regions = _labels_from_dataset_json(content, json_path) if content else ({}, None, {})
+    return DatasetInfo(ending, reader, str(json_path) if json_path else None, names, ignore, regions)
 
 
 def pair_cases(pred_dir: Path, ref_dir: Path, file_ending: str) -> tuple[list[str], list[str], list[str]]:
@@ -158,9 +183,9 @@ def check_complete(path: Path, case: str, role: str) -> None:
 def _check_label_values(labels: np.ndarray, path: Path, case: str, role: str, info: DatasetInfo) -> None:
     """With dataset.json's labels known, a value outside them is an error, not a silent background:
     typically a 0/255 mask where nnU-Net expects 0..N."""
-    if not info.label_names:
+    if not info.label_values():
         return
-    allowed = {0, *info.label_names} | ({info.ignore_label} if info.ignore_label is not None else set())
+    allowed = {0, *info.label_values()} | ({info.ignore_label} if info.ignore_label is not None else set())
     found = np.unique(labels) if labels.dtype != np.uint8 else np.flatnonzero(np.bincount(labels.reshape(-1)))
     unexpected = sorted(int(v) for v in found if int(v) not in allowed)
     if unexpected:

@@ -1,13 +1,15 @@
-"""``pu-nnunet evaluate PRED_DIR REF_DIR -o OUT_DIR``: Dice, IoU and case-level FP/FN rates."""
+"""``pu-nnunet evaluate PRED_DIR REF_DIR -o OUT_DIR``: Dice, IoU, NSD, HD95 and case-level FP/FN rates."""
 
 from __future__ import annotations
 
 import argparse
 
 from pu_nnunet.devices import add_device_argument
+from pu_nnunet.evaluation.metrics.boundary import DEFAULT_NSD_TOLERANCE
 from pu_nnunet.evaluation.metrics.case_metrics import DEFAULT_MIN_SIZE
 
-HELP = "Score predictions against references: Dice, IoU, case-level false-positive rate, report and plots."
+HELP = ("Score predictions against references: Dice, IoU, NSD, HD95, case-level false-positive rate, report and "
+        "plots.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,10 +20,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_argument(parser, "where label counts are computed")
     parser.add_argument("--labels", type=int, nargs="+", metavar="L",
                         help="label values to evaluate (default: dataset.json's labels, else every non-zero "
-                             "value found)")
+                             "value found; a region-based dataset.json's regions are evaluated as nnU-Net does, "
+                             "without --labels)")
     parser.add_argument("--min-size", type=int, default=DEFAULT_MIN_SIZE, metavar="K",
                         help="predicted voxels that make a reference-empty case a false positive, and below "
-                             f"which a case counts as predicted empty (default {DEFAULT_MIN_SIZE})")
+                             "which a case with the label is a false negative: the case-level detection flags "
+                             "only; Dice, IoU, NSD, HD95 and every averaging protocol count every voxel "
+                             f"(default {DEFAULT_MIN_SIZE})")
+    parser.add_argument("--nsd-tolerance", nargs="+", action="extend", metavar="MM|LABEL=MM",
+                        help="tolerance of the normalised surface distance in mm (pixels for 2D images): one "
+                             "value for every label and/or LABEL=MM for one label value (or foreground=MM), e.g. "
+                             f"--nsd-tolerance 2 1=1.5 (default {DEFAULT_NSD_TOLERANCE:g} for every label; "
+                             "Metrics Reloaded advises a task-specific value such as the inter-rater variation)")
+    parser.add_argument("--no-boundary", action="store_true",
+                        help="skip NSD and HD95: their surface distances take far longer than the voxel counts "
+                             "on large volumes (benchmarks/bench_evaluation.py times both)")
     parser.add_argument("--meta", metavar="cases.json",
                         help="case id -> {\"class\": ..., \"split\": ...}; adds per-class aggregates")
     parser.add_argument("--images", metavar="DIR",
@@ -31,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dataset.json (labels, file ending, reader); default PRED_DIR/dataset.json, "
                              "else REF_DIR/../dataset.json, else inferred from the files")
     parser.add_argument("-np", "--num-processes", type=int, default=1, metavar="N",
-                        help="processes reading cases (default 1)")
+                        help="processes reading cases (on the CPU also counting and measuring surface "
+                             "distances; default 1)")
     parser.add_argument("--split-file", metavar="splits_final.json",
                         help="with --fold: evaluate only that fold's validation cases (e.g. Kvasir-SEG's 120 "
                              "test images, nnU-Net's fold_0/validation predictions)")
@@ -43,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pu_nnunet.evaluation.errors import EvaluationError
     from pu_nnunet.evaluation.evaluate import cases_of_fold, evaluate_folders
+    from pu_nnunet.evaluation.metrics.boundary import parse_tolerances
     from pu_nnunet.evaluation.report.markdown import number
 
     if (args.split_file is None) != (args.fold is None):
@@ -53,11 +68,14 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate_folders(
         args.pred_dir, args.ref_dir, args.out_dir, device=args.device, labels=args.labels, min_size=args.min_size,
         meta=args.meta, num_processes=args.num_processes, overwrite=args.overwrite, images=args.images,
-        dataset_json=args.dataset_json, plots=not args.no_plots, cases=cases, split_file=args.split_file)
+        dataset_json=args.dataset_json, plots=not args.no_plots, cases=cases, split_file=args.split_file,
+        boundary=not args.no_boundary, nsd_tolerance=parse_tolerances(args.nsd_tolerance))
     fg = results["aggregates"]["foreground"]
+    boundary = (f"NSD {number(fg['nsd_mean'])}, HD95 median {number(fg['hd95_median'], 2)} "
+                f"{results['settings']['distance_unit']}, " if "nsd_mean" in fg else "")
     print(f"{len(results['cases'])} cases ({len(results['missing_predictions'])} missing predictions), "
           f"device {results['settings']['device_used']}: foreground Dice {number(fg['dice_mean'])}, "
-          f"IoU {number(fg['iou_mean'])}, FP rate {number(fg['false_positive_rate'])} "
+          f"IoU {number(fg['iou_mean'])}, {boundary}FP rate {number(fg['false_positive_rate'])} "
           f"({fg['false_positive_cases']}/{fg['n_reference_empty']}), "
           f"FN rate {number(fg['false_negative_rate'])}")
     print(f"wrote {args.out_dir}/report.md")

@@ -6,8 +6,14 @@ the same dataset.json and split file. Otherwise the comparison is refused naming
 unless ``allow_different_references`` (``--allow-different-references``): then the shared cases
 are compared and the report says so. Labels scored by only one evaluation are not compared (nor
 the foreground, which then merges different labels); the report names them. Differences are
-B - A: positive Dice differences favour B, positive false-positive-rate differences count
-against B.
+B - A: positive Dice and NSD differences favour B, positive HD95 and false-positive-rate
+differences count against B.
+
+NSD and HD95 are compared when both evaluations hold them at the same NSD tolerances; an
+evaluation made before boundary metrics (or with ``--no-boundary``) is still read, and the
+boundary statistics are then left out with a note (``boundary_note``). NSD is paired over the
+cases whose reference has the label (as Dice); HD95 over the cases where it is defined in both
+runs (reference and both predictions non-empty).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from pu_nnunet.evaluation.output_folder import check_output_dir, replaced_output
 from pu_nnunet.evaluation.report.evaluation_outputs import METRICS_FILE, PLOTS_DIR, REPORT_FILE
 from pu_nnunet.evaluation.jsonio import read_json, write_json
 from pu_nnunet.evaluation.evaluate import METRICS_FORMAT
-from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND, UNKNOWN_CLASS
+from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND, UNKNOWN_CLASS, has_boundary
 from pu_nnunet.evaluation.metrics.paired_stats import paired_flags, paired_scores
 from pu_nnunet.evaluation.run_records import reference_differences
 from pu_nnunet.provenance import RUN_RECORD_FILE, run_record
@@ -34,6 +40,8 @@ COMPARISON_FORMAT = "pu-nnunet-comparison/1"
 # the source name of an evaluation handed over as a dict (the study's pooled runs)
 IN_MEMORY = "(in memory)"
 SCORES = ("dice", "iou")
+# Compared when both evaluations hold them (see the module docstring).
+BOUNDARY_SCORES = ("nsd", "hd95")
 # what compare reads of each case's label entry in metrics.json
 CASE_LABEL_FIELDS = {"dice", "iou", "n_ref", "ref_empty", "false_positive", "false_negative"}
 
@@ -113,14 +121,31 @@ def _check_same_references(pairs: list[tuple[dict, dict]], keys: list[str]) -> N
                                       f"{case_b['labels'][key]['n_ref']} in the other; not the same references")
 
 
-def _group_statistics(pairs: list[tuple[dict, dict]], keys: list[str]) -> dict[str, Any]:
+def _boundary_scores(a: dict, b: dict, names: tuple[str, str]) -> tuple[tuple[str, ...], str | None]:
+    """(the boundary scores both evaluations allow comparing, why the others are left out or None)."""
+    for name, evaluation in zip(names, (a, b)):
+        if not has_boundary(record for case in evaluation["cases"] for record in case["labels"].values()):
+            return (), (f"NSD and HD95 are not compared: evaluation {name} has none (made before boundary metrics "
+                        "or with --no-boundary)")
+    tolerances = [(e.get("settings") or {}).get("nsd_tolerance") for e in (a, b)]
+    if tolerances[0] and tolerances[1] and tolerances[0] != tolerances[1]:
+        return ("hd95",), (f"NSD is not compared: the evaluations used different NSD tolerances ({names[0]} "
+                           f"{tolerances[0]}, {names[1]} {tolerances[1]}); HD95 is")
+    return BOUNDARY_SCORES, None
+
+
+def _group_statistics(pairs: list[tuple[dict, dict]], keys: list[str], scores: tuple[str, ...] = SCORES
+                      ) -> dict[str, Any]:
     stats = {}
     for key in keys:
         entries = [(a["labels"][key], b["labels"][key]) for a, b in pairs]
         scored = [(x, y) for x, y in entries if not x["ref_empty"]]
         empty = [(x, y) for x, y in entries if x["ref_empty"]]
         stats[key] = {score: paired_scores([x[score] for x, _ in scored], [y[score] for _, y in scored])
-                      for score in SCORES}
+                      for score in scores if score != "hd95"}
+        if "hd95" in scores:
+            defined = [(x["hd95"], y["hd95"]) for x, y in scored if x["hd95"] is not None and y["hd95"] is not None]
+            stats[key]["hd95"] = paired_scores([x for x, _ in defined], [y for _, y in defined])
         stats[key]["false_positive"] = paired_flags([x["false_positive"] for x, _ in empty],
                                                     [y["false_positive"] for _, y in empty])
         stats[key]["false_negative"] = paired_flags([x["false_negative"] for x, _ in scored],
@@ -132,14 +157,17 @@ def _write_paired_csv(pairs: list[tuple[dict, dict]], keys: list[str], names: tu
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["case", "class", "label", f"dice_{names[0]}", f"dice_{names[1]}", "dice_difference",
-                         f"false_positive_{names[0]}", f"false_positive_{names[1]}"])
+                         f"false_positive_{names[0]}", f"false_positive_{names[1]}",
+                         *(f"{score}_{name}" for score in BOUNDARY_SCORES for name in names)])
         for a, b in pairs:
             for key in keys:
                 x, y = a["labels"][key], b["labels"][key]
                 difference = None if x["dice"] is None or y["dice"] is None else y["dice"] - x["dice"]
+                boundary = [record.get(score) for score in BOUNDARY_SCORES for record in (x, y)]
                 writer.writerow([a["case"], a.get("class") or "", key,
                                  *("" if v is None else v for v in (x["dice"], y["dice"], difference,
-                                                                    x["false_positive"], y["false_positive"]))])
+                                                                    x["false_positive"], y["false_positive"],
+                                                                    *boundary))])
 
 
 def compare_evaluations(eval_a: str | Path | dict, eval_b: str | Path | dict, out_dir: str | Path,
@@ -148,9 +176,10 @@ def compare_evaluations(eval_a: str | Path | dict, eval_b: str | Path | dict, ou
     """Paired comparison of two evaluations; writes comparison.json, per_case_paired.csv,
     report.md and plots/. Returns the content of comparison.json.
 
-    For all cases and for each class of cases.json, per label key: Dice and IoU paired
-    statistics over cases whose reference has the label, and the false-positive (false-
-    negative) rates over the reference-empty (non-empty) cases, all as B - A.
+    For all cases and for each class of cases.json, per label key: Dice, IoU and NSD paired
+    statistics over cases whose reference has the label, HD95 over the cases where both runs
+    have it, and the false-positive (false-negative) rates over the reference-empty (non-empty)
+    cases, all as B - A.
 
     Refuses evaluations of different reference sets, datasets or splits (see the module
     docstring) unless ``allow_different_references``.
@@ -178,6 +207,10 @@ def compare_evaluations(eval_a: str | Path | dict, eval_b: str | Path | dict, ou
     if min_sizes[0] != min_sizes[1]:
         warnings.warn(f"the runs used different --min-size ({min_sizes[0]} vs {min_sizes[1]}); "
                       "false-positive flags are compared as each run computed them")
+    boundary_scores, boundary_note = _boundary_scores(a, b, names)
+    scores = SCORES + boundary_scores
+    if boundary_note:
+        warnings.warn(boundary_note)
     classes: dict[str, list[tuple[dict, dict]]] = {}
     if any(x.get("class") or y.get("class") for x, y in pairs):
         for pair in pairs:
@@ -195,8 +228,10 @@ def compare_evaluations(eval_a: str | Path | dict, eval_b: str | Path | dict, ou
         "only_in": {names[0]: only_a, names[1]: only_b},
         "missing_predictions": {names[0]: a["missing_predictions"], names[1]: b["missing_predictions"]},
         "min_size": {names[0]: min_sizes[0], names[1]: min_sizes[1]},
-        "overall": _group_statistics(pairs, keys),
-        "per_class": {name: _group_statistics(classes[name], keys) for name in sorted(classes)},
+        "scores": list(scores),
+        "boundary_note": boundary_note,
+        "overall": _group_statistics(pairs, keys, scores),
+        "per_class": {name: _group_statistics(classes[name], keys, scores) for name in sorted(classes)},
         "provenance": run_record(files={f"evaluation {names[0]}": _metrics_file(source_a),
                                         f"evaluation {names[1]}": _metrics_file(source_b)}),
         "evaluations_provenance": {names[0]: a.get("provenance"), names[1]: b.get("provenance")},

@@ -24,12 +24,14 @@ def nifti_folders(tmp_path, synth):
 def test_evaluate_command_writes_everything(nifti_folders, capsys, check_plot):
     out = nifti_folders / "out"
     code = main(["evaluate", str(nifti_folders / "pred"), str(nifti_folders / "ref"), "-o", str(out),
-                 "--device", "cpu", "--images", str(nifti_folders / "images"), "--min-size", "2"])
+                 "--device", "cpu", "--images", str(nifti_folders / "images"), "--min-size", "2",
+                 "--nsd-tolerance", "3", "--nsd-tolerance", "2=0.5"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "4 cases" in printed and "FP rate 0.5000 (1/2)" in printed
+    assert "4 cases" in printed and "FP rate 0.5000 (1/2)" in printed and "NSD " in printed
     content = json.loads((out / "metrics.json").read_text())
     assert content["settings"]["min_size"] == 2 and content["settings"]["images_dir"].endswith("images")
+    assert content["settings"]["nsd_tolerance"] == {"1": 3.0, "2": 0.5, "foreground": 3.0}
     report = (out / "report.md").read_text()
     # table cells are padded to their column's width
     assert "| **foreground** | 2 |" in re.sub(" +", " ", report)
@@ -41,6 +43,8 @@ def test_evaluate_command_writes_everything(nifti_folders, capsys, check_plot):
 def test_evaluate_command_errors_are_one_line(nifti_folders, capsys, synth):
     args = ["evaluate", str(nifti_folders / "pred"), str(nifti_folders / "ref"), "-o", str(nifti_folders / "out"),
             "--device", "cpu", "--no-plots"]
+    assert main(args + ["--nsd-tolerance", "1=x"]) == 1
+    assert "--nsd-tolerance '1=x': expected MM or LABEL=MM" in capsys.readouterr().err
     assert main(args) == 0
     capsys.readouterr()
     assert main(args) == 1  # results exist and --overwrite is missing
@@ -76,6 +80,8 @@ def test_png_rgb_overlays_and_pixel_volumes(tmp_path, synth, check_plot):
     first = content["cases"][0]["labels"]["1"]
     # 8 x 10 box shifted by 2 columns: 8 x 8 shared
     assert (first["ref_volume"], first["tp"], first["dice"]) == (80.0, 64, pytest.approx(0.8))
+    # its right edge lies 2 pixels beyond the reference's (in pixels: natural images have no spacing)
+    assert content["settings"]["distance_unit"] == "pixels" and first["hd95"] == pytest.approx(2.0)
     assert sorted(content["per_class"]) == ["benign", "malignant", "normal"]
     assert "## Class: normal" in (tmp_path / "out" / "report.md").read_text()
     check_plot(tmp_path / "out" / "plots" / "overlay_best.png", min_height=300)

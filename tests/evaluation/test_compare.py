@@ -110,3 +110,35 @@ def test_compare_needs_overwrite_and_valid_input(two_runs):
     (two_runs / "bad.json").write_text('{"cases": NaN}')
     with pytest.raises(EvaluationError, match="not valid JSON"):
         compare_evaluations(two_runs / "bad.json", two_runs / "eval_b", two_runs / "cmp2", plots=False)
+
+
+def test_compare_pairs_nsd_and_hd95(two_runs):
+    """B is perfect on overlap (NSD 1, HD95 0); A's missed case has no HD95 (empty prediction), so
+    HD95 is paired over overlap alone, NSD over overlap and missed."""
+    result = compare_evaluations(two_runs / "eval_a", two_runs / "eval_b", two_runs / "cmp", plots=False)
+    evaluation_a = json.loads((two_runs / "eval_a" / "metrics.json").read_text())
+    a = {c["case"]: c["labels"]["foreground"] for c in evaluation_a["cases"]}
+    fg = result["overall"]["foreground"]
+    assert result["scores"] == ["dice", "iou", "nsd", "hd95"] and result["boundary_note"] is None
+    assert fg["nsd"]["n"] == 2 and fg["nsd"]["mean_a"] == pytest.approx((a["overlap"]["nsd"] + 0.0) / 2)
+    assert fg["hd95"]["n"] == 1
+    assert (fg["hd95"]["mean_a"], fg["hd95"]["mean_b"]) == (pytest.approx(a["overlap"]["hd95"]), 0.0)
+    report = re.sub(" +", " ", (two_runs / "cmp" / "report.md").read_text())
+    assert "## All cases: NSD" in report and "## All cases: HD95 (cases where both runs have it)" in report
+    # HD95 is better lower: B's smaller distance is a win of B
+    hd95_row = report.split("## All cases: HD95")[1].split("**foreground**")[1].splitlines()[0]
+    assert hd95_row.rstrip(" |").endswith("0 / 0 / 1")
+    header = (two_runs / "cmp" / "per_case_paired.csv").read_text().splitlines()[0]
+    assert header.endswith("nsd_A,nsd_B,hd95_A,hd95_B")
+
+
+def test_compare_reads_evaluations_without_boundary_metrics(two_runs):
+    old = json.loads((two_runs / "eval_a" / "metrics.json").read_text())
+    for case in old["cases"]:
+        for record in case["labels"].values():
+            del record["nsd"], record["hd95"]
+    (two_runs / "old.json").write_text(json.dumps(old))
+    with pytest.warns(UserWarning, match="NSD and HD95 are not compared"):
+        result = compare_evaluations(two_runs / "old.json", two_runs / "eval_b", two_runs / "cmp", plots=False)
+    assert result["scores"] == ["dice", "iou"] and "nsd" not in result["overall"]["foreground"]
+    assert "NSD and HD95 are not compared: evaluation A has none" in (two_runs / "cmp" / "report.md").read_text()

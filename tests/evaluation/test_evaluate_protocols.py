@@ -115,3 +115,62 @@ def test_0_255_predictions_against_0_1_references_are_flagged(tmp_path, synth):
     results = evaluate_folders(tmp_path / "pred", tmp_path / "ref", tmp_path / "out", device="cpu", labels=[1],
                                plots=False)
     assert results["aggregates"]["1"]["dice_mean"] == 0.0
+
+
+def test_boundary_metrics_in_records_aggregates_csv_and_report(hand_checked):
+    """hand_checked_3d: label 2 exact in overlap (NSD 1, HD95 0), a 3-voxel false positive in
+    fp_only (NSD 0, HD95 undefined); label 1 missed entirely in missed (NSD 0, HD95 undefined)."""
+    results, root = hand_checked
+    cases = {c["case"]: c["labels"] for c in results["cases"]}
+    assert cases["overlap"]["2"]["nsd"] == 1.0 and cases["overlap"]["2"]["hd95"] == 0.0
+    assert (cases["fp_only"]["2"]["nsd"], cases["fp_only"]["2"]["hd95"]) == (0.0, None)
+    assert (cases["missed"]["1"]["nsd"], cases["missed"]["1"]["hd95"]) == (0.0, None)
+    assert (cases["normal"]["foreground"]["nsd"], cases["normal"]["foreground"]["hd95"]) == (None, None)
+    assert 0.0 < cases["overlap"]["1"]["nsd"] < 1.0 and cases["overlap"]["1"]["hd95"] > 0.0
+    two = results["aggregates"]["2"]
+    assert (two["nsd_mean"], two["n_hd95"], two["hd95_median"]) == (1.0, 1, 0.0)
+    # NSD under the Dice protocols: nnU-Net's rule counts the FP case's 0; empty/empty counts 1
+    assert two["nsd_protocols"] == pytest.approx({"per_case_nonempty": 1.0, "nnunet": 0.5,
+                                                  "per_case_empty_as_one": (1 + 0 + 1 + 1) / 4})
+    one = results["aggregates"]["1"]
+    assert one["nsd_mean"] == pytest.approx(cases["overlap"]["1"]["nsd"] / 2)  # the missed case's 0 counts
+    assert one["hd95_mean"] == pytest.approx(cases["overlap"]["1"]["hd95"]) and one["n_hd95"] == 1
+    assert results["settings"]["nsd_tolerance"] == {"1": 2.0, "2": 2.0, "foreground": 2.0}
+    assert results["settings"]["distance_unit"] == "mm"
+    rows = (root / "out" / "per_case.csv").read_text().splitlines()
+    assert rows[0].split(",")[6:10] == ["dice", "iou", "nsd", "hd95"]
+    report = (root / "out" / "report.md").read_text()
+    assert "## Boundary metrics (NSD, HD95)" in report and "## NSD protocols" in report
+    assert "one of them empty: NSD 0, HD95 undefined" in report
+
+
+def test_min_size_changes_only_the_detection_flags(hand_checked, tmp_path):
+    """K = 4: fp_only's 3 voxels are no false positive any more; every score and protocol stays."""
+    results, root = hand_checked
+    k4 = evaluate_folders(root / "pred", root / "ref", tmp_path / "k4", device="cpu", plots=False, min_size=4)
+    for key in ("1", "2", "foreground"):
+        for field in ("dice_protocols", "nsd_protocols", "dice_mean", "nsd_mean", "hd95_mean", "dice_mean_nnunet"):
+            assert k4["aggregates"][key][field] == results["aggregates"][key][field], (key, field)
+    assert results["aggregates"]["2"]["false_positive_cases"] == 1
+    assert k4["aggregates"]["2"]["false_positive_cases"] == 0
+    report = (tmp_path / "k4" / "report.md").read_text()
+    assert "K (--min-size) applies to these two rates only" in report
+    assert "--min-size changes only the FP/FN rates" in report
+
+
+def test_nsd_tolerance_per_label_and_no_boundary(hand_checked, tmp_path):
+    from pu_nnunet.evaluation.metrics.boundary import parse_tolerances
+
+    _, root = hand_checked
+    wide = evaluate_folders(root / "pred", root / "ref", tmp_path / "wide", device="cpu", plots=False,
+                            nsd_tolerance=parse_tolerances(["1=100"]))
+    overlap = next(c for c in wide["cases"] if c["case"] == "overlap")["labels"]
+    assert overlap["1"]["nsd"] == 1.0  # every surface voxel is within 100 mm
+    assert wide["settings"]["nsd_tolerance"] == {"1": 100.0, "2": 2.0, "foreground": 2.0}
+    with pytest.raises(EvaluationError, match="--nsd-tolerance names label"):
+        evaluate_folders(root / "pred", root / "ref", tmp_path / "bad", device="cpu", plots=False,
+                         nsd_tolerance=parse_tolerances(["7=1"]))
+    plain = evaluate_folders(root / "pred", root / "ref", tmp_path / "plain", device="cpu", plots=False,
+                             boundary=False)
+    assert "nsd" not in plain["cases"][0]["labels"]["1"] and "nsd_mean" not in plain["aggregates"]["1"]
+    assert "not computed (--no-boundary)" in (tmp_path / "plain" / "report.md").read_text()

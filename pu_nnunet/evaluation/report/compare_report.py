@@ -20,7 +20,11 @@ DIFFERENCE_PLOT_FILE = "mean_difference.png"
 # Scatter panels per row in the paired plot, and their size.
 PANELS_PER_ROW = 5
 PANEL_INCHES = 2.6
-SCORE_NAMES = {"dice": "Dice", "iou": "IoU"}
+SCORE_NAMES = {"dice": "Dice", "iou": "IoU", "nsd": "NSD", "hd95": "HD95"}
+# Scores where a smaller value is the better one: their "better" counts are read the other way.
+LOWER_IS_BETTER = {"hd95"}
+# Which cases each score is paired over, for the section titles.
+SCORE_CASES = {"hd95": "cases where both runs have it"}
 
 
 def _label(result: dict[str, Any], key: str) -> str:
@@ -38,9 +42,13 @@ def _score_table(result: dict[str, Any], stats: dict[str, Any], score: str) -> s
     for key in result["label_keys"]:
         s = stats[key][score]
         ci = md.NOT_AVAILABLE if s["ci_low"] is None else f"[{s['ci_low']:+.4f}, {s['ci_high']:+.4f}]"
+        # paired_scores counts "b_better" as B higher
+        a_better, b_better = s["a_better"], s["b_better"]
+        if score in LOWER_IS_BETTER:
+            a_better, b_better = b_better, a_better
         rows.append([_label(result, key), s["n"], md.number(s["mean_a"]), md.number(s["mean_b"]),
                      _signed(s["mean_difference"]), ci, md.p_value(s["wilcoxon_p"]),
-                     f"{s['a_better']} / {s['ties']} / {s['b_better']}"])
+                     f"{a_better} / {s['ties']} / {b_better}"])
     name = SCORE_NAMES[score]
     header = ["label", "cases", f"{name} {a}", f"{name} {b}", f"{b} - {a}",
               f"{CONFIDENCE_LEVEL:.0%} CI", "Wilcoxon p", f"{a} better / tie / {b} better"]
@@ -60,9 +68,11 @@ def _flag_table(result: dict[str, Any], stats: dict[str, Any], flag: str, cases:
 
 
 def _group_sections(result: dict[str, Any], stats: dict[str, Any], title: str) -> list[str]:
-    return [
-        f"## {title}: Dice", "", _score_table(result, stats, "dice"), "",
-        f"## {title}: IoU", "", _score_table(result, stats, "iou"), "",
+    lines = []
+    for score in result.get("scores", ("dice", "iou")):
+        where = f" ({SCORE_CASES[score]})" if score in SCORE_CASES else ""
+        lines += [f"## {title}: {SCORE_NAMES[score]}{where}", "", _score_table(result, stats, score), ""]
+    return lines + [
         f"## {title}: case-level false-positive rate", "",
         _flag_table(result, stats, "false_positive", "reference-empty cases"), "",
         f"## {title}: case-level false-negative rate", "",
@@ -81,11 +91,14 @@ def report_markdown(result: dict[str, Any], plot_files: list[str]) -> str:
         f"- cases compared: {result['n_cases_compared']}; only in {a}: {len(result['only_in'][a])}; "
         f"only in {b}: {len(result['only_in'][b])}",
         *_scope_lines(result),
+        *([f"- **{result['boundary_note']}**"] if result.get("boundary_note") else []),
         "",
-        f"Differences are {b} - {a}. Scores are paired over cases whose reference has the label; the CI is a "
+        f"Differences are {b} - {a} (for HD95, lower is better). Scores are paired over cases whose reference has "
+        "the label (HD95 over those where both runs have a finite HD95); the CI is a "
         f"paired bootstrap percentile interval of the mean difference ({BOOTSTRAP_RESAMPLES} resamples, seed "
         f"{BOOTSTRAP_SEED}); p is the two-sided Wilcoxon signed-rank test. Rates are paired over reference-empty "
-        "(false positives) or reference-non-empty (false negatives) cases; p is McNemar's exact test.", "",
+        "(false positives) or reference-non-empty (false negatives) cases; p is McNemar's exact test. The min size "
+        "(--min-size) sets only these case-level flags; every score counts every voxel.", "",
     ]
     lines += _group_sections(result, result["overall"], "All cases")
     for name, stats in result["per_class"].items():

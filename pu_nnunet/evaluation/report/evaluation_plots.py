@@ -106,8 +106,9 @@ def _draw_overlay(ax, results: dict[str, Any], case: dict[str, Any], ref_dir: Pa
 
     pair = read_case(case["case"], None if case["missing_prediction"] else pred_dir, ref_dir, info)
     pred = pair.pred if pair.pred is not None else np.zeros_like(pair.ref)
-    labels = results["labels"]
-    z = 0 if pair.is_2d else _slice_index(pair.ref, pred, labels)
+    # label key -> label values (a region of a region-based dataset.json has several)
+    classes = results.get("regions") or {str(label): [label] for label in results["labels"]}
+    z = 0 if pair.is_2d else _slice_index(pair.ref, pred, sorted({v for values in classes.values() for v in values}))
     image = read_display_image(images_dir, case["case"], info)
     background, cmap = _display(None if image is None else image[z], pair.ref.shape[1:])
     spacing = pair.spacing[1:]
@@ -116,11 +117,11 @@ def _draw_overlay(ax, results: dict[str, Any], case: dict[str, Any], ref_dir: Pa
     # a one-voxel frame closes the contours of structures touching the image border
     rows, columns = np.arange(-1, height + 1), np.arange(-1, width + 1)
     handles = []
-    for index, label in enumerate(labels):
+    for index, (label, values) in enumerate(classes.items()):
         colour = label_colour(index)
         drawn = False
         for volume, style in ((pair.ref, "solid"), (pred, "dashed")):
-            mask = volume[z] == label
+            mask = np.isin(volume[z], values)
             if mask.any():
                 ax.contour(columns, rows, np.pad(mask, 1), levels=[0.5], colors=[colour], linestyles=style,
                            linewidths=CONTOUR_WIDTH)
