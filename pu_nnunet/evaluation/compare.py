@@ -121,8 +121,10 @@ def _group_statistics(pairs: list[tuple[dict, dict]], keys: list[str]) -> dict[s
         empty = [(x, y) for x, y in entries if x["ref_empty"]]
         stats[key] = {score: paired_scores([x[score] for x, _ in scored], [y[score] for _, y in scored])
                       for score in SCORES}
+        # case ids carry the run when runs were pooled: the flags are then clustered by image
+        ids = [a["case"] for a, b in pairs if a["labels"][key]["ref_empty"]]
         stats[key]["false_positive"] = paired_flags([x["false_positive"] for x, _ in empty],
-                                                    [y["false_positive"] for _, y in empty])
+                                                    [y["false_positive"] for _, y in empty], case_ids=ids)
         stats[key]["false_negative"] = paired_flags([x["false_negative"] for x, _ in scored],
                                                     [y["false_negative"] for _, y in scored])
     return stats
