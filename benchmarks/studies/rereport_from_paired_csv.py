@@ -13,7 +13,8 @@ analysis of every corruption condition (comparisons/robustness/<trainer>_vs_<bas
 
     python benchmarks/studies/rereport_from_paired_csv.py benchmarks/studies/synthct_demo_3repeats
 
-writes STUDY_DIR/report_run_level.md, run_level.json and provenance.json.
+writes STUDY_DIR/report_run_level.md, run_level.json and provenance_rereport.json (the study's own
+provenance.json, where it has one, is the record of the study run and stays).
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ from pu_nnunet.evaluation.metrics.run_stats import DEFAULT_EQUIVALENCE_MARGIN, D
 from pu_nnunet.evaluation.metrics.protocols import (DICE_PROTOCOLS, NNUNET, PROTOCOL_DEFINITIONS, PROTOCOL_TITLES,
                                                      dice_protocols, nnunet_foreground_mean)
 from pu_nnunet.evaluation.report.markdown import number, p_value, table
-from pu_nnunet.provenance import RUN_RECORD_FILE, run_record, short_form
+from pu_nnunet.provenance import run_record, short_form
 from pu_nnunet.study import run_level
 from pu_nnunet.study.report import COMPARISONS_DIR, short_name
 from pu_nnunet.study.robustness_report import COMPARISONS_SUBDIR
 
 PAIRED_CSV = "per_case_paired.csv"
-OUTPUT_REPORT, OUTPUT_JSON = "report_run_level.md", "run_level.json"
+OUTPUT_REPORT, OUTPUT_JSON, OUTPUT_RECORD = "report_run_level.md", "run_level.json", "provenance_rereport.json"
 _POOLED_CASE = re.compile(r"(?P<case>.+)\|fold_(?P<fold>\d+)\|repeat_(?P<repeat>\d+)")
 
 
@@ -194,7 +195,7 @@ def main() -> None:
                                                       "equivalence_margin": study.get("equivalence_margin",
                                                                                       DEFAULT_EQUIVALENCE_MARGIN)},
                                          "protocols": protocols})
-    write_json(study_dir / RUN_RECORD_FILE, record)
+    write_json(study_dir / OUTPUT_RECORD, record)
     print("\n".join(lines))
 
 
