@@ -72,10 +72,10 @@ def _per_trainer(study: Study, evaluations: dict[Job, dict], states: dict[Job, d
                           "fpr_images": flag_rate([c["case"] for c in empty],
                                                   [c["labels"][key]["false_positive"] for c in empty])}
         # each label on the cases that lack it, over labels and runs: the (case, label) pairs are the sample
-        organ_pairs = [(f"{c['case']}#{key}", c["labels"][key]["false_positive"]) for key in label_keys
-                       if key != FOREGROUND for c in cases if c["labels"][key]["ref_empty"]]
-        entry["per_label_fpr_images"] = flag_rate([_label_tagged(i) for i, _ in organ_pairs],
-                                                  [f for _, f in organ_pairs])
+        organ = [(case, key) for key in label_keys if key != FOREGROUND for case in cases
+                 if case["labels"][key]["ref_empty"]]
+        entry["per_label_fpr_images"] = flag_rate([_with_label(case["case"], key) for case, key in organ],
+                                                  [case["labels"][key]["false_positive"] for case, key in organ])
         by_class = {}
         for job in runs:
             for name, aggregates in evaluations[job].get("per_class", {}).items():
@@ -125,11 +125,10 @@ def _run_level(study: Study, evaluations: dict[Job, dict], label_keys: list[str]
     return run_level.run_level_analysis(pairs, study.mid, study.equivalence_margin) if pairs else {}
 
 
-def _label_tagged(tagged: str) -> str:
-    """'case|fold_F|repeat_R#label' -> 'case#label|fold_F|repeat_R': the run tag kept last."""
-    case, label = tagged.rsplit("#", 1)
-    image, run = split_run_tag(case)
-    return f"{image}#{label}" + ("" if run is None else f"|{run}")
+def _with_label(case_id: str, key: str) -> str:
+    """'case|fold_F|repeat_R' -> 'case#label|fold_F|repeat_R': one sampled unit per case and label."""
+    image, run = split_run_tag(case_id)
+    return f"{image}#{key}" + ("" if run is None else f"|{run}")
 
 
 def _published(study: Study) -> Optional[dict[str, Any]]:

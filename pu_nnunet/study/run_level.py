@@ -23,7 +23,7 @@ from pu_nnunet.evaluation.metrics.flag_rates import split_run_tag
 from pu_nnunet.evaluation.metrics.run_stats import (ALPHA, DEFAULT_EQUIVALENCE_MARGIN, DEFAULT_MID,
                                                     EXACT_SIGN_FLIP_MAX_RUNS, MAX_RUNS_SEARCHED, MIN_RUNS_FOR_INTERVAL,
                                                     RUN_BOOTSTRAP_SEED, RUN_CONFIDENCE, SIGN_FLIP_RESAMPLES,
-                                                    SIGN_FLIP_SEED, TARGET_POWER, TWO_WAY_RESAMPLES, DIFFERENT,
+                                                    SIGN_FLIP_SEED, TWO_WAY_RESAMPLES, DIFFERENT,
                                                     EQUIVALENT, INCONCLUSIVE, NOT_TESTED, add_family_results,
                                                     run_level_difference)
 from pu_nnunet.evaluation.report.markdown import number, p_value, table

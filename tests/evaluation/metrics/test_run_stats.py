@@ -155,3 +155,23 @@ def test_verdicts_with_one_run_sd_zero_and_nan_dice():
     entry = run_level.run_level_analysis({"T": {"foreground": runs}})["T"]["foreground"]
     assert entry["n_cases_dropped"] == 1 and entry["runs"][0]["n_cases"] == 3
     assert entry["mean_difference"] == pytest.approx(0.015) and "nan" not in run_level.verdict("T", "B", entry)
+
+
+def test_pairs_take_a_metric_and_skip_records_without_it():
+    from collections import namedtuple
+
+    Job = namedtuple("Job", "trainer fold repeat")
+
+    def metrics(dice, nsd=None):
+        label = {"dice": dice, "ref_empty": False, **({} if nsd is None else {"nsd": nsd})}
+        return {"cases": [{"case": "c0", "labels": {"foreground": label}}]}
+
+    evaluations = {Job("B", 0, 0): metrics(0.8, 0.7), Job("T", 0, 0): metrics(0.9, 0.75),
+                   Job("B", 0, 1): metrics(0.8), Job("T", 0, 1): metrics(0.85)}
+    dice = run_level.pairs_from_evaluations(evaluations, "B", ["B", "T"], ["foreground"])
+    assert dice["T"]["foreground"] == {"fold 0, repeat 0": (["c0"], [0.8], [0.9]),
+                                       "fold 0, repeat 1": (["c0"], [0.8], [0.85])}
+    nsd = run_level.pairs_from_evaluations(evaluations, "B", ["B", "T"], ["foreground"], metric="nsd")
+    assert nsd["T"]["foreground"] == {"fold 0, repeat 0": (["c0"], [0.7], [0.75])}  # repeat 1 holds no NSD
+    assert run_level.pairs_from_evaluations({Job("B", 0, 1): metrics(0.8), Job("T", 0, 1): metrics(0.85)},
+                                            "B", ["T"], ["foreground"], metric="nsd") == {}
