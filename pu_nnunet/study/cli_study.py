@@ -1,4 +1,5 @@
-"""``pu-nnunet study run|status|report``: trainers x folds x repeats through nnU-Net, with a report."""
+"""``pu-nnunet study run|status|report|plan``: trainers x folds x repeats through nnU-Net, with a report;
+``plan`` gives the paired runs a study needs before it is run."""
 
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ def _add_plan_parser(sub) -> None:
         description=f"Prints the paired runs (trainer vs baseline, same fold and repeat) at which the report's "
                     f"run-level test, the two-sided sign-flip test at the Holm worst-case level {ALPHA} / m for a "
                     f"family of m tests, reaches {TARGET_POWER:.0%} power against a true difference of --mid, for "
-                    "between-run sds given with --sd or taken from a pilot study (its observed sd and the 80%% and "
-                    "95%% upper confidence bounds).")
+                    "between-run sds given with --sd or taken from a pilot study (its observed sd and the 80% and "
+                    "95% upper confidence bounds).")
     plan.add_argument("study_dir", nargs="?", metavar="STUDY_DIR",
                       help="a pilot study with a report (summary.json or run_level.json): its between-run sds of the "
                            "foreground difference and its family size")
