@@ -146,8 +146,10 @@ def _group_statistics(pairs: list[tuple[dict, dict]], keys: list[str], scores: t
         if "hd95" in scores:
             defined = [(x["hd95"], y["hd95"]) for x, y in scored if x["hd95"] is not None and y["hd95"] is not None]
             stats[key]["hd95"] = paired_scores([x for x, _ in defined], [y for _, y in defined])
+        # case ids carry the run when runs were pooled: the flags are then clustered by image
+        ids = [a["case"] for a, b in pairs if a["labels"][key]["ref_empty"]]
         stats[key]["false_positive"] = paired_flags([x["false_positive"] for x, _ in empty],
-                                                    [y["false_positive"] for _, y in empty])
+                                                    [y["false_positive"] for _, y in empty], case_ids=ids)
         stats[key]["false_negative"] = paired_flags([x["false_negative"] for x, _ in scored],
                                                     [y["false_negative"] for _, y in scored])
     return stats

@@ -2,10 +2,12 @@
 
 Per trainer and condition (runs of one trainer pooled, case ids tagged with the repeat): the
 mean foreground Dice over cases with a non-empty reference, its change from the clean
-prediction of the same model (``compare``: paired bootstrap CI, Wilcoxon), and the case-level
+prediction of the same model (``compare``: paired bootstrap CI, Wilcoxon), and the image-level
 false-positive rate on reference-empty cases (e.g. normal images) with an exact (Clopper-Pearson)
-95 % interval. Per trainer against the baseline and condition: ``compare`` of the pooled runs,
-repeat k paired with repeat k.
+95 % interval whose sample is the images, not the image-runs
+(:func:`pu_nnunet.evaluation.metrics.flag_rates.flag_rate`). Per trainer against the baseline and
+condition: ``compare`` of the pooled runs, repeat k paired with repeat k (false positives: McNemar
+per run and a sign-flip test over images across runs).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND
-from pu_nnunet.evaluation.metrics.paired_stats import CONFIDENCE_LEVEL
+from pu_nnunet.evaluation.metrics.flag_rates import PAIRED_FLAG_HEADER, flag_rate, paired_flag_cells, rate_text
 from pu_nnunet.evaluation.report.markdown import number, p_value, table
 from pu_nnunet.robustness.sweep import CLEAN, COMPARISONS_DIR, Condition, ModelRun, pooled
 
@@ -24,16 +26,10 @@ PLOT_FILE = "dice_vs_strength.png"
 
 
 def false_positive_rate(cases: Sequence[dict]) -> dict[str, Any]:
-    """Share of reference-empty cases with a predicted foreground, with its exact interval."""
-    from scipy.stats import binomtest
-
-    empty = [case["labels"][FOREGROUND] for case in cases if case["labels"][FOREGROUND]["ref_empty"]]
-    hits = sum(bool(entry["false_positive"]) for entry in empty)
-    if not empty:
-        return {"false_positive_cases": 0, "n_reference_empty": 0, "rate": None, "ci_low": None, "ci_high": None}
-    interval = binomtest(hits, len(empty)).proportion_ci(CONFIDENCE_LEVEL, method="exact")
-    return {"false_positive_cases": hits, "n_reference_empty": len(empty), "rate": hits / len(empty),
-            "ci_low": float(interval.low), "ci_high": float(interval.high)}
+    """Share of reference-empty cases (run-tagged ids when runs are pooled) with a predicted
+    foreground, per run and with the image-level exact interval."""
+    empty = [case for case in cases if case["labels"][FOREGROUND]["ref_empty"]]
+    return flag_rate([case["case"] for case in empty], [case["labels"][FOREGROUND]["false_positive"] for case in empty])
 
 
 def mean_dice(cases: Sequence[dict]) -> float | None:
@@ -91,13 +87,6 @@ def _interval(low: float | None, high: float | None) -> str:
     return "n/a" if low is None else f"[{low:+.4f}, {high:+.4f}]"
 
 
-def _fpr(rate: dict) -> str:
-    if not rate["n_reference_empty"]:
-        return "n/a"
-    return (f"{number(rate['rate'], 3)} ({rate['false_positive_cases']}/{rate['n_reference_empty']}; "
-            f"{rate['ci_low']:.3f}-{rate['ci_high']:.3f})")
-
-
 def report_markdown(summary: dict[str, Any], settings: dict[str, Any], provenance_lines: list[str]) -> str:
     names, conditions = summary["trainers"], [c["name"] for c in summary["conditions"]]
     lines = ["# Robustness under image corruptions", "",
@@ -107,10 +96,11 @@ def report_markdown(summary: dict[str, Any], settings: dict[str, Any], provenanc
              "## Per trainer", "",
              "Dice: mean foreground Dice over cases with a non-empty reference, runs pooled; change from the "
              "clean prediction of the same models with its paired bootstrap 95 % CI. FPR: share of "
-             "reference-empty cases with any predicted foreground, with its exact 95 % interval.", ""]
+             "reference-empty image-runs with any predicted foreground, with an exact 95 % interval whose sample "
+             "is the images (it holds whatever the correlation between the runs of an image).", ""]
     header = ["condition"]
     for name in names:
-        header += [f"{name} Dice", f"{name} change [CI]", f"{name} FPR (k/n; CI)"]
+        header += [f"{name} Dice", f"{name} change [CI]", f"{name} FPR (k/n) [CI]"]
     rows = []
     for condition in conditions:
         row = [condition]
@@ -120,23 +110,25 @@ def report_markdown(summary: dict[str, Any], settings: dict[str, Any], provenanc
             row += [number(entry["dice_mean"]),
                     "-" if change is None else f"{change['mean_difference']:+.4f} "
                                                f"{_interval(change['ci_low'], change['ci_high'])}",
-                    _fpr(entry["false_positive_rate"])]
+                    rate_text(entry["false_positive_rate"])]
         rows.append(row)
     lines += [table(header, rows), ""]
     for name, by_condition in summary["paired"].items():
         baseline = summary["baseline"]
         lines += [f"## {name} - {baseline}, paired (repeat k with repeat k)", "",
                   "Dice difference with its paired bootstrap 95 % CI and Wilcoxon p; false-positive cases of "
-                  "each on the reference-empty cases with McNemar's exact p.", ""]
+                  "each on the reference-empty cases: McNemar's exact p with one run; with several, the images "
+                  "are the sample (a sign-flip test over images of the difference in flagged runs) and McNemar "
+                  "holds within each run.", ""]
         rows = []
         for condition in conditions:
             overall = by_condition[condition]["overall"]
             dice, fp = overall["dice"], overall["false_positive"]
             rows.append([condition, dice["n"], number(dice["mean_difference"]),
                          _interval(dice["ci_low"], dice["ci_high"]), p_value(dice["wilcoxon_p"]),
-                         f"{fp['cases_a']}/{fp['n']}", f"{fp['cases_b']}/{fp['n']}", p_value(fp["mcnemar_p"])])
+                         f"{fp['cases_a']}/{fp['n']}", f"{fp['cases_b']}/{fp['n']}", *paired_flag_cells(fp)[1:]])
         lines += [table(["condition", "cases", "Dice diff", "95 % CI", "Wilcoxon p", f"FP {baseline}",
-                         f"FP {name}", "McNemar p"], rows), ""]
+                         f"FP {name}", *PAIRED_FLAG_HEADER[1:]], rows), ""]
     lines += ["## Corruptions", "", settings["corruption_notes"], "", f"![Dice vs strength](plots/{PLOT_FILE})", "",
               "## Provenance", "", *provenance_lines, ""]
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""``pu-nnunet study run|status|report``: trainers x folds x repeats through nnU-Net, with a report."""
+"""``pu-nnunet study run|status|report|plan``: trainers x folds x repeats through nnU-Net, with a report;
+``plan`` gives the paired runs a study needs before it is run."""
 
 from __future__ import annotations
 
@@ -14,19 +15,61 @@ HELP = ("run a study: several trainers (default PURe and its baseline) over fold
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="study_command", metavar="{run,status,report}")
+    sub = parser.add_subparsers(dest="study_command", metavar="{run,status,report,plan}")
     sub.required = True
     run_parser = sub.add_parser("run", help="run (or resume) a study and write its report",
                                 description="Runs every unfinished job of a study, then writes "
                                             "STUDY_DIR/report.md, summary.json and plots/. Re-running skips "
                                             "finished jobs, resumes interrupted trainings and retries failed ones.")
     _add_study_flags(run_parser)
+    _add_statistics_flags(run_parser, "(stored in study.json)")
     _add_robustness_flags(run_parser)
     _add_executor_flags(run_parser)
     status_parser = sub.add_parser("status", help="every job of a study: state, attempts, duration, log")
     status_parser.add_argument("study_dir", metavar="STUDY_DIR")
     report_parser = sub.add_parser("report", help="rewrite the report from the finished runs")
     report_parser.add_argument("study_dir", metavar="STUDY_DIR")
+    _add_statistics_flags(report_parser, "(default: the study's, stored in study.json)")
+    _add_plan_parser(sub)
+
+
+def _add_statistics_flags(parser: argparse.ArgumentParser, default: str) -> None:
+    from pu_nnunet.evaluation.metrics.run_stats import DEFAULT_EQUIVALENCE_MARGIN, DEFAULT_MID
+
+    group = parser.add_argument_group("the report's statistics")
+    group.add_argument("--mid", type=float, metavar="D",
+                       help="minimal important difference in Dice: the report gives the paired runs at which the "
+                            f"run-level test reaches 80%% power against it {default}; TOML key mid; default "
+                            f"{DEFAULT_MID}")
+    group.add_argument("--equivalence-margin", dest="equivalence_margin", type=float, metavar="M",
+                       help="equivalence margin in Dice: the report says 'equivalent within ±M' only when both "
+                            f"one-sided t-tests (TOST) reject {default}; TOML key equivalence_margin; default "
+                            f"{DEFAULT_EQUIVALENCE_MARGIN}")
+
+
+def _add_plan_parser(sub) -> None:
+    from pu_nnunet.evaluation.metrics.run_stats import ALPHA, DEFAULT_MID, TARGET_POWER
+
+    plan = sub.add_parser(
+        "plan", help="paired runs needed before anything is trained (prospective power)",
+        description=f"Prints the paired runs (trainer vs baseline, same fold and repeat) at which the report's "
+                    f"run-level test, the two-sided sign-flip test at the Holm worst-case level {ALPHA} / m for a "
+                    f"family of m tests, reaches {TARGET_POWER:.0%} power against a true difference of --mid, for "
+                    "between-run sds given with --sd or taken from a pilot study (its observed sd and the 80% and "
+                    "95% upper confidence bounds).")
+    plan.add_argument("study_dir", nargs="?", metavar="STUDY_DIR",
+                      help="a pilot study with a report (summary.json or run_level.json): its between-run sds of the "
+                           "foreground difference and its family size")
+    plan.add_argument("--sd", nargs="+", type=float, metavar="SD",
+                      help="between-run sd(s) of the paired run differences (Dice); instead of or beside STUDY_DIR")
+    plan.add_argument("--mid", type=float, metavar="D", help=f"minimal important difference (default: the pilot "
+                                                             f"study's, else {DEFAULT_MID})")
+    plan.add_argument("--family-size", dest="family_size", type=int, metavar="M",
+                      help="tests in the report's Holm family (default: from --trainers and --labels, else from the "
+                           "pilot study's report, else 1)")
+    plan.add_argument("--trainers", type=int, metavar="N",
+                      help="trainers compared with the baseline (family = N x (labels + 1 foreground))")
+    plan.add_argument("--labels", type=int, metavar="N", help="labels of the dataset, background not counted")
 
 
 def _add_study_flags(parser: argparse.ArgumentParser) -> None:
@@ -156,7 +199,7 @@ def _study_values(args: argparse.Namespace) -> tuple[dict, dict]:
         values.update(content)
     flags = {"dataset_id": args.dataset_id, "configuration": args.configuration, "plans": args.plans,
              "trainers": args.trainers, "baseline": args.baseline, "folds": args.folds, "repeats": args.repeats,
-             "held_out": args.held_out}
+             "held_out": args.held_out, "mid": args.mid, "equivalence_margin": args.equivalence_margin}
     values.update({key: value for key, value in flags.items() if value is not None})
     given, robustness = _robustness_value(args)
     if given:
@@ -180,6 +223,8 @@ def resolve_study(args: argparse.Namespace):
         return stored, executor
     base = stored.identity() if stored is not None else {}
     base["robustness"] = stored.robustness if stored is not None else None
+    if stored is not None:
+        base.update(mid=stored.mid, equivalence_margin=stored.equivalence_margin)
     if "trainers" in values and "baseline" not in values:
         values["baseline"] = default_baseline(values["trainers"])
     merged = {**base, **values}
@@ -310,16 +355,26 @@ def _run(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     # bad input raises UserInputError (StudyError): the pu-nnunet dispatcher prints it as one line
-    from pu_nnunet.study.spec import load_study
+    from pu_nnunet.study.spec import check_study, load_study
 
     if args.study_command == "run":
         return _run(args)
+    if args.study_command == "plan":
+        from pu_nnunet.study.plan import plan_text
+
+        print(plan_text(args.study_dir, args.sd, args.mid, args.family_size, args.trainers, args.labels))
+        return 0
     study = load_study(args.study_dir)
     if args.study_command == "status":
         print(format_status(study))
         return 0
     from pu_nnunet.study.report import REPORT_FILE, write_study_report
 
+    # --mid / --equivalence-margin change this report only; study.json keeps the stored values
+    for name in ("mid", "equivalence_margin"):
+        if getattr(args, name) is not None:
+            setattr(study, name, getattr(args, name))
+    check_study(study)
     if write_study_report(study) is None:
         print(f"pu-nnunet study: no finished run in {study.study_dir} yet", file=sys.stderr)
         return 1

@@ -5,7 +5,7 @@ trainer against the baseline, ``compare_evaluations`` on the runs pooled over fo
 (case ids become ``case|fold_F|repeat_R``, so case i of a baseline run pairs with case i of the
 same fold and repeat of the other trainer), with Holm-adjusted p-values over labels and trainers;
 then the run-level analysis of :mod:`pu_nnunet.study.run_level` (one difference per paired run,
-hierarchical bootstrap, exact test, runs needed), the four Dice protocols per trainer beside the
+t-interval and two-way bootstrap, sign-flip test, equivalence, power), the four Dice protocols per trainer beside the
 published numbers, the Robustness section when jobs have robustness sweeps
 (:mod:`pu_nnunet.study.robustness_report`), and the run record (provenance.json). Rebuilt from the finished runs at any
 time (``study report``).
@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND, aggregate_cases
+from pu_nnunet.evaluation.metrics.flag_rates import (PAIRED_FLAG_HEADER, flag_rate, paired_flag_cells, rate_text,
+                                                    split_run_tag)
 from pu_nnunet.evaluation.metrics.protocols import DICE_PROTOCOLS
 from pu_nnunet.evaluation.metrics.run_stats import holm
 from pu_nnunet.evaluation.published import PUBLISHED, published_for
@@ -59,21 +61,21 @@ def _per_trainer(study: Study, evaluations: dict[Job, dict], states: dict[Job, d
         runs = [job for job in evaluations if job.trainer == trainer]
         entry: dict[str, Any] = {"n_runs": len(runs), "runs": [job.name for job in runs],
                                  "train_s": _spread([states[job].get("train_s") for job in runs])}
+        # the runs' cases with run-tagged ids: flags clustered by image, never pooled as independent
+        cases = _pooled_evaluation(evaluations, runs)["cases"] if runs else []
         for key in label_keys:
             aggregates = [evaluations[job]["aggregates"][key] for job in runs]
-            fp = sum(a["false_positive_cases"] for a in aggregates)
-            empty = sum(a["n_reference_empty"] for a in aggregates)
+            empty = [c for c in cases if c["labels"][key]["ref_empty"]]
             entry[key] = {"dice": _spread([a["dice_mean"] for a in aggregates]),
                           "iou": _spread([a["iou_mean"] for a in aggregates]),
                           "fpr": _spread([a["false_positive_rate"] for a in aggregates]),
-                          "fpr_pooled": {"false_positive_cases": fp, "n_reference_empty": empty,
-                                         "rate": fp / empty if empty else None}}
-        organ_keys = [key for key in label_keys if key != FOREGROUND]
-        fp = sum(entry[key]["fpr_pooled"]["false_positive_cases"] for key in organ_keys)
-        empty = sum(entry[key]["fpr_pooled"]["n_reference_empty"] for key in organ_keys)
-        # each label on the cases that lack it, pooled over labels and runs
-        entry["per_label_fpr_pooled"] = {"false_positive_cases": fp, "n_reference_empty": empty,
-                                         "rate": fp / empty if empty else None}
+                          "fpr_images": flag_rate([c["case"] for c in empty],
+                                                  [c["labels"][key]["false_positive"] for c in empty])}
+        # each label on the cases that lack it, over labels and runs: the (case, label) pairs are the sample
+        organ = [(case, key) for key in label_keys if key != FOREGROUND for case in cases
+                 if case["labels"][key]["ref_empty"]]
+        entry["per_label_fpr_images"] = flag_rate([_with_label(case["case"], key) for case, key in organ],
+                                                  [case["labels"][key]["false_positive"] for case, key in organ])
         by_class = {}
         for job in runs:
             for name, aggregates in evaluations[job].get("per_class", {}).items():
@@ -116,6 +118,19 @@ def _paired(study: Study, evaluations: dict[Job, dict]) -> dict[str, Any]:
     return result
 
 
+def _run_level(study: Study, evaluations: dict[Job, dict], label_keys: list[str], metric: str) -> dict[str, Any]:
+    if not study.baseline:
+        return {}
+    pairs = run_level.pairs_from_evaluations(evaluations, study.baseline, study.trainers, label_keys, metric)
+    return run_level.run_level_analysis(pairs, study.mid, study.equivalence_margin) if pairs else {}
+
+
+def _with_label(case_id: str, key: str) -> str:
+    """'case|fold_F|repeat_R' -> 'case#label|fold_F|repeat_R': one sampled unit per case and label."""
+    image, run = split_run_tag(case_id)
+    return f"{image}#{key}" + ("" if run is None else f"|{run}")
+
+
 def _published(study: Study) -> Optional[dict[str, Any]]:
     return published_for(study.dataset_folder_name())
 
@@ -124,12 +139,6 @@ def _seconds(spread: dict[str, Any]) -> str:
     if not spread["n"]:
         return "-"
     return f"{spread['mean']:.0f}" + ("" if spread["sd"] is None else f" ± {spread['sd']:.0f}")
-
-
-def _rate(pooled: dict[str, Any]) -> str:
-    if not pooled["n_reference_empty"]:
-        return "n/a"
-    return f"{number(pooled['rate'])} ({pooled['false_positive_cases']}/{pooled['n_reference_empty']})"
 
 
 def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
@@ -143,13 +152,13 @@ def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
             f"{dice['mean_difference']:+.4f} [{dice['ci_low']:+.4f}, {dice['ci_high']:+.4f}] "
             f"p={p_value(dice['wilcoxon_p'])} W/T/L {dice['b_better']}/{dice['ties']}/{dice['a_better']}")
         rows.append([short_name(trainer), str(entry["n_runs"]), _pm(entry[FOREGROUND]["dice"]),
-                     _pm(entry[FOREGROUND]["iou"]), _rate(entry[FOREGROUND]["fpr_pooled"]),
-                     _rate(entry["per_label_fpr_pooled"]), difference])
+                     _pm(entry[FOREGROUND]["iou"]), rate_text(entry[FOREGROUND]["fpr_images"]),
+                     rate_text(entry["per_label_fpr_images"]), difference])
     return rows
 
 
-SUMMARY_HEADER = ["trainer", "runs", "Dice fg (mean ± sd over runs)", "IoU fg", "FPR fg (empty cases)",
-                  "FPR per label (cases lacking it)", "Δ Dice fg vs baseline, 95% CI, Wilcoxon, W/T/L"]
+SUMMARY_HEADER = ["trainer", "runs", "Dice fg (mean ± sd over runs)", "IoU fg", "FPR fg (empty cases) [95% CI]",
+                  "FPR per label (cases lacking it) [95% CI]", "Δ Dice fg vs baseline, 95% CI, Wilcoxon, W/T/L"]
 
 
 def _paired_section(summary: dict[str, Any]) -> list[str]:
@@ -175,19 +184,19 @@ def _paired_section(summary: dict[str, Any]) -> list[str]:
         for key, stats in paired["overall"].items():
             fp = stats["false_positive"]
             if fp["n"]:
-                rows.append([names.get(key, key), fp["n"], f"{number(fp['rate_a'])} ({fp['cases_a']})",
-                             f"{number(fp['rate_b'])} ({fp['cases_b']})", f"{fp['only_a']}/{fp['only_b']}",
-                             p_value(fp["mcnemar_p"])])
+                rows.append([names.get(key, key), f"{number(fp['rate_a'])} ({fp['cases_a']})",
+                             f"{number(fp['rate_b'])} ({fp['cases_b']})", *paired_flag_cells(fp)])
         for name, groups in paired["per_class"].items():
             fp = groups[FOREGROUND]["false_positive"]
             if fp["n"]:
-                rows.append([f"foreground, class {name}", fp["n"], f"{number(fp['rate_a'])} ({fp['cases_a']})",
-                             f"{number(fp['rate_b'])} ({fp['cases_b']})", f"{fp['only_a']}/{fp['only_b']}",
-                             p_value(fp["mcnemar_p"])])
+                rows.append([f"foreground, class {name}", f"{number(fp['rate_a'])} ({fp['cases_a']})",
+                             f"{number(fp['rate_b'])} ({fp['cases_b']})", *paired_flag_cells(fp)])
         if rows:
-            lines += ["False positives on cases whose reference lacks the label (McNemar's exact test):", "",
-                      table(["label", "empty cases", f"FPR {short_name(paired['baseline'])}",
-                             f"FPR {short_name(trainer)}", "only baseline / only trainer", "McNemar p"], rows), ""]
+            lines += ["False positives on cases whose reference lacks the label. The runs score the same cases, so "
+                      "the cases are the sample: McNemar's exact test within each run, and across runs a sign-flip "
+                      "test over cases of the per-case difference in flagged runs (trainer - baseline).", "",
+                      table(["label", f"FPR {short_name(paired['baseline'])} (case-runs)",
+                             f"FPR {short_name(trainer)} (case-runs)", *PAIRED_FLAG_HEADER], rows), ""]
         else:
             lines += ["No case lacks a label, so there is no false-positive rate to compare.", ""]
     return lines
@@ -203,7 +212,9 @@ def report_markdown(summary: dict[str, Any]) -> str:
              + (f"; missing: {', '.join(summary['missing_runs'])}" if summary["missing_runs"] else "") + ".", "",
              "## Per trainer", "",
              "Mean ± sd over runs (folds x repeats) of each run's mean over held-out cases; FPR: share of cases "
-             "whose reference lacks the label where it was predicted, pooled over runs (cases flagged / cases).", "",
+             "whose reference lacks the label where it was predicted, over runs (case-runs flagged / case-runs), "
+             "with an exact 95% interval that has the cases, not the case-runs, as its sample (it holds whatever "
+             "the correlation between runs of a case; `pu_nnunet.evaluation.metrics.flag_rates`).", "",
              table(SUMMARY_HEADER, summary_rows(summary)), ""]
     names = summary["label_names"]
     rows = [[short_name(t), *[_pm(e[key]["dice"]) for key in summary["label_keys"]],
@@ -220,6 +231,8 @@ def report_markdown(summary: dict[str, Any]) -> str:
         lines += _paired_section(summary)
     if summary.get("run_level"):
         lines += run_level.markdown(summary["run_level"], s["baseline"], summary["label_names"], short_name)
+    for metric, analysis in (summary.get("run_level_other") or {}).items():
+        lines += run_level.markdown(analysis, s["baseline"], summary["label_names"], short_name, metric)
     lines += protocol_section(summary, short_name)
     lines += published_fpr_section(summary, short_name)
     lines += robustness_report.markdown(summary.get("robustness"), summary["held_out"], short_name, PLOTS_DIR)
@@ -299,8 +312,11 @@ def write_study_report(study: Study) -> Optional[dict[str, Any]]:
         "runs": runs,
         "per_trainer": _per_trainer(study, evaluations, states, label_keys),
         "paired": _paired(study, evaluations),
-        "run_level": (run_level.run_level_analysis(run_level.pairs_from_evaluations(
-            evaluations, study.baseline, study.trainers, label_keys)) if study.baseline else {}),
+        "run_level": _run_level(study, evaluations, label_keys, run_level.DEFAULT_METRIC),
+        # the same analysis of the other per-case metrics where the label records hold them (NSD)
+        "run_level_other": {metric: analysis for metric in run_level.OTHER_METRICS
+                            if (analysis := _run_level(study, evaluations, label_keys, metric))},
+        "planning": {"mid": study.mid, "equivalence_margin": study.equivalence_margin},
         "published": _published(study),
         "robustness": robustness_report.robustness_summary(study, list(evaluations)),
         "provenance": study_record(study, evaluations),

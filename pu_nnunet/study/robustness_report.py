@@ -3,12 +3,12 @@
 
 Per trainer and condition: the foreground Dice of each run (mean over its cases whose reference
 has foreground), mean ± sd over runs; each run's change from its own clean sweep prediction, mean
-± sd over runs; the case-level false-positive rate on reference-empty cases pooled over runs,
-with its exact (Clopper-Pearson) interval. Per trainer against the baseline and condition: the
-run-level difference (:func:`pu_nnunet.study.run_level.run_level_analysis`: hierarchical bootstrap,
-exact sign-flip test, Holm over the section) and the pooled case-level ``compare`` (paired
-bootstrap CI, Wilcoxon, McNemar on false positives), runs paired by fold and repeat as in the
-clean sections.
+± sd over runs; the false-positive rate on reference-empty cases over runs, with an exact
+(Clopper-Pearson) interval whose sample is the images, not the image-runs. Per trainer against the
+baseline and condition: the run-level difference (:func:`pu_nnunet.study.run_level.run_level_analysis`:
+t-interval, sign-flip test, Holm over the section, equivalence, power) and the pooled case-level
+``compare`` (paired bootstrap CI, Wilcoxon; false positives by McNemar per run and a sign-flip test
+over images across runs), runs paired by fold and repeat as in the clean sections.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND
+from pu_nnunet.evaluation.metrics.flag_rates import PAIRED_FLAG_HEADER, paired_flag_cells, rate_text
 from pu_nnunet.evaluation.metrics.paired_stats import CONFIDENCE_LEVEL
 from pu_nnunet.evaluation.metrics.run_stats import RUN_CONFIDENCE
 from pu_nnunet.evaluation.report.markdown import number, p_value, table
@@ -60,7 +61,8 @@ def _per_trainer(trainers: list[str], sweeps: dict[Job, dict], names: list[str])
         dice = {name: [mean_dice(sweeps[job]["metrics"][name]["cases"]) for job in runs] for name in names}
         entry = {}
         for name in names:
-            cases = [case for job in runs for case in sweeps[job]["metrics"][name]["cases"]]
+            # run-tagged case ids: the false-positive interval has the images, not the image-runs, as its sample
+            cases = pooled_evaluation({job: sweeps[job]["metrics"][name] for job in runs}, runs)["cases"] if runs else []
             row = {"n_runs": len(runs), "dice": spread(dice[name]), "dice_per_run": dice[name],
                    "false_positive_rate": false_positive_rate(cases)}
             row["dice_mean"] = row["dice"]["mean"]  # the plot's key (as pu-nnunet robustness's summary)
@@ -98,7 +100,7 @@ def _paired(study: Study, sweeps: dict[Job, dict], names: list[str]) -> dict[str
                                        "dice": comparison["overall"][FOREGROUND]["dice"],
                                        "false_positive": comparison["overall"][FOREGROUND]["false_positive"],
                                        "comparison_dir": str(out)}
-    analysis = run_level.run_level_analysis(pairs)
+    analysis = run_level.run_level_analysis(pairs, study.mid, study.equivalence_margin)
     return {trainer: {name: {"run_level": analysis[trainer][name], "pooled": compared[trainer][name]}
                       for name in names} for trainer in pairs}
 
@@ -123,19 +125,7 @@ def robustness_summary(study: Study, finished_jobs) -> Optional[dict[str, Any]]:
             "paired": _paired(study, sweeps, names) if study.baseline in trainers else {}}
 
 
-def _fpr(rate: Mapping[str, Any]) -> str:
-    if not rate["n_reference_empty"]:
-        return "n/a"
-    return (f"{number(rate['rate'])} ({rate['false_positive_cases']}/{rate['n_reference_empty']}) "
-            f"[{number(rate['ci_low'])}, {number(rate['ci_high'])}]")
-
-
-def _signed(value: Optional[float]) -> str:
-    return "n/a" if value is None else f"{value:+.4f}"
-
-
-def _interval(low: Optional[float], high: Optional[float]) -> str:
-    return "n/a" if low is None or high is None else f"[{low:+.4f}, {high:+.4f}]"
+_signed, _interval = run_level.signed, run_level.interval
 
 
 def _change(entry: Mapping[str, Any]) -> str:
@@ -167,33 +157,35 @@ def markdown(section: Optional[dict[str, Any]], held_out: Optional[str], short_n
              + (f"; without: {', '.join(section['missing_runs'])}" if section["missing_runs"] else "") + ".", "",
              "Dice: foreground Dice of each run (mean over its cases whose reference has foreground), mean ± sd "
              "over runs; change: each run's Dice minus its clean Dice, mean ± sd over runs; FPR: reference-empty "
-             "cases with predicted foreground, pooled over runs (k/n), with its exact (Clopper-Pearson) "
-             f"{CONFIDENCE_LEVEL:.0%} interval.", ""]
+             "case-runs with predicted foreground (k/n), with an exact (Clopper-Pearson) "
+             f"{CONFIDENCE_LEVEL:.0%} interval whose sample is the images, not the image-runs.", ""]
     rows = [[short_name(trainer), name, entry["n_runs"], mean_sd(entry["dice"]), _change(entry),
-             _fpr(entry["false_positive_rate"])]
+             rate_text(entry["false_positive_rate"])]
             for trainer, by_condition in section["per_trainer"].items() for name, entry in by_condition.items()]
     lines += [table(["trainer", "condition", "runs", "Dice fg", "change from clean", "FPR fg (k/n) [95% CI]"],
                     rows), ""]
     if section["paired"]:
         lines += [f"Against the baseline {short_name(section['baseline'])}, per condition (trainer - baseline, "
-                  "runs paired by fold and repeat): run-level, one difference of mean Dice per paired run, "
-                  f"{RUN_CONFIDENCE:.0%} hierarchical bootstrap CI and the exact sign-flip p (from "
-                  f"{run_level.MIN_RUNS_FOR_EXACT_TEST} paired runs; Holm over this table); pooled cases, `compare`'s "
-                  "paired bootstrap CI (optimistic: a case appears once per run) and false-positive cases of each "
-                  "on the reference-empty cases with McNemar's exact p.", ""]
+                  "runs paired by fold and repeat): run-level, one difference of mean Dice per paired run, its "
+                  f"{RUN_CONFIDENCE:.0%} t-interval (new runs on these images; from {run_level.MIN_RUNS_FOR_INTERVAL} "
+                  "paired runs), the sign-flip p (Holm over this table) and the conclusion (different / "
+                  "equivalent within the margin by TOST / inconclusive; methods as in the run-level section); "
+                  "pooled cases, `compare`'s paired bootstrap CI (optimistic: a case appears once per run); false "
+                  "positives of each on the reference-empty case-runs, tested with the images as the sample.", ""]
         rows = []
         for trainer, by_condition in section["paired"].items():
             for name, entry in by_condition.items():
                 runs, pooled = entry["run_level"], entry["pooled"]
                 dice, fp = pooled["dice"], pooled["false_positive"]
                 rows.append([short_name(trainer), name, runs["n_runs"], _signed(runs["mean_difference"]),
-                             _interval(runs["ci_low"], runs["ci_high"]),
-                             f"{p_value(runs['exact_p'])} ({p_value(runs['exact_p_holm'])})", dice["n"],
+                             _interval(runs["t_low"], runs["t_high"]),
+                             f"{run_level.sign_flip(runs)} ({p_value(runs.get('sign_flip_p_holm'))})",
+                             runs.get("conclusion", "n/a"), dice["n"],
                              _signed(dice["mean_difference"]), _interval(dice["ci_low"], dice["ci_high"]),
-                             f"{fp['cases_a']}/{fp['n']}", f"{fp['cases_b']}/{fp['n']}", p_value(fp["mcnemar_p"])])
-        lines += [table(["trainer", "condition", "paired runs", "Δ Dice (runs)", f"{RUN_CONFIDENCE:.0%} hierarchical CI",
-                         "exact p (Holm)", "cases", "Δ Dice (pooled)", "95% bootstrap CI", "FP baseline",
-                         "FP trainer", "McNemar p"], rows), ""]
+                             f"{fp['cases_a']}/{fp['n']}", f"{fp['cases_b']}/{fp['n']}", *paired_flag_cells(fp)[1:]])
+        lines += [table(["trainer", "condition", "paired runs", "Δ Dice (runs)", f"{RUN_CONFIDENCE:.0%} t-interval",
+                         "sign-flip p (Holm)", "conclusion", "cases", "Δ Dice (pooled)", "95% bootstrap CI",
+                         "FP baseline", "FP trainer", *PAIRED_FLAG_HEADER[1:]], rows), ""]
     lines += [f"![Dice vs strength]({plots_dir}/{PLOT_FILE})", "",
               "Per run: `runs/<job>/robustness/` (each condition's predictions and evaluation); paired comparisons: "
               f"`comparisons/{COMPARISONS_SUBDIR}/`.", ""]

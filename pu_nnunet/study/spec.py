@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from pu_nnunet.evaluation.metrics.run_stats import DEFAULT_EQUIVALENCE_MARGIN, DEFAULT_MID
 from pu_nnunet.study.errors import StudyError
 
 STUDY_FILE = "study.json"
@@ -54,6 +55,10 @@ class Study:
     # the robustness sweep after each job (study.robustness_settings), else None; not an
     # identity field: the trainings do not depend on it
     robustness: Optional[dict] = None
+    # the report's minimal important difference (power planning) and equivalence margin, in the
+    # score's units (Dice); not identity fields: they change the report, not the runs
+    mid: float = DEFAULT_MID
+    equivalence_margin: float = DEFAULT_EQUIVALENCE_MARGIN
     # nnU-Net's three folders as resolved when the study was created
     paths: dict = field(default_factory=dict)
     preset: Optional[str] = None
@@ -123,6 +128,10 @@ def check_study(study: Study) -> None:
         raise StudyError(f"held-out cases must be one of {HELD_OUT_CHOICES}, got {study.held_out!r}")
     if not isinstance(study.repeats, int) or study.repeats < 1:
         raise StudyError(f"repeats must be a positive integer, got {study.repeats!r}")
+    for name in ("mid", "equivalence_margin"):
+        value = getattr(study, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise StudyError(f"{name} must be a number between 0 and 1 (in Dice), got {value!r}")
     if study.robustness is not None:
         from pu_nnunet.study.robustness_settings import check_settings
 
@@ -194,8 +203,9 @@ def contradictions(stored: Study, requested: Study) -> list[str]:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """A study file: top-level keys as the flags' long names (dataset, configuration, plans,
-    trainers, baseline, folds, repeats, held_out), an optional [executor] table and an optional
-    robustness (true, or a [robustness] table: corruptions, strengths, seed, mirroring, keep_inputs)."""
+    trainers, baseline, folds, repeats, held_out, mid, equivalence_margin), an optional [executor]
+    table and an optional robustness (true, or a [robustness] table: corruptions, strengths, seed,
+    mirroring, keep_inputs)."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -211,7 +221,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as error:
         raise StudyError(f"{path} is not valid TOML: {error}") from None
     known = {"dataset", "configuration", "plans", "trainers", "baseline", "folds", "repeats", "held_out", "executor",
-             "robustness"}
+             "robustness", "mid", "equivalence_margin"}
     unknown = sorted(set(content) - known)
     if unknown:
         raise StudyError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")

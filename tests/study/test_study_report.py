@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy.stats import beta, t
 
 from pu_nnunet.evaluation import evaluate_folders
 from pu_nnunet.study.jobs import Job, mark_finished, mark_started
@@ -73,8 +74,13 @@ def test_the_report_gathers_runs_pairs_them_and_sets_published_numbers_beside_th
     assert pure["foreground"]["dice"]["mean"] == pytest.approx(np.mean(expected))
     assert pure["foreground"]["dice"]["sd"] == pytest.approx(np.std(expected, ddof=1))
     baseline = summary["per_trainer"][BASELINE]
-    # false positives on normal images: normal_1 in 4 runs, normal_2 in the 2 repeat-1 runs, of 8
-    assert baseline["foreground"]["fpr_pooled"] == {"false_positive_cases": 6, "n_reference_empty": 8, "rate": 0.75}
+    # false positives on normal images: normal_1 in 4 runs, normal_2 in the 2 repeat-1 runs, of 8 image-runs;
+    # the interval's sample is the 2 images (k = 6 / 4 runs = 1.5 of n = 2), not the 8 image-runs
+    rate = baseline["foreground"]["fpr_images"]
+    assert (rate["false_positive_cases"], rate["n_reference_empty"], rate["rate"]) == (6, 8, 0.75)
+    assert (rate["n_images"], rate["n_runs"], rate["images_flagged_every_run"], rate["images_flagged_some_runs"]) == \
+        (2, 4, 1, 1)
+    assert (rate["ci_low"], rate["ci_high"]) == pytest.approx((beta.ppf(0.025, 1.5, 1.5), beta.ppf(0.975, 2.5, 0.5)))
     assert baseline["per_class_foreground_fpr"]["normal"]["mean"] == pytest.approx(0.75)
     assert pure["per_class_foreground_fpr"]["normal"]["mean"] == 0.0
 
@@ -85,7 +91,12 @@ def test_the_report_gathers_runs_pairs_them_and_sets_published_numbers_beside_th
     assert stats["dice"]["mean_difference"] == pytest.approx(np.mean(
         [dice[Job(PURE, f, r)] - dice[Job(BASELINE, f, r)] for f in (0, 1) for r in (0, 1)]))
     assert stats["false_positive"]["n"] == 8 and stats["false_positive"]["only_a"] == 6
-    assert stats["false_positive"]["mcnemar_p"] == pytest.approx(2 * 0.5 ** 6)
+    # runs pooled: no McNemar over the 8 image-runs; per run McNemar (1 or 2 discordant images) and across
+    # runs the sign flip over the 2 images (differences -4 and -2: p = 2 / 2^2)
+    clustered = stats["false_positive"]["clustered"]
+    assert stats["false_positive"]["mcnemar_p"] is None and clustered["n_images"] == 2 and clustered["n_runs"] == 4
+    assert clustered["clustered_p"] == pytest.approx(0.5) and clustered["images_more_a"] == 2
+    assert sorted(run["mcnemar_p"] for run in clustered["per_run"]) == pytest.approx([0.5, 0.5, 1.0, 1.0])
     assert summary["published"] == {"dice": 0.925, "normal_fpr_baseline": 0.077, "normal_fpr_pu": 0.0}
 
     report = (study.study_dir / "report.md").read_text()
@@ -105,10 +116,18 @@ def test_run_level_analysis_and_protocols_by_hand(busi_like_study):
     assert {r["run"]: r["difference"] for r in run_level["runs"]} == pytest.approx(differences)
     assert run_level["mean_difference"] == pytest.approx(np.mean(list(differences.values())))
     assert run_level["sd"] == pytest.approx(np.std(list(differences.values()), ddof=1))
-    assert run_level["ci_low"] <= min(differences.values()) and run_level["ci_high"] >= max(differences.values())
-    assert run_level["exact_p"] is None and run_level["exact_p_holm"] is None  # 4 runs: p < 0.05 unattainable
+    values = list(differences.values())
+    half = t.ppf(0.975, 3) * np.std(values, ddof=1) / 2
+    assert (run_level["t_low"], run_level["t_high"]) == pytest.approx((np.mean(values) - half, np.mean(values) + half))
+    assert run_level["two_way_low"] < run_level["mean_difference"] < run_level["two_way_high"]
+    # PURe wins every run: the exact sign-flip p is 2 / 2^4; Holm over the 2 labels doubles it; 4 runs
+    # cannot reach 0.05, so the conclusion is not "different"
+    assert run_level["sign_flip_p"] == pytest.approx(2 / 16) and run_level["sign_flip_p_holm"] == pytest.approx(0.25)
+    assert run_level["conclusion"] in ("equivalent", "inconclusive")
+    assert run_level["power"]["family_size"] == 2 and run_level["power"]["fewest_runs_for_level"] == 7
     report = (study.study_dir / "report.md").read_text()
-    assert "too few for an exact test" in report and "Run-level differences against the baseline" in report
+    assert "t-interval" in report and "Run-level differences against the baseline (Dice)" in report
+    assert "two-way (pigeonhole" in report and "runs for 80% power" in report
     # the baseline's protocols: benign cases Dice d, normal_1 always a false positive (0), normal_2 a false
     # positive in repeat 1 (0) and empty/empty in repeat 0
     protocols = summary["per_trainer"][BASELINE]["dice_protocols"]["foreground"]
@@ -142,4 +161,5 @@ def test_run_level_pairs_from_compares_paired_csv_equal_those_from_the_runs(busi
     analysis = run_level.run_level_analysis({PURE: from_csv})
     for key in ("1", "foreground"):  # the normal images (reference-empty) are left out in both
         assert analysis[PURE][key]["runs"] == summary["run_level"][PURE][key]["runs"]
-        assert analysis[PURE][key]["ci_low"] == pytest.approx(summary["run_level"][PURE][key]["ci_low"])
+        assert analysis[PURE][key]["t_low"] == pytest.approx(summary["run_level"][PURE][key]["t_low"])
+        assert analysis[PURE][key]["two_way_low"] == pytest.approx(summary["run_level"][PURE][key]["two_way_low"])

@@ -91,10 +91,11 @@ def test_per_trainer_dice_change_and_false_positive_rate(swept_study):
     changes = [dice(4) - dice(6), dice(3) - dice(5)]
     assert baseline["change_from_clean"]["mean"] == pytest.approx(np.mean(changes))
     assert baseline["change_from_clean"]["sd"] == pytest.approx(np.std(changes, ddof=1))
-    # the normal case of both runs marked: 2 of 2, with the exact interval
+    # the normal case of both runs marked: 2 of 2 image-runs, but one image: the exact interval of 1 of 1
     rate = baseline["false_positive_rate"]
-    interval = binomtest(2, 2).proportion_ci(0.95, method="exact")
+    interval = binomtest(1, 1).proportion_ci(0.95, method="exact")
     assert (rate["false_positive_cases"], rate["n_reference_empty"], rate["rate"]) == (2, 2, 1.0)
+    assert (rate["n_images"], rate["n_runs"]) == (1, 2)
     assert (rate["ci_low"], rate["ci_high"]) == pytest.approx((interval.low, interval.high))
     assert section["per_trainer"][PURE][NOISY]["false_positive_rate"]["false_positive_cases"] == 0
     assert "change_from_clean" not in section["per_trainer"][PURE]["clean"]
@@ -107,12 +108,18 @@ def test_paired_differences_against_the_baseline_run_level_and_pooled(swept_stud
     run_level = paired["run_level"]
     assert run_level["n_runs"] == 2 and [r["difference"] for r in run_level["runs"]] == pytest.approx(differences)
     assert run_level["mean_difference"] == pytest.approx(np.mean(differences))
-    assert run_level["ci_low"] <= min(differences) and run_level["ci_high"] >= max(differences)
-    assert run_level["exact_p"] is None  # 2 runs: p < 0.05 unattainable, none reported
+    # 2 runs: no interval (not informative), the sign-flip p at its floor 2 / 2^2 or 1, nothing concluded
+    assert run_level["t_low"] is None and "not informative" in run_level["interval_note"]
+    assert run_level["sign_flip_p"] == pytest.approx(0.5 if differences[0] * differences[1] > 0 else 1.0)
+    assert run_level["conclusion"] in ("inconclusive", "equivalent") and run_level["min_attainable_p"] == 0.5
     pooled = paired["pooled"]
     assert pooled["n_cases_compared"] == 6 and pooled["dice"]["n"] == 4
     assert pooled["dice"]["mean_difference"] == pytest.approx(np.mean(differences))
     assert (pooled["false_positive"]["cases_a"], pooled["false_positive"]["cases_b"]) == (2, 0)
+    # one normal image in 2 runs: the images are the sample (one image, flagged twice by the baseline only)
+    clustered = pooled["false_positive"]["clustered"]
+    assert pooled["false_positive"]["mcnemar_p"] is None and (clustered["n_images"], clustered["n_runs"]) == (1, 2)
+    assert clustered["clustered_p"] == pytest.approx(1.0) and clustered["images_more_a"] == 1
     assert summary["robustness"]["paired"][PURE]["clean"]["run_level"]["mean_difference"] == pytest.approx(0.0)
 
 
@@ -121,8 +128,10 @@ def test_the_report_section_plot_and_summary_file(swept_study):
     report = (study.study_dir / "report.md").read_text()
     section = report[report.index("## Robustness under image corruptions"):]
     assert "intensity model `intensity`" in section and "noise seed 0" in section and "mirroring off" in section
-    assert "Clopper-Pearson" in section and "hierarchical" in section and "gaussian 0.1" in section
-    assert f"1.0000 (2/2) [{binomtest(2, 2).proportion_ci(0.95, method='exact').low:.4f}, 1.0000]" in section
+    assert "Clopper-Pearson" in section and "t-interval" in section and "gaussian 0.1" in section
+    assert "hierarchical" not in report
+    assert f"1.0000 (2/2; 1 images x 2 runs) [{binomtest(1, 1).proportion_ci(0.95, method='exact').low:.4f}, " \
+           "1.0000]" in section
     assert not re.search(r"\bnan\b", report, re.IGNORECASE)
     assert (study.study_dir / "plots" / "robustness_dice_vs_strength.png").stat().st_size > 0
     stored = json.loads((study.study_dir / "summary.json").read_text())["robustness"]

@@ -83,6 +83,24 @@ def test_a_toml_study_file_sets_the_study_and_flags_override_it(nnunet_folders):
         resolve_study(parse("run", "--config", str(config), "-o", str(nnunet_folders / "t")))
 
 
+def test_mid_and_equivalence_margin_from_toml_and_flags_are_stored_and_checked(nnunet_folders):
+    from pu_nnunet.evaluation.metrics.run_stats import DEFAULT_EQUIVALENCE_MARGIN, DEFAULT_MID
+
+    config = nnunet_folders / "stats.toml"
+    config.write_text("dataset = 302\nmid = 0.02\nequivalence_margin = 0.005\n")
+    out = nnunet_folders / "stats"
+    study, _ = resolve_study(parse("run", "--config", str(config), "-o", str(out)))
+    assert (study.mid, study.equivalence_margin) == (0.02, 0.005)
+    # not identity fields: a flag changes them on a stored study without --reconfigure, and they are kept
+    study, _ = resolve_study(parse("run", "--mid", "0.03", "-o", str(out)))
+    assert (study.mid, study.equivalence_margin) == (0.03, 0.005)
+    assert json.loads((out / "study.json").read_text())["mid"] == 0.03
+    defaults, _ = resolve_study(parse("run", "-d", "302", "-o", str(nnunet_folders / "defaults")))
+    assert (defaults.mid, defaults.equivalence_margin) == (DEFAULT_MID, DEFAULT_EQUIVALENCE_MARGIN) == (0.01, 0.01)
+    with pytest.raises(StudyError, match="equivalence_margin must be a number between 0 and 1"):
+        resolve_study(parse("run", "-d", "302", "--equivalence-margin", "0", "-o", str(nnunet_folders / "bad")))
+
+
 def test_devices_are_cpu_or_numbered_gpus():
     assert parse_devices(["cpu"]) == ["cpu"]
     assert parse_devices(["cuda:0", "CUDA:1"]) == ["cuda:0", "cuda:1"]

@@ -3,12 +3,14 @@
 - Scores (Dice, IoU): mean difference B - A, a seeded paired bootstrap confidence interval of
   it (cases resampled with replacement), the Wilcoxon signed-rank test, and win/tie/loss counts.
 - Case-level flags (false positive on a reference-empty case): the two rates, their difference
-  and McNemar's exact test (a binomial test on the discordant cases).
+  and McNemar's exact test (a binomial test on the discordant cases). When the cases are several
+  runs pooled (run-tagged case ids), McNemar holds per run only: across runs the images are the
+  sample (:mod:`pu_nnunet.evaluation.metrics.flag_rates`), never the image-runs.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -68,9 +70,13 @@ def paired_scores(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
     return result
 
 
-def paired_flags(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:
-    """Rates of paired case flags (e.g. false positives) and McNemar's exact test."""
+def paired_flags(a: Sequence[bool], b: Sequence[bool], case_ids: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """Rates of paired case flags (e.g. false positives) and McNemar's exact test; with
+    ``case_ids`` from several pooled runs, McNemar per run and the image-clustered test across runs
+    instead ("mcnemar_p" is then None: the pooled image-runs are not independent)."""
     from scipy.stats import binomtest
+
+    from pu_nnunet.evaluation.metrics.flag_rates import clustered_paired_test, flag_rate
 
     a_arr, b_arr = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
     n = len(a_arr)
@@ -79,7 +85,7 @@ def paired_flags(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:
     discordant = only_a + only_b
     rate_a = float(a_arr.mean()) if n else None
     rate_b = float(b_arr.mean()) if n else None
-    return {
+    result = {
         "n": n,
         "cases_a": int(a_arr.sum()),
         "cases_b": int(b_arr.sum()),
@@ -89,4 +95,13 @@ def paired_flags(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:
         "only_a": only_a,
         "only_b": only_b,
         "mcnemar_p": float(binomtest(only_a, discordant, 0.5).pvalue) if discordant else None,
+        "clustered": None,
     }
+    if case_ids is not None and n:
+        clustered = clustered_paired_test(case_ids, a_arr, b_arr)
+        if clustered["n_runs"] > 1 or clustered["n_images"] < n:
+            rates = flag_rate(case_ids, a_arr), flag_rate(case_ids, b_arr)
+            clustered.update(ci_a=[rates[0]["ci_low"], rates[0]["ci_high"]],
+                             ci_b=[rates[1]["ci_low"], rates[1]["ci_high"]])
+            result.update(mcnemar_p=None, clustered=clustered)
+    return result

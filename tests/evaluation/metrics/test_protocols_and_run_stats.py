@@ -1,13 +1,12 @@
-"""The four Dice protocols on hand-built case sets, exact rate intervals, Holm, the exact
-sign-flip test, the run-count estimate and the hierarchical bootstrap's coverage."""
+"""The four Dice protocols on hand-built case sets, exact rate intervals, Holm and the exact
+sign-flip test (the rest of the run-level statistics: test_run_stats.py)."""
 
 import numpy as np
 import pytest
 from scipy.stats import beta, binomtest
 
 from pu_nnunet.evaluation.metrics.protocols import clopper_pearson, dice_protocols, nnunet_foreground_mean
-from pu_nnunet.evaluation.metrics.run_stats import (hierarchical_bootstrap_ci, holm, run_level_difference,
-                                                    runs_needed, sign_flip_p)
+from pu_nnunet.evaluation.metrics.run_stats import holm, run_level_difference, sign_flip_test
 
 
 def case(tp, fp, fn):
@@ -62,50 +61,24 @@ def test_holm_on_a_known_example():
     assert holm([0.6, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
 
 
+def test_holm_leaves_nan_and_none_out_of_the_family():
+    # a NaN p must not corrupt the others: [0.01, 0.04] adjusted as a family of two
+    assert holm([0.01, float("nan"), 0.04, None]) == [pytest.approx(0.02), None, pytest.approx(0.04), None]
+
+
 def test_exact_sign_flip_p():
+    sign_flip_p = lambda d: sign_flip_test(d)["p"]  # noqa: E731
     assert sign_flip_p([0.1, 0.2, 0.05, 0.3, 0.15, 0.12]) == pytest.approx(2 / 64)  # all positive: the extreme
     # one small negative of six: the patterns with |mean| at least as large are 4 of 64
     assert sign_flip_p([0.1, 0.2, -0.05, 0.3, 0.15, 0.12]) == pytest.approx(4 / 64)
+    assert sign_flip_test([0.1] * 6)["method"] == "exact"
 
 
-def test_runs_needed_matches_the_paired_t_test_tables():
-    # two-sided alpha 0.05, power 0.8: effect size 1 needs 10 pairs, 0.5 needs 34 (standard t-test tables)
-    assert runs_needed(0.02, 0.02) == 10
-    assert runs_needed(-0.01, 0.02) == 34
-    assert runs_needed(0.0, 0.02) is None
-
-
-def test_run_level_difference_needs_six_runs_for_the_exact_test():
-    runs = {f"r{i}": ([0.8, 0.7], [0.85, 0.75]) for i in range(5)}
+def test_run_level_difference_reports_the_sign_flip_p_and_its_floor_from_two_runs():
+    runs = {f"r{i}": ([f"c{j}" for j in range(2)], [0.8, 0.7], [0.85, 0.75]) for i in range(5)}
     few = run_level_difference(runs, resamples=200)
-    assert few["n_runs"] == 5 and few["mean_difference"] == pytest.approx(0.05) and few["exact_p"] is None
-    assert few["min_attainable_p"] == pytest.approx(2 / 32)
-    runs["r5"] = ([0.8, 0.7], [0.86, 0.74])
+    assert few["n_runs"] == 5 and few["mean_difference"] == pytest.approx(0.05)
+    assert few["sign_flip_p"] == pytest.approx(2 / 32) and few["min_attainable_p"] == pytest.approx(2 / 32)
+    runs["r5"] = (["c0", "c1"], [0.8, 0.7], [0.86, 0.74])
     six = run_level_difference(runs, resamples=200)
-    assert six["exact_p"] == pytest.approx(2 / 64)
-
-
-def _simulate(rng, n_runs, n_cases, difference, run_sd, case_sd):
-    run_effects = rng.normal(difference, run_sd, n_runs)
-    return [rng.normal(effect, case_sd, n_cases) for effect in run_effects]
-
-
-def test_hierarchical_bootstrap_covers_a_known_difference_where_a_case_bootstrap_does_not():
-    """Runs differ by a run effect (sd 0.02) and cases by noise (sd 0.05): the true difference is
-    0.01. The hierarchical 95 % CI must cover it in roughly 95 % of simulated studies; percentile
-    intervals with 12 clusters run a little short, hence the band [0.85, 0.99]. Resampling pooled
-    cases only (the naive interval) ignores the run effect and covers far less often: the check
-    can fail."""
-    rng = np.random.default_rng(2024)
-    simulations, truth = 200, 0.01
-    hierarchical = naive = 0
-    for _ in range(simulations):
-        runs = _simulate(rng, n_runs=12, n_cases=20, difference=truth, run_sd=0.02, case_sd=0.05)
-        low, high = hierarchical_bootstrap_ci(runs, resamples=400, seed=int(rng.integers(1 << 31)))
-        hierarchical += low <= truth <= high
-        pooled = np.concatenate(runs)
-        means = pooled[rng.integers(0, len(pooled), size=(400, len(pooled)))].mean(axis=1)
-        naive_low, naive_high = np.quantile(means, [0.025, 0.975])
-        naive += naive_low <= truth <= naive_high
-    assert 0.85 <= hierarchical / simulations <= 0.99
-    assert naive / simulations < 0.75
+    assert six["sign_flip_p"] == pytest.approx(2 / 64) and six["sign_flip_method"] == "exact"
