@@ -142,3 +142,22 @@ def test_compare_reads_evaluations_without_boundary_metrics(two_runs):
         result = compare_evaluations(two_runs / "old.json", two_runs / "eval_b", two_runs / "cmp", plots=False)
     assert result["scores"] == ["dice", "iou"] and "nsd" not in result["overall"]["foreground"]
     assert "NSD and HD95 are not compared: evaluation A has none" in (two_runs / "cmp" / "report.md").read_text()
+
+
+def test_pooled_runs_test_false_positives_per_image_not_as_independent_cases(two_runs):
+    """Two runs of each evaluation pooled as a study pools them: the same image in two runs is one
+    cluster, so McNemar on the pooled image-runs is withheld and the report names the per-image test."""
+    from collections import namedtuple
+
+    from pu_nnunet.study.run_pooling import pooled_evaluation
+
+    runs = [namedtuple("Run", "fold repeat")(0, r) for r in (0, 1)]
+    pooled = [pooled_evaluation({job: json.loads((two_runs / f"eval_{side}" / "metrics.json").read_text())
+                                 for job in runs}, runs) for side in ("a", "b")]
+    result = compare_evaluations(pooled[0], pooled[1], two_runs / "cmp_pooled", names=("baseline", "pure"),
+                                 plots=False)
+    fp = result["overall"]["foreground"]["false_positive"]
+    assert fp["n"] == 4 and fp["mcnemar_p"] is None  # 2 reference-empty images x 2 runs
+    assert fp["clustered"]["n_images"] == 2 and fp["clustered"]["n_runs"] == 2
+    report = (two_runs / "cmp_pooled" / "report.md").read_text()
+    assert "per-image sign flip, 2 images x 2 runs" in report

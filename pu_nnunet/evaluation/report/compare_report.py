@@ -60,11 +60,17 @@ def _flag_table(result: dict[str, Any], stats: dict[str, Any], flag: str, cases:
     rows = []
     for key in result["label_keys"]:
         s = stats[key][flag]
+        clustered = s.get("clustered")
+        # runs pooled: the image-runs are not independent, so the test is the per-image sign flip
+        # across runs (flag_rates.clustered_paired_test), McNemar only within each run
+        p = md.p_value(s["mcnemar_p"]) if clustered is None else (
+            f"{md.p_value(clustered['clustered_p'])} (per-image sign flip, {clustered['n_images']} images x "
+            f"{clustered['n_runs']} runs)")
         rows.append([_label(result, key), s["n"], md.rate(s["rate_a"], s["cases_a"], s["n"]),
                      md.rate(s["rate_b"], s["cases_b"], s["n"]), _signed(s["difference"]),
-                     f"{s['only_a']} / {s['only_b']}", md.p_value(s["mcnemar_p"])])
+                     f"{s['only_a']} / {s['only_b']}", p])
     return md.table(["label", cases, f"rate {a}", f"rate {b}", f"{b} - {a}", f"only {a} / only {b}",
-                     "McNemar p"], rows)
+                     "McNemar p (runs pooled: per-image test)"], rows)
 
 
 def _group_sections(result: dict[str, Any], stats: dict[str, Any], title: str) -> list[str]:
