@@ -20,6 +20,7 @@ from pu_nnunet.architectures import DEFAULT_PLACEMENT, PUResidualEncoderUNet
 from pu_nnunet.product_units import EXPONENT_INIT_A, LOG_INPUT_CLIP, LOG_OUTPUT_CLIP
 from pu_nnunet.trainers.plans_to_network import residual_unet_kwargs
 from pu_nnunet.trainers.preemption import SaveOnSignal
+from pu_nnunet.trainers.stability import RecordsStability
 
 __all__ = ["nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline", "nnUNetTrainerPURe_AllStages",
            "nnUNetTrainerPURe_HighResStages", "nnUNetTrainerPURe_Unstabilised", "nnUNetTrainerPURe_tiny",
@@ -31,10 +32,11 @@ __all__ = ["nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline", "nnUNetTrainerPURe_
 CPU_THREADS_VARIABLE = "PU_NNUNET_CPU_THREADS"
 
 
-class nnUNetTrainerPURe(SaveOnSignal, nnUNetTrainer):
+class nnUNetTrainerPURe(SaveOnSignal, RecordsStability, nnUNetTrainer):
     """Stable PU residual blocks in the deepest half of the encoder (PU-UNet's placement).
 
-    SaveOnSignal: SIGUSR1/SIGUSR2/SIGTERM save checkpoint_latest.pth and exit 75 (trainers/preemption.py)."""
+    SaveOnSignal: SIGUSR1/SIGUSR2/SIGTERM save checkpoint_latest.pth and exit 75 (trainers/preemption.py).
+    RecordsStability: fold_F/training_stability.json, non-finite steps and gradient spikes (trainers/stability.py)."""
 
     pu_stages = DEFAULT_PLACEMENT
     pu_positivity = "softplus"
