@@ -134,7 +134,7 @@ class RecordsStability:
     _stability: Optional[StabilityRecord] = None
     # the epoch a resumed run started a new record at (the stored one did not match its checkpoint)
     _stability_restarted_at: Optional[int] = None
-    _epoch_grad_norms: list = []
+    _epoch_grad_norms: Optional[list] = None  # this epoch's norms, device tensors
 
     def _stability_path(self) -> str:
         return os.path.join(self.output_folder, STABILITY_FILE)
@@ -182,6 +182,8 @@ class RecordsStability:
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), NNUNET_CLIP_NORM)
             self.optimizer.step()
+        if self._epoch_grad_norms is None:
+            self._epoch_grad_norms = []
         self._epoch_grad_norms.append(norm.detach())  # stays on the device until the epoch ends
         return {"loss": loss.detach().cpu().numpy()}
 

@@ -234,6 +234,12 @@ def add_arguments(parser) -> None:
 def run_from_arguments(args, cases: Sequence[str] | None) -> dict[str, Any] | None:
     """Runs when ``--operating-points`` was given; prints one line."""
     if not args.operating_points:
+        stale = Path(args.out_dir) / JSON_FILE
+        if stale.is_file():
+            import warnings
+
+            warnings.warn(f"{stale} is left from an earlier evaluation, not of these predictions; pass "
+                          "--operating-points to renew it")
         return None
     result = folder_operating_points(args.pred_dir, args.ref_dir, args.out_dir, thresholds=args.op_thresholds,
                                      min_sizes=args.op_min_sizes, min_sizes_mm=args.op_min_sizes_mm,

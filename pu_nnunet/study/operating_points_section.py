@@ -37,8 +37,10 @@ def run_operating_points(study: Study, job: Job, state: dict[str, Any]) -> Optio
     """The run's operating points: read, or made from its predictions; None when neither can be."""
     evaluation = Path(state["evaluation"])
     evaluation = evaluation if evaluation.is_absolute() else study.study_dir / evaluation
-    if (evaluation / JSON_FILE).is_file():
-        return read_operating_points(evaluation / JSON_FILE)
+    stored, metrics = evaluation / JSON_FILE, evaluation / "metrics.json"
+    # one older than the run's metrics.json was made from predictions that have been replaced since
+    if stored.is_file() and (not metrics.is_file() or stored.stat().st_mtime >= metrics.stat().st_mtime):
+        return read_operating_points(stored)
     from pu_nnunet.study.steps import held_out_cases
 
     predictions = _predictions(study, job, state.get("held_out"))

@@ -184,3 +184,12 @@ def test_probabilities_of_another_shape_are_refused_naming_the_file(png_folders)
     np.savez_compressed(png_folders / "pred" / "n1.npz", probabilities=np.zeros((2, 1, 4, 4), np.float32))
     with pytest.raises(EvaluationError, match="n1.npz: probabilities of shape"):
         folder_operating_points(png_folders / "pred", png_folders / "ref", thresholds=[0.5])
+
+
+def test_an_evaluation_without_the_option_warns_of_operating_points_left_from_before(png_folders, capsys):
+    out = png_folders / "out"
+    arguments = ["evaluate", str(png_folders / "pred"), str(png_folders / "ref"), "-o", str(out), "--device", "cpu",
+                 "--no-plots"]
+    assert main([*arguments, "--operating-points"]) == 0
+    assert main([*arguments, "--overwrite"]) == 0
+    assert "operating_points.json is left from an earlier evaluation" in capsys.readouterr().err
