@@ -99,17 +99,38 @@ def _nnunet_dice(cases: Sequence[CaseComponents], keep_largest: bool) -> float |
     return float(np.mean(values)) if values else None
 
 
+def nnunet_rule(cases: Sequence[CaseComponents], source: str) -> dict[str, Any]:
+    """nnUNetv2_determine_postprocessing's decision for the foreground union: keep the largest
+    component when that raises nnU-Net's mean Dice. nnU-Net decides on the cross-validation
+    predictions; decided on the cases that are then scored, it is chosen on the test set."""
+    without, with_largest = _nnunet_dice(cases, False), _nnunet_dice(cases, True)
+    keep = with_largest is not None and without is not None and with_largest > without
+    return {"source": source, "keep_largest": keep, "nnunet_dice_without": without,
+            "nnunet_dice_keep_largest": with_largest}
+
+
+def postprocessing_from_folder(pred_dir: str | Path, ref_dir: str | Path, cases: Sequence[str] | None = None,
+                               dataset_json: str | Path | None = None) -> dict[str, Any]:
+    """nnU-Net's rule decided on another prediction folder (a fold's validation predictions), to
+    be applied to held-out cases as nnU-Net applies postprocessing.pkl."""
+    pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
+    info = describe_dataset(pred_dir, ref_dir, None if dataset_json is None else str(dataset_json))
+    chosen = sorted(cases) if cases is not None else pair_cases(pred_dir, ref_dir, info.file_ending)[0]
+    grids = [case_grid(case, pred_dir, ref_dir, info, ())[LABEL_MAP] for case in chosen]
+    return nnunet_rule(grids, f"nnU-Net's rule on {pred_dir} ({len(chosen)} cases)")
+
+
 def nnunet_postprocessing_point(cases: Sequence[CaseComponents], chosen: dict[str, Any] | None) -> dict[str, Any]:
     """The operating point users of nnU-Net get: the label maps, with the largest foreground
     component kept when nnU-Net's postprocessing says so."""
-    without, with_largest = _nnunet_dice(cases, False), _nnunet_dice(cases, True)
-    if chosen is None:
-        keep = with_largest is not None and without is not None and with_largest > without
-        chosen = {"source": "nnU-Net's rule applied here to the foreground union of these cases (no "
-                            f"{POSTPROCESSING_JSON} found)", "keep_largest": keep}
+    here = nnunet_rule(cases, "nnU-Net's rule applied to these same cases (no postprocessing.json found or "
+                              "given: chosen on the cases it is scored on)")
+    chosen = here if chosen is None else chosen
     point = score_point(cases, (lambda case: case.largest_only()) if chosen["keep_largest"] else
                         (lambda case: case.kept(1)))
-    return {**chosen, "nnunet_dice_without": without, "nnunet_dice_keep_largest": with_largest,
+    # nnunet_dice_*: on the cases the choice was made on (absent for a postprocessing.json)
+    return {**chosen, "nnunet_dice_scored_cases": {"without": here["nnunet_dice_without"],
+                                                   "keep_largest": here["nnunet_dice_keep_largest"]},
             "threshold": LABEL_MAP, "min_size": 1, "min_size_unit": "voxels", **point}
 
 
@@ -147,7 +168,8 @@ def folder_operating_points(pred_dir: str | Path, ref_dir: str | Path, out_dir: 
                             thresholds: Sequence[float] | None = None, min_sizes: Sequence[int] | None = None,
                             min_sizes_mm: Sequence[float] | None = None, dataset_json: str | Path | None = None,
                             cases: Sequence[str] | None = None, postprocessing_json: str | Path | None = None,
-                            name: str | None = None, plot: bool = True) -> dict[str, Any]:
+                            name: str | None = None, plot: bool = True,
+                            postprocessing: dict[str, Any] | None = None) -> dict[str, Any]:
     """Operating points of one prediction folder; writes the three files into ``out_dir`` when given.
 
     Args:
@@ -156,6 +178,8 @@ def folder_operating_points(pred_dir: str | Path, ref_dir: str | Path, out_dir: 
         min_sizes / min_sizes_mm: minimum component sizes in voxels and in mm^2 (2D) / mm^3 (3D).
         cases: only these reference cases (e.g. one fold's validation cases).
         postprocessing_json: nnU-Net's postprocessing.json; default PRED_DIR/postprocessing.json.
+        postprocessing: a decision made elsewhere (``postprocessing_from_folder``), used when
+            no postprocessing.json is given or found.
     """
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     info = describe_dataset(pred_dir, ref_dir, None if dataset_json is None else str(dataset_json))
@@ -182,7 +206,7 @@ def folder_operating_points(pred_dir: str | Path, ref_dir: str | Path, out_dir: 
                            "probabilities": bool(thresholds), "n_cases": len(chosen),
                            "matched_levels": list(DEFAULT_MATCHED_LEVELS)},
               **operating_points(grids, sizes, _postprocessing_choice(
-                  None if postprocessing_json is None else Path(postprocessing_json), pred_dir))}
+                  None if postprocessing_json is None else Path(postprocessing_json), pred_dir) or postprocessing)}
     if out_dir is not None:
         write_operating_points(result, Path(out_dir), plot=plot)
     return result

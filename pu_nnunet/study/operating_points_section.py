@@ -17,7 +17,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from pu_nnunet.evaluation.metrics.operating_points import DEFAULT_MATCHED_LEVELS, fpr_at_sensitivity
-from pu_nnunet.evaluation.operating_points import JSON_FILE, folder_operating_points, read_operating_points
+from pu_nnunet.evaluation.operating_points import (JSON_FILE, folder_operating_points, postprocessing_from_folder,
+                                                   read_operating_points)
 from pu_nnunet.evaluation.report.markdown import number, table
 from pu_nnunet.study.jobs import Job, run_folder
 from pu_nnunet.study.spec import Study
@@ -46,9 +47,18 @@ def run_operating_points(study: Study, job: Job, state: dict[str, Any]) -> Optio
     predictions = _predictions(study, job, state.get("held_out"))
     if not predictions.is_dir():
         return None
+    from pu_nnunet.study.steps import HELD_OUT_TEST, HELD_OUT_VALIDATION
+
     _, reference, cases = held_out_cases(study, job, state.get("held_out"))
+    dataset_json = study.raw_dataset() / "dataset.json"
+    choice = None
+    validation = study.model_folder(job.trainer, job.repeat) / f"fold_{job.fold}" / "validation"
+    if state.get("held_out") == HELD_OUT_TEST and validation.is_dir():
+        # as nnU-Net: postprocessing decided on the fold's validation cases, applied to the test cases
+        _, train_labels, fold_cases = held_out_cases(study, job, HELD_OUT_VALIDATION)
+        choice = postprocessing_from_folder(validation, train_labels, fold_cases, dataset_json)
     return folder_operating_points(predictions, reference, evaluation, cases=cases, name=job.name,
-                                   dataset_json=study.raw_dataset() / "dataset.json", plot=False)
+                                   dataset_json=dataset_json, plot=False, postprocessing=choice)
 
 
 def _paired_differences(results: dict[Job, dict[str, Any]], baseline: str, trainer: str,

@@ -57,6 +57,13 @@ def test_nnunet_postprocessing_keeps_the_largest_component_and_no_false_positive
     assert point["nnunet_dice_keep_largest"] == pytest.approx((0 + 8 / 12) / 2)
     assert point["keep_largest"] is False  # it lowers the Dice, so nnU-Net's rule does not choose it
     assert (point["false_positive_cases"], point["lesions_hit"]) == (1, 2)
+    assert point["nnunet_dice_scored_cases"] == {"without": point["nnunet_dice_without"],
+                                                 "keep_largest": point["nnunet_dice_keep_largest"]}
+    # decided elsewhere (a fold's validation cases) and applied here: the lesion keeps only A
+    applied = operating_points([{LABEL_MAP: case} for case in _hand_built()], [MinSize(1, "voxels")],
+                               {"source": "validation", "keep_largest": True})["nnunet_postprocessing"]
+    assert (applied["source"], applied["false_positive_cases"], applied["lesions_hit"]) == ("validation", 1, 1)
+    assert applied["lesion_dice"] == pytest.approx(8 / 12)
 
 
 def _blob_cases(probabilities_normal, probabilities_lesion):
