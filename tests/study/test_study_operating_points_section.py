@@ -43,6 +43,10 @@ def study(tmp_path):
                   "normal_2": _square(0, 0)}
     for case, array in references.items():
         _write(raw / "labelsTs" / f"{case}.nii.gz", array)
+    # fold 0's validation case, where keeping the largest component raises the Dice (as nnU-Net decides)
+    _write(raw / "labelsTr" / "val_1.nii.gz", _square(1, 6))
+    (tmp_path / "pre" / raw.name).mkdir(parents=True)
+    (tmp_path / "pre" / raw.name / "splits_final.json").write_text(json.dumps([{"train": ["tr_1"], "val": ["val_1"]}]))
     study = Study(dataset_id=304, trainers=[PURE, BASELINE], baseline=BASELINE, folds=[0], repeats=2,
                   paths={"study_dir": str(tmp_path / "study"), "nnUNet_raw": str(tmp_path / "raw"),
                          "nnUNet_preprocessed": str(tmp_path / "pre"), "nnUNet_results": str(tmp_path / "res")})
@@ -64,6 +68,7 @@ def study(tmp_path):
             mark_finished(study.study_dir, job, evaluation=str(out), held_out="test")
             fold = study.model_folder(trainer, repeat) / "fold_0"
             fold.mkdir(parents=True)
+            _write(fold / "validation" / "val_1.nii.gz", np.maximum(_square(1, 6), _square(11, 1)))
             # repeat 1 of PURe still rises by 0.01 per epoch: not converged
             dice = [min(0.8, 0.04 * e) for e in range(40)] if not (shy and repeat == 1) else \
                 [0.2 + 0.01 * e for e in range(40)]
@@ -88,6 +93,10 @@ def test_the_report_shows_operating_points_and_convergence_of_every_run(study):
     assert rows[0.5]["n_reached"] == 2 and rows[0.5]["mean_fpr_difference"] == 0.0
     assert rows[0.6]["n_reached"] == 0  # PURe never detects more than half of the lesions
     assert (study.study_dir / "runs" / Job(PURE, 0, 0).name / "evaluation" / "operating_points.json").is_file()
+    # nnU-Net's postprocessing: decided on fold 0's validation case, applied to the test cases
+    assert pure["nnunet_postprocessing"]["source"].startswith("nnU-Net's rule on")
+    assert pure["nnunet_postprocessing"]["keep_largest"] is True
+    assert pure["nnunet_postprocessing"]["nnunet_dice_keep_largest"] == 1.0
     convergence = summary["convergence"]
     assert (convergence["n_met"], convergence["n_not_met"], convergence["n_not_judged"]) == (3, 1, 0)
     report = (study.study_dir / "report.md").read_text()
