@@ -12,25 +12,19 @@ from pu_nnunet.evaluation.report.markdown import number, table
 from pu_nnunet.study.convergence import CRITERION, fold_convergence
 from pu_nnunet.study.jobs import Job
 from pu_nnunet.study.spec import Study
+from pu_nnunet.trainers.stability import STABILITY_FILE, read_record
 
 PLOT_FILE = "learning_curves.png"
-# read beside nnU-Net's files in the fold folder (written by pu_nnunet.trainers.stability)
-STABILITY_FILE = "training_stability.json"
 STABILITY_FIELDS = ("nonfinite_losses", "nonfinite_grad_steps", "skipped_steps", "applied_nonfinite_steps",
                     "grad_norm_spikes", "clipped_steps", "max_grad_norm", "final_loss", "steps", "grad_scaler")
 
 
 def _stability(fold: Path) -> Optional[dict[str, Any]]:
-    import json
-
-    path = fold / STABILITY_FILE
-    if not path.is_file():
-        return None
     try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {"unreadable": str(path)}
-    return {key: content.get(key) for key in STABILITY_FIELDS}
+        content = read_record(str(fold / STABILITY_FILE))
+    except ValueError:  # a damaged file: the run is shown without its counts, not the report lost
+        return {"unreadable": str(fold / STABILITY_FILE)}
+    return None if content is None else {key: content.get(key) for key in STABILITY_FIELDS}
 
 
 def convergence_summary(study: Study, jobs: Iterable[Job]) -> dict[str, Any]:

@@ -37,8 +37,6 @@ DEFAULT_MIN_SIZES = (1, 5, 10, 20, 50, 100, 200, 500)
 DEFAULT_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 # Sensitivity levels the matched comparison always reports (beside each model's default point).
 DEFAULT_MATCHED_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
-# 2D readers of nnU-Net put this spacing on the dummy z axis; it is not part of a pixel's area.
-DUMMY_2D_SPACING = 999.0
 
 
 @dataclass(frozen=True)
