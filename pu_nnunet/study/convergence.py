@@ -10,6 +10,13 @@ Plateau criterion: the mean validation pseudo-Dice (nnU-Net's ``mean_fg_dice``) 
 :data:`PLATEAU_FRACTION` of the epochs lies within :data:`PLATEAU_TOLERANCE` of its mean over the
 same number of epochs before them. Runs too short to have two windows of
 :data:`MIN_WINDOW_EPOCHS` are not judged (``met`` None).
+
+The pseudo-Dice of one epoch is measured on a few random validation patches (nnU-Net's
+``num_val_iterations_per_epoch`` x batch size), so the two window means differ by noise alone;
+``noise_se`` (the standard error of that difference, from the epochs' spread in each window)
+says whether the fixed tolerance can be met at all: a flat curve whose ``noise_se`` is above the
+tolerance fails the criterion by chance (``within_noise``: the difference is within
+:data:`NOISE_MULTIPLE` standard errors). The verdict stays the stated criterion's.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ PLATEAU_TOLERANCE = 0.005
 MIN_WINDOW_EPOCHS = 2
 # nnU-Net's logger: ema_fg_dice = 0.9 * previous + 0.1 * mean_fg_dice (nnunetv2/training/logging)
 EMA_WEIGHT = 0.9
+# "within noise": the difference of the window means lies within 2 of its standard errors
+NOISE_MULTIPLE = 2.0
 CURVE_KEYS = ("train_losses", "val_losses", "mean_fg_dice", "ema_fg_dice")
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth")
 CRITERION = (f"mean validation pseudo-Dice of the last {PLATEAU_FRACTION:.0%} of epochs within "
@@ -108,7 +117,7 @@ def plateau(values: list[Optional[float]], fraction: float = PLATEAU_FRACTION,
     n = len(values)
     window = max(MIN_WINDOW_EPOCHS, int(round(fraction * n)))
     result = {"criterion": CRITERION, "epochs": n, "window_epochs": window, "last_mean": None, "previous_mean": None,
-              "difference": None, "met": None}
+              "difference": None, "met": None, "noise_se": None, "within_noise": None}
     if n < 2 * window:
         return {**result, "why_not_judged": f"{n} epochs: fewer than two windows of {window}"}
     last, previous = values[-window:], values[-2 * window:-window]
@@ -116,8 +125,10 @@ def plateau(values: list[Optional[float]], fraction: float = PLATEAU_FRACTION,
         return {**result, "why_not_judged": "an undefined pseudo-Dice in the windows"}
     last_mean, previous_mean = float(np.mean(last)), float(np.mean(previous))
     difference = last_mean - previous_mean
+    noise_se = math.sqrt((np.var(last, ddof=1) + np.var(previous, ddof=1)) / window)
     return {**result, "last_mean": last_mean, "previous_mean": previous_mean, "difference": difference,
-            "met": abs(difference) <= tolerance}
+            "met": abs(difference) <= tolerance, "noise_se": noise_se,
+            "within_noise": abs(difference) <= NOISE_MULTIPLE * noise_se}
 
 
 def fold_convergence(fold_dir: str | Path) -> Optional[dict[str, Any]]:

@@ -45,8 +45,13 @@ def _verdict(curves: Optional[dict[str, Any]]) -> str:
     if curves is None:
         return "no curves (no checkpoint or training log)"
     met = curves["plateau"]["met"]
-    return "not judged: " + curves["plateau"]["why_not_judged"] if met is None else (
-        "plateau" if met else "**NOT CONVERGED**")
+    if met is None:
+        return "not judged: " + curves["plateau"]["why_not_judged"]
+    if met:
+        return "plateau"
+    noise = curves["plateau"]["within_noise"]
+    return "**NOT CONVERGED**" + (f" (change within 2 se of the pseudo-Dice noise, se {curves['plateau']['noise_se']:.4f})"
+                                  if noise else "")
 
 
 def markdown(section: Optional[dict[str, Any]], short_name: Callable[[str], str], plots_dir: str) -> list[str]:

@@ -15,6 +15,13 @@ def test_plateau_compares_the_last_tenth_of_epochs_with_the_tenth_before():
     assert verdict["last_mean"] == pytest.approx(0.375) and verdict["previous_mean"] == pytest.approx(0.335)
     flat = [0.5] * 32 + [0.80, 0.80, 0.80, 0.80] + [0.804, 0.804, 0.804, 0.804]
     assert plateau(flat)["difference"] == pytest.approx(0.004) and plateau(flat)["met"] is True
+    assert plateau(flat)["noise_se"] == 0.0 and plateau(flat)["within_noise"] is False
+    # a flat but noisy curve: windows [0.9, 0.94] x2 then [0.9, 0.948] x2 differ by 0.004 < 2 se
+    noisy = [0.9] * 36 + [0.9, 0.94, 0.9, 0.94] + [0.9, 0.948, 0.9, 0.948]
+    verdict = plateau(noisy)
+    assert verdict["difference"] == pytest.approx(0.004) and verdict["met"] is True
+    assert verdict["noise_se"] == pytest.approx(((0.0016 / 3 + 0.002304 / 3) / 4) ** 0.5)
+    assert verdict["within_noise"] is True
     assert PLATEAU_TOLERANCE == 0.005
     short = plateau([0.1, 0.2, 0.3])
     assert short["met"] is None and "fewer than two windows of 2" in short["why_not_judged"]
