@@ -20,6 +20,7 @@ from pu_nnunet.architectures import DEFAULT_PLACEMENT, PUResidualEncoderUNet
 from pu_nnunet.product_units import EXPONENT_INIT_A, LOG_INPUT_CLIP, LOG_OUTPUT_CLIP
 from pu_nnunet.trainers.plans_to_network import residual_unet_kwargs
 from pu_nnunet.trainers.preemption import SaveOnSignal
+from pu_nnunet.trainers.stability import RecordsStability
 
 __all__ = ["nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline", "nnUNetTrainerPURe_AllStages",
            "nnUNetTrainerPURe_HighResStages", "nnUNetTrainerPURe_Unstabilised", "nnUNetTrainerPURe_tiny",
@@ -31,10 +32,11 @@ __all__ = ["nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline", "nnUNetTrainerPURe_
 CPU_THREADS_VARIABLE = "PU_NNUNET_CPU_THREADS"
 
 
-class nnUNetTrainerPURe(SaveOnSignal, nnUNetTrainer):
+class nnUNetTrainerPURe(SaveOnSignal, RecordsStability, nnUNetTrainer):
     """Stable PU residual blocks in the deepest half of the encoder (PU-UNet's placement).
 
-    SaveOnSignal: SIGUSR1/SIGUSR2/SIGTERM save checkpoint_latest.pth and exit 75 (trainers/preemption.py)."""
+    SaveOnSignal: SIGUSR1/SIGUSR2/SIGTERM save checkpoint_latest.pth and exit 75 (trainers/preemption.py).
+    RecordsStability: fold_F/training_stability.json, non-finite steps and gradient spikes (trainers/stability.py)."""
 
     pu_stages = DEFAULT_PLACEMENT
     pu_positivity = "softplus"
@@ -184,3 +186,46 @@ class nnUNetTrainerPURe_NoNonlinAfterAdd(nnUNetTrainerPURe):
 
 __all__ += ["nnUNetTrainerPURe_SmoothPositivityOnly", "nnUNetTrainerPURe_LogClipOnly",
             "nnUNetTrainerPURe_NoNonlinAfterAdd"]
+
+
+# --- a CPU-scale schedule long enough to converge (issue 27) ---------------------------------
+# nnU-Net's poly learning rate falls to 0 over num_epochs, so a shorter schedule anneals fully
+# too; 50 epochs x 20 iterations is 1000 steps: minutes per run on 64x64 synthetic ultrasound
+# with nnUNetPlansCPU on 2 cores, where the _demo schedule's 240 steps leave the learning curves
+# still rising. Whether a run converged is measured (pu_nnunet/study/convergence.py), not assumed.
+
+class _Converge50Schedule:
+    """50 epochs x 20 iterations (validation 5 iterations per epoch)."""
+
+    schedule_num_epochs = 50
+    schedule_iterations_per_epoch = 20
+    schedule_val_iterations_per_epoch = 5
+
+
+class nnUNetTrainerPURe_50epochs(_Converge50Schedule, nnUNetTrainerPURe):
+    pass
+
+
+class nnUNetTrainerPUReBaseline_50epochs(_Converge50Schedule, nnUNetTrainerPUReBaseline):
+    pass
+
+
+class nnUNetTrainerPURe_Unstabilised_50epochs(_Converge50Schedule, nnUNetTrainerPURe_Unstabilised):
+    pass
+
+
+class nnUNetTrainerPURe_SmoothPositivityOnly_50epochs(_Converge50Schedule, nnUNetTrainerPURe_SmoothPositivityOnly):
+    pass
+
+
+class nnUNetTrainerPURe_LogClipOnly_50epochs(_Converge50Schedule, nnUNetTrainerPURe_LogClipOnly):
+    pass
+
+
+class nnUNetTrainerPURe_NoNonlinAfterAdd_50epochs(_Converge50Schedule, nnUNetTrainerPURe_NoNonlinAfterAdd):
+    pass
+
+
+__all__ += ["nnUNetTrainerPURe_50epochs", "nnUNetTrainerPUReBaseline_50epochs", "nnUNetTrainerPURe_Unstabilised_50epochs",
+            "nnUNetTrainerPURe_SmoothPositivityOnly_50epochs", "nnUNetTrainerPURe_LogClipOnly_50epochs",
+            "nnUNetTrainerPURe_NoNonlinAfterAdd_50epochs"]

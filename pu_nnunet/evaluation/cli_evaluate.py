@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pu_nnunet.devices import add_device_argument
+from pu_nnunet.evaluation import operating_points
 from pu_nnunet.evaluation.metrics.boundary import DEFAULT_NSD_TOLERANCE
 from pu_nnunet.evaluation.metrics.case_metrics import DEFAULT_MIN_SIZE
 
@@ -52,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fold", type=int, metavar="F", help="fold of --split-file")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in OUT_DIR")
+    operating_points.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,4 +81,5 @@ def run(args: argparse.Namespace) -> int:
           f"({fg['false_positive_cases']}/{fg['n_reference_empty']}), "
           f"FN rate {number(fg['false_negative_rate'])}")
     print(f"wrote {args.out_dir}/report.md")
+    operating_points.run_from_arguments(args, cases)
     return 0

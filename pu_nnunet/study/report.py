@@ -25,7 +25,7 @@ from pu_nnunet.evaluation.metrics.run_stats import holm
 from pu_nnunet.evaluation.published import PUBLISHED, published_for
 from pu_nnunet.evaluation.report.markdown import number, p_value, table
 from pu_nnunet.provenance import RUN_RECORD_FILE, run_record, short_form
-from pu_nnunet.study import robustness_report, run_level
+from pu_nnunet.study import convergence_section, operating_points_section, robustness_report, run_level
 from pu_nnunet.study.protocol_section import mean_sd as _pm, protocol_section, published_fpr_section
 from pu_nnunet.study.run_pooling import pooled_evaluation as _pooled_evaluation, spread as _spread
 from pu_nnunet.study.jobs import DONE, Job, finished_metrics, job_states
@@ -236,6 +236,8 @@ def report_markdown(summary: dict[str, Any]) -> str:
     lines += protocol_section(summary, short_name)
     lines += published_fpr_section(summary, short_name)
     lines += robustness_report.markdown(summary.get("robustness"), summary["held_out"], short_name, PLOTS_DIR)
+    lines += operating_points_section.markdown(summary.get("operating_points"), s["baseline"], short_name, PLOTS_DIR)
+    lines += convergence_section.markdown(summary.get("convergence"), short_name, PLOTS_DIR)
     lines += ["## Files", "", "- `summary.json`: everything above, as numbers",
               f"- `{PLOTS_DIR}/per_run_dice.png`: foreground Dice of every run"
               + (f"; `{PLOTS_DIR}/{robustness_report.PLOT_FILE}`: Dice under corruption" if summary.get("robustness")
@@ -320,7 +322,13 @@ def write_study_report(study: Study) -> Optional[dict[str, Any]]:
         "published": _published(study),
         "robustness": robustness_report.robustness_summary(study, list(evaluations)),
         "provenance": study_record(study, evaluations),
+        "convergence": convergence_section.convergence_summary(study, evaluations),
     }
+    operating = operating_points_section.operating_points_summary(study, evaluations, states)
+    summary["operating_points"] = operating_points_section.for_summary(operating)
+    operating_points_section.plot(operating, study.study_dir / PLOTS_DIR / operating_points_section.PLOT_FILE, short_name)
+    convergence_section.plot(summary["convergence"], study.study_dir / PLOTS_DIR / convergence_section.PLOT_FILE,
+                             short_name)
     plot_runs(summary, runs, study.study_dir / PLOTS_DIR / "per_run_dice.png")
     if summary["robustness"]:
         robustness_report.plot(summary["robustness"], study.study_dir / PLOTS_DIR / robustness_report.PLOT_FILE,

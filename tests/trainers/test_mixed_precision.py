@@ -14,7 +14,10 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from pu_nnunet.product_units import ProductUnitConv
-from pu_nnunet.trainers.pure_trainers import nnUNetTrainerPURe, nnUNetTrainerPURe_Unstabilised
+from pu_nnunet.trainers.pure_trainers import (nnUNetTrainerPURe, nnUNetTrainerPURe_LogClipOnly,
+                                              nnUNetTrainerPURe_NoNonlinAfterAdd,
+                                              nnUNetTrainerPURe_SmoothPositivityOnly, nnUNetTrainerPURe_Unstabilised)
+from pu_nnunet.trainers.stability import StabilityRecord
 
 STEPS = 36
 # every third batch is scaled by this (an unnormalised CT in Hounsfield units is of this order)
@@ -54,7 +57,7 @@ def _train(plans: dict, trainer, device: str, dtype: torch.dtype, scaler=None) -
     initial = [w.detach().clone() for w in pu_weights]
     optimizer = torch.optim.SGD(network.parameters(), LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, nesterov=True)
     patch = plans["configurations"]["2d"]["patch_size"]
-    record = dict(losses=[], nonfinite_grad_steps=[], output_dtypes=set())
+    record = dict(losses=[], nonfinite_grad_steps=[], output_dtypes=set(), grad_norms=[])
     for step in range(STEPS):
         x, targets = _batch(step, patch, device)
         optimizer.zero_grad(set_to_none=True)
@@ -68,23 +71,30 @@ def _train(plans: dict, trainer, device: str, dtype: torch.dtype, scaler=None) -
             scaler.unscale_(optimizer)
         if not all(torch.isfinite(p.grad).all() for p in network.parameters() if p.grad is not None):
             record["nonfinite_grad_steps"].append(step)
-        torch.nn.utils.clip_grad_norm_(network.parameters(), GRAD_CLIP_NORM)
+        record["grad_norms"].append(torch.nn.utils.clip_grad_norm_(network.parameters(), GRAD_CLIP_NORM).item())
         if scaler:
             scaler.step(optimizer)
             scaler.update()
         else:
             optimizer.step()
     record["pu_weights_moved"] = all(not torch.equal(w, w0) for w, w0 in zip(pu_weights, initial))
+    stability = StabilityRecord(grad_scaler=scaler is not None)
+    stability.add_epoch(record["losses"], record["grad_norms"])  # as trainers/stability.py counts a run
+    record["stability"] = stability.to_json()
     return record
 
 
-@pytest.mark.parametrize("trainer", [nnUNetTrainerPURe, nnUNetTrainerPURe_Unstabilised],
-                         ids=["stable", "unstabilised"])
+@pytest.mark.parametrize("trainer", [nnUNetTrainerPURe, nnUNetTrainerPURe_Unstabilised,
+                                     nnUNetTrainerPURe_SmoothPositivityOnly, nnUNetTrainerPURe_LogClipOnly,
+                                     nnUNetTrainerPURe_NoNonlinAfterAdd],
+                         ids=["stable", "unstabilised", "smooth_only", "logclip_only", "no_nonlin_after_add"])
 def test_bf16_autocast_training_stays_finite_on_large_inputs(small_plans, one_torch_thread, trainer):
     record = _train(small_plans("2d"), trainer, "cpu", torch.bfloat16)
     assert record["output_dtypes"] == {torch.bfloat16}  # autocast was on around the PU layers
     assert np.isfinite(record["losses"]).all(), record["losses"]
     assert record["nonfinite_grad_steps"] == []
+    stability = record["stability"]
+    assert (stability["nonfinite_losses"], stability["nonfinite_grad_steps"], stability["steps"]) == (0, 0, STEPS)
     assert record["pu_weights_moved"]
 
 

@@ -119,6 +119,9 @@ def test_sigusr1_mid_epoch_saves_the_epoch_and_resume_finishes(train_env):
     final = torch.load(_fold(train_env) / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert final["current_epoch"] == 2 and {len(v) for v in final["logging"].values()} == {2}
     assert not (_fold(train_env) / "checkpoint_latest.pth").exists()  # nnU-Net removes it at the end
+    # the stability record of the stopped epoch's checkpoint is continued, not restarted
+    stability = json.loads((_fold(train_env) / "training_stability.json").read_text())
+    assert (stability["epochs"], stability["steps"], stability["record_restarted_at_epoch"]) == (2, 20, None)
 
 
 @pytest.mark.slow

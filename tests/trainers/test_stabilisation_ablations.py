@@ -69,3 +69,16 @@ def test_exponent_init_reaches_every_pu_from_the_trainer(resenc_plans, a):
         bound = exponent_bound(pu, a)
         # uniform on [-bound, bound]: the largest of thousands of draws lies just below the bound
         assert pu.exponent_init_a == a and 0.95 * bound < pu.weight.abs().max().item() <= bound
+
+
+def test_every_trainer_has_a_50_epoch_variant_that_changes_only_the_schedule():
+    from pu_nnunet.trainers import pure_trainers
+
+    bases = [nnUNetTrainerPURe, pure_trainers.nnUNetTrainerPUReBaseline, nnUNetTrainerPURe_Unstabilised,
+             nnUNetTrainerPURe_SmoothPositivityOnly, nnUNetTrainerPURe_LogClipOnly, nnUNetTrainerPURe_NoNonlinAfterAdd]
+    for base in bases:
+        variant = getattr(pure_trainers, f"{base.__name__}_50epochs")
+        assert issubclass(variant, base) and variant.__name__ in pure_trainers.__all__
+        assert variant.pu_network_options() == base.pu_network_options()
+        assert (variant.schedule_num_epochs, variant.schedule_iterations_per_epoch,
+                variant.schedule_val_iterations_per_epoch) == (50, 20, 5)
