@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from pu_nnunet.inference.dicom_seg import check_output_format, seg_output_name, write_dicom_seg
 from pu_nnunet.inference.errors import PredictionError
 from pu_nnunet.inference.inputs import OUTPUT_ENDING, InputCase, check_channels, find_input_cases, materialise_case
 from pu_nnunet.inference.model_folder import DEFAULT_CHECKPOINT, ModelFolder, inspect_model_folder
@@ -112,7 +113,7 @@ def _check_no_foreign_leftovers(output_dir: Path, cases: list[InputCase], record
 
 
 def _check_outputs(output_dir: Path, cases: list[InputCase], model: ModelFolder, overwrite: bool,
-                   continue_prediction: bool, record: dict) -> list[InputCase]:
+                   continue_prediction: bool, record: dict, output_format: str = "nifti") -> list[InputCase]:
     """Refuses, before any work: an output path that is a file, an output folder that holds the
     inputs or another command's outputs, segmentations of another model (``record``: this
     model's) and existing segmentations unless ``overwrite`` or ``continue_prediction``. Returns
@@ -149,7 +150,8 @@ def _check_outputs(output_dir: Path, cases: list[InputCase], model: ModelFolder,
         return list(cases)
     # outputs are renamed into place when complete, so an existing one is complete unless written
     # by something else; a damaged one is predicted again
-    done = {case.case_id for case in existing if damaged_file_problem(output_dir / case.output_name) is None}
+    done = {case.case_id for case in existing if damaged_file_problem(output_dir / case.output_name) is None
+            and (output_format != "dicom-seg" or (output_dir / seg_output_name(case)).is_file())}
     return [case for case in cases if case.case_id not in done]
 
 
@@ -243,7 +245,7 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
             continue_prediction: bool = False, log: Callable[[str], None] = print,
             argv: list[str] | None = None, precision: str = "auto",
             tta_axes: list[int] | None = None, backend: str = "torch",
-            onnx: str | Path | None = None) -> PredictionRun:
+            onnx: str | Path | None = None, output_format: str = "nifti") -> PredictionRun:
     """Segments every case in ``input_path`` into ``output_dir/CASE.nii.gz``.
 
     Bad input (unreadable header, truncated file, damaged DICOM slice, empty folder, incomplete
@@ -256,6 +258,8 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     ``precision`` and ``tta_axes`` trade accuracy for speed (:mod:`pu_nnunet.inference.precision`).
     ``backend="onnxruntime"`` runs the network of ``onnx`` (``pu-nnunet export-onnx``'s output for
     this model folder; its folds by default) in onnxruntime (:mod:`pu_nnunet.inference.onnx_backend`).
+    ``output_format="dicom-seg"`` (DICOM input only) also writes ``CASE_seg.dcm``, a DICOM SEG of
+    the series (:mod:`pu_nnunet.inference.dicom_seg`); a case counts as done when both are there.
     """
     if overwrite and continue_prediction:
         raise PredictionError("--overwrite and --continue exclude each other")
@@ -274,9 +278,10 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     model = inspect_model_folder(model_dir, folds, checkpoint)
     cases = find_input_cases(input_path, len(model.channel_names))
     check_channels(cases, model.channel_names)
+    check_output_format(output_format, cases)
     output_dir = Path(output_dir)
     record = model_record(model.path, model.folds, model.checkpoint)
-    to_predict = _check_outputs(output_dir, cases, model, overwrite, continue_prediction, record)
+    to_predict = _check_outputs(output_dir, cases, model, overwrite, continue_prediction, record, output_format)
     torch_device = resolve_device(device)
 
     loading_started = time.perf_counter()
@@ -324,10 +329,14 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
         def export(case: InputCase, logits, properties) -> None:
             _export_atomically(export_prediction_from_logits, logits, properties, configuration, plans_manager,
                                export_json, output_dir / case.output_name)
+            if output_format == "dicom-seg":
+                write_dicom_seg(output_dir / case.output_name, case, export_json, record,
+                                output_dir / seg_output_name(case))
 
         def written(index: int, case: InputCase, seconds: float) -> None:
             run.outputs.append(output_dir / case.output_name)
-            log(f"[{index}/{len(to_predict)}] {case.source.name} -> {case.output_name} ({seconds:.1f} s)")
+            seg = f" and {seg_output_name(case)}" if output_format == "dicom-seg" else ""
+            log(f"[{index}/{len(to_predict)}] {case.source.name} -> {case.output_name}{seg} ({seconds:.1f} s)")
 
         # every segmentation in the folder is covered by the records, written before the first
         timings = run_pipelined(to_predict, read, lambda volume: logits_of(volume).cpu().numpy(), export,
