@@ -253,7 +253,8 @@ def align_voxel_order(labels: np.ndarray, geometry: dict | None, target_shape, t
         if not np.allclose(value, np.asarray(target[name], dtype=float), rtol=GEOMETRY_RTOL, atol=GEOMETRY_ATOL):
             return None
     axis_names = "xyz"
-    steps = [f"its {axis_names[source_axis[a]]} axis is the prediction's {axis_names[a]}" for a in range(3) if source_axis[a] != a]
+    steps = [f"its {axis_names[source_axis[a]]} axis is the prediction's {axis_names[a]}"
+             for a in range(3) if source_axis[a] != a]
     steps += [f"its {axis_names[source_axis[a]]} axis reversed" for a in range(3) if flipped[a]]
     return np.ascontiguousarray(np.transpose(xyz, (2, 1, 0))), ", ".join(steps)
 

@@ -49,8 +49,8 @@ def test_the_real_series_segmentation_is_aligned_to_the_series_grid(real_ct, tmp
     code, err = evaluate_cli(capsys, pred, ref, tmp_path / "out", *SERIES_LABELS)
     assert code == 0, err
     assert (f"pu-nnunet evaluate: warning: case dicom_series: the reference {ref / 'dicom_series.nii.gz'} stores the "
-            "prediction's physical grid in another voxel order (its y axis reversed); aligned losslessly to the prediction's "
-            "order before scoring") in err
+            "prediction's physical grid in another voxel order (its y axis reversed); aligned losslessly to the "
+            "prediction's order before scoring") in err
     assert dice_per_label(tmp_path / "out") == {**{str(label): 1.0 for label in SERIES_LABELS}, "foreground": 1.0}
 
 
@@ -71,7 +71,8 @@ def small_labels(seed=0) -> sitk.Image:
     # PermuteAxes: the reference's axis i is the prediction's axis order[i]
     ([2, 0, 1], [False, False, False],
      "its y axis is the prediction's x, its z axis is the prediction's y, its x axis is the prediction's z"),
-    ([1, 0, 2], [False, True, False], "its y axis is the prediction's x, its x axis is the prediction's y, its y axis reversed"),
+    ([1, 0, 2], [False, True, False],
+     "its y axis is the prediction's x, its x axis is the prediction's y, its y axis reversed"),
 ])
 def test_permuted_and_flipped_references_align_voxel_for_voxel(order, flips, change):
     """ITK's PermuteAxes and Flip keep every voxel at its physical point: the same grid, another order."""

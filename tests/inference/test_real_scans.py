@@ -70,14 +70,6 @@ def test_the_nifti_ct_segmentation_lies_on_its_grid(real_ct, coarse_model, tmp_p
     assert_same_grid(sitk.ReadImage(str(tmp_path / "out" / "ct_abdomen_3mm.nii.gz")), image)
 
 
-def test_a_nifti_input_gets_no_dicom_seg(real_ct, coarse_model, tmp_path, capsys):
-    code = predict(real_ct / "ct_abdomen_3mm.nii.gz", tmp_path / "out", coarse_model, "--output-format", "dicom-seg")
-    assert code == 1 and capsys.readouterr().err == (
-        f"pu-nnunet predict: error: {real_ct / 'ct_abdomen_3mm.nii.gz'}: --output-format dicom-seg needs a DICOM "
-        "series as input (a DICOM SEG references the images it segments); this input is NIfTI\n")
-    assert not (tmp_path / "out").exists()
-
-
 def test_the_dicom_seg_holds_the_nifti_voxels_and_references_the_series(real_ct, series_prediction, coarse_model):
     import highdicom
 
