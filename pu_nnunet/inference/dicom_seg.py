@@ -132,13 +132,16 @@ def write_dicom_seg(segmentation: Path, case: InputCase, dataset_json: dict, rec
         description.SegmentDescription = f"label {value} ({name}) of {dataset_name}"[:64]
         descriptions.append(description)
     sources = _read_sources(files, case.source)
-    seg = highdicom.seg.Segmentation(
-        source_images=sources, pixel_array=numbering[labels], segmentation_type="BINARY",
-        segment_descriptions=descriptions, series_instance_uid=highdicom.UID(), series_number=SEG_SERIES_NUMBER,
-        sop_instance_uid=highdicom.UID(), instance_number=1, manufacturer=MANUFACTURER,
-        manufacturer_model_name=str(record.get("trainer")), software_versions=str(record.get("pu_nnunet")),
-        device_serial_number="0", series_description=f"pu-nnunet {record.get('trainer')}"[:64],
-        omit_empty_frames=False)
+    try:
+        seg = highdicom.seg.Segmentation(
+            source_images=sources, pixel_array=numbering[labels], segmentation_type="BINARY",
+            segment_descriptions=descriptions, series_instance_uid=highdicom.UID(), series_number=SEG_SERIES_NUMBER,
+            sop_instance_uid=highdicom.UID(), instance_number=1, manufacturer=MANUFACTURER,
+            manufacturer_model_name=str(record.get("trainer")), software_versions=str(record.get("pu_nnunet")),
+            device_serial_number="0", series_description=f"pu-nnunet {record.get('trainer')}"[:64],
+            omit_empty_frames=False)
+    except (ValueError, TypeError, AttributeError) as error:  # highdicom's checks of the source headers
+        raise PredictionError(f"{case.source}: cannot write a DICOM SEG of this series: {error}") from None
     with atomic_write_path(output) as temporary:
         seg.save_as(temporary)
     return output
