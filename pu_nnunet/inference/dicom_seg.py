@@ -37,11 +37,15 @@ def seg_output_name(case: InputCase) -> str:
     return case.case_id + SEG_ENDING
 
 
-def check_output_format(output_format: str, cases: list[InputCase]) -> None:
-    """dicom-seg needs DICOM input (a SEG references its source images) and highdicom installed."""
+def check_output_format(output_format: str, cases: list[InputCase], nifti: bool = True) -> None:
+    """dicom-seg needs DICOM input (a SEG references its source images) and highdicom installed;
+    leaving out the NIfTI (``nifti`` False) needs dicom-seg."""
     if output_format not in OUTPUT_FORMATS:
         raise PredictionError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}, got {output_format!r}")
     if output_format != "dicom-seg":
+        if not nifti:
+            raise PredictionError("--no-nifti leaves out the NIfTI segmentation, which is the only output without "
+                                  "--output-format dicom-seg; add that or leave out --no-nifti")
         return
     not_dicom = [case for case in cases if not case.is_dicom]
     if not_dicom:

@@ -52,3 +52,10 @@ def test_emptied_uids_are_filled_and_said(real_ct):
         # the same on every run, so that two runs' SEGs refer to one series
         assert source.SeriesInstanceUID == generate_uid(entropy_srcs=[frame_of_reference, "SeriesInstanceUID"])
     assert len({s.SOPInstanceUID for s in sources}) == len(files) == 20
+
+
+def test_no_nifti_needs_dicom_seg(tmp_path, model_stub, capsys, volume_writer, dicom_writer):
+    series = dicom_writer(sitk.ReadImage(str(volume_writer(tmp_path / "v.nii.gz"))), tmp_path / "patient")
+    code, err = predict_cli(capsys, "-i", series, "-o", tmp_path / "out", "-m", model_stub, "--no-nifti")
+    assert code == 1 and err == ("pu-nnunet predict: error: --no-nifti leaves out the NIfTI segmentation, which is the "
+                                 "only output without --output-format dicom-seg; add that or leave out --no-nifti\n")

@@ -111,3 +111,16 @@ def test_the_dicom_seg_holds_the_nifti_voxels_and_references_the_series(real_ct,
     assert algorithm.AlgorithmName == record["trainer"] == "nnUNetTrainerPURe_tiny"
     assert algorithm.AlgorithmVersion == pu_nnunet.__version__
     assert f"checkpoint_sha256_fold_0={record['checkpoint_sha256']['0']}" in algorithm.AlgorithmParameters
+
+
+def test_no_nifti_writes_the_same_seg_alone(real_ct, series_prediction, coarse_model, tmp_path, capsys):
+    out = tmp_path / "seg_only"
+    assert predict(real_ct / "dicom_series", out, coarse_model, "--output-format", "dicom-seg", "--no-nifti") == 0
+    assert not list(out.glob("*.nii.gz")) and (out / "dicom_series_seg.dcm").is_file()
+    alone, beside = (pydicom.dcmread(folder / "dicom_series_seg.dcm") for folder in (out, series_prediction))
+    assert np.array_equal(alone.pixel_array, beside.pixel_array)
+    # --continue: the SEG is the case's output, so the case is done
+    capsys.readouterr()
+    assert predict(real_ct / "dicom_series", out, coarse_model, "--output-format", "dicom-seg", "--no-nifti",
+                   "--continue") == 0
+    assert "wrote 0 segmentation(s)" in capsys.readouterr().out and not list(out.glob("*.nii.gz"))
