@@ -8,6 +8,8 @@ silently wrong result.
   holds what its format allows. SimpleITK reads a ``.nii.gz`` cut short without complaint and
   fills the missing voxels with zeros, reads NaN voxels as 0 and a zero voxel size as 1;
   nnU-Net's readers (and so evaluation and prediction) would score or segment that.
+- :func:`dicom_file_problem`: whether a DICOM file holds all of its pixel data, in any transfer
+  syntax (native, deflated, or encapsulated JPEG / JPEG-LS / JPEG 2000 / RLE).
 - :func:`atomic_write_path`: a temporary name beside a file, renamed into place when complete.
 
 Each part passes its own error class (``DatasetError``, ``EvaluationError``, ``PredictionError``).
@@ -19,6 +21,7 @@ import gzip
 import json
 import os
 import struct
+import warnings
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -45,6 +48,11 @@ GEOMETRY_FORMS_TOLERANCE_MM = 1e-2
 # the sform's axes may be this far from perpendicular (cosine of their angle): float32 storage
 # of a rotated grid gives ~1e-7, a sheared one (which no scanner grid is) much more
 SHEAR_COSINE_TOLERANCE = 1e-4
+# DICOM encapsulated pixel data (PS3.5 A.4): items, each a 4-byte tag (FFFE,E000) and a 4-byte
+# little-endian length, then that many bytes; pydicom hands the items without the sequence delimiter
+DICOM_ITEM_TAG = b"\xfe\xff\x00\xe0"
+DICOM_ITEM_HEADER_BYTES = 8
+BITS_PER_BYTE = 8
 # marker of temporary files and folders this package writes and renames into place, and of the
 # old version moved aside while a new one replaces it; both are followed by PID-TOKEN
 PARTIAL_MARKER = ".partial-"
@@ -274,8 +282,9 @@ def damaged_file_problem(path: str | Path) -> str | None:
 
     ``.nii.gz``: the gzip stream must end with its end marker and checksum, and hold as many
     bytes as the header promises; ``.nii``: the file size must; both: finite positive voxel
-    sizes, no NaN/Inf voxels, an unsheared sform that agrees with the qform; ``.png``: must decode; other ``.gz``: the stream must be
-    complete. Other formats are left to their readers.
+    sizes, no NaN/Inf voxels, an unsheared sform that agrees with the qform; ``.png``: must decode;
+    ``.dcm``: :func:`dicom_file_problem`; other ``.gz``: the stream must be complete. Other formats
+    are left to their readers.
     """
     path = Path(path)
     name = path.name.lower()
@@ -298,12 +307,69 @@ def damaged_file_problem(path: str | Path) -> str | None:
             size = path.stat().st_size
         elif name.endswith(".png"):
             return _png_problem(path)
+        elif name.endswith(".dcm"):
+            return dicom_file_problem(path)
         else:
             return None
         if name.endswith(NIFTI_ENDINGS):
             return _nifti_problem(path, size)
     except FileNotFoundError:
         return "file not found"
+    return None
+
+
+def _encapsulated_problem(pixel_data: bytes, frames: int) -> str | None:
+    """Every item of encapsulated pixel data must be whole, and there must be an item (after the
+    basic offset table, the first) per frame at least."""
+    offset, items = 0, 0
+    while offset < len(pixel_data):
+        header = pixel_data[offset: offset + DICOM_ITEM_HEADER_BYTES]
+        if len(header) < DICOM_ITEM_HEADER_BYTES or header[:4] != DICOM_ITEM_TAG:
+            return f"damaged encapsulated pixel data: no item header at byte {offset} of the pixel data"
+        length = struct.unpack("<I", header[4:])[0]
+        offset += DICOM_ITEM_HEADER_BYTES + length
+        if offset > len(pixel_data):
+            return (f"truncated: a compressed pixel data item of {length} bytes ends {offset - len(pixel_data)} bytes "
+                    "past the pixel data (file cut short?)")
+        items += 1
+    if items - 1 < frames:
+        return f"truncated: {max(items - 1, 0)} compressed fragment(s) for {frames} frame(s) of pixel data"
+    return None
+
+
+def dicom_file_problem(path: str | Path) -> str | None:
+    """What is wrong with a DICOM image file whose pixel data is incomplete, or None when it is
+    whole. The file size says nothing once the pixels are compressed (a JPEG 2000 CT slice holds a
+    third of its raw bytes), so the data itself is checked: native pixel data must hold
+    rows x columns x samples x frames x bits allocated; a deflated data set must inflate to its
+    end; encapsulated (JPEG, JPEG-LS, JPEG 2000, RLE) pixel data must end with its sequence
+    delimiter, every item whole, at least one fragment per frame. Whether the compressed bytes
+    decode is left to the reader (GDCM)."""
+    import pydicom
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            # pydicom warns and drops the pixel data when its delimiter is missing: said below
+            warnings.simplefilter("ignore")
+            # force: GDCM also reads files without the part 10 header (no preamble, no file meta)
+            dataset = pydicom.dcmread(path, force=True)
+    except FileNotFoundError:
+        return "file not found"
+    except zlib.error as failure:
+        return f"truncated or corrupt deflated DICOM data ({failure})"
+    except Exception as failure:  # pydicom raises many types for broken files
+        return f"not a readable DICOM file ({type(failure).__name__}: {failure})"
+    if "PixelData" not in dataset:
+        return "no complete pixel data: the file ends before its pixel data does (cut short?), or holds no image"
+    frames = int(dataset.get("NumberOfFrames") or 1)
+    syntax = getattr(dataset, "file_meta", {}).get("TransferSyntaxUID")
+    if syntax is not None and syntax.is_encapsulated:
+        return _encapsulated_problem(dataset.PixelData, frames)
+    values = int(dataset.get("Rows", 0)) * int(dataset.get("Columns", 0)) * int(dataset.get("SamplesPerPixel", 1))
+    expected = -(-values * frames * int(dataset.get("BitsAllocated", 0)) // BITS_PER_BYTE)  # whole bytes
+    if len(dataset.PixelData) < expected:
+        return f"truncated: {len(dataset.PixelData)} bytes of pixel data where its header promises {expected}"
     return None
 
 

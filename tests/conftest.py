@@ -63,6 +63,32 @@ def resenc_plans() -> dict:
                                 {"n_blocks_per_stage": [1, 3, 4, 6, 6]}, "nnUNetResEncUNetMPlans"))
 
 
+# real scans of one patient (TotalSegmentator's test files, Apache-2.0: see their NOTICE.md): CI
+# puts a read-only shared/ beside the checkout; a git worktree finds it beside its main checkout
+REAL_CT_PATH = Path("shared") / "data" / "real-ct"
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def _real_ct_candidates() -> list[Path]:
+    roots = [REPOSITORY.parent, REPOSITORY]
+    common = subprocess.run(["git", "-C", str(REPOSITORY), "rev-parse", "--path-format=absolute",
+                             "--git-common-dir"], capture_output=True, text=True)
+    if common.returncode == 0 and common.stdout.strip():
+        roots.append(Path(common.stdout.strip()).parent.parent)  # MAIN/.git -> beside MAIN
+    return [root / REAL_CT_PATH for root in roots]
+
+
+@pytest.fixture(scope="session")
+def real_ct() -> Path:
+    """The folder of real scans (``../shared/data/real-ct``); the test is skipped, saying where it
+    looked, when the files are absent."""
+    candidates = _real_ct_candidates()
+    for folder in candidates:
+        if (folder / "NOTICE.md").is_file():
+            return folder
+    pytest.skip(f"real scans not found (looked in {', '.join(map(str, candidates))})")
+
+
 # the tiny trained model: one nnU-Net pipeline run shared by the tests that need a trained model
 TINY_DATASET_ID = 990
 TINY_TRAINER = "nnUNetTrainerPURe_tiny"

@@ -219,6 +219,71 @@ def _geometry(properties: dict) -> dict[str, np.ndarray]:
     return geometry
 
 
+def _geometry_difference(ref_props: dict, pred_props: dict, ref_shape, pred_shape) -> str | None:
+    """How the prediction's voxel grid differs from the reference's, or None when they agree."""
+    if pred_shape != ref_shape:
+        return f"prediction shape {pred_shape} != reference shape {ref_shape}"
+    ref_geometry, pred_geometry = _geometry(ref_props), _geometry(pred_props)
+    for name, expected in ref_geometry.items():
+        found = pred_geometry.get(name)
+        if found is not None and (found.shape != expected.shape or
+                                  not np.allclose(found, expected, rtol=GEOMETRY_RTOL, atol=GEOMETRY_ATOL)):
+            return f"prediction {name} {found.tolist()} != reference {name} {expected.tolist()}"
+    return None
+
+
+def _index_to_world(sitk_stuff: dict) -> np.ndarray:
+    """The 4x4 affine from a voxel index (x, y, z) to a physical point (mm), as ITK defines it."""
+    direction = np.asarray(sitk_stuff["direction"], dtype=float).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = direction * np.asarray(sitk_stuff["spacing"], dtype=float)
+    affine[:3, 3] = np.asarray(sitk_stuff["origin"], dtype=float)
+    return affine
+
+
+def align_voxel_order(labels: np.ndarray, geometry: dict | None, target_shape, target: dict | None
+                      ) -> tuple[np.ndarray, str] | None:
+    """``labels`` (z, y, x) moved onto ``target``'s voxel grid when both grids are the same points
+    in another voxel order (axes permuted or flipped, the origin at another corner), with the
+    change in words; None when they are not (a resampling would be needed, which evaluation does
+    not do) or the geometry is not ITK's (3D ``sitk_stuff`` from nnU-Net's SimpleITKIO).
+
+    Lossless: only a transpose and flips. The moved grid's geometry must then equal the target's
+    within the tolerance used for equal grids."""
+    if not geometry or not target or len(geometry.get("spacing", ())) != 3 or len(target.get("spacing", ())) != 3:
+        return None
+    # voxel index of the target -> voxel index of ``labels``: must be a signed permutation
+    index_map = np.linalg.inv(_index_to_world(geometry)) @ _index_to_world(target)
+    rotation = np.round(index_map[:3, :3])
+    if not (np.abs(rotation).sum(axis=0) == 1).all() or not (np.abs(rotation).sum(axis=1) == 1).all():
+        return None
+    source_axis = [int(np.flatnonzero(rotation[:, axis])[0]) for axis in range(3)]  # x, y, z order
+    flipped = [rotation[source_axis[axis], axis] < 0 for axis in range(3)]
+    xyz = np.transpose(labels, (2, 1, 0)).transpose(source_axis)
+    for axis in range(3):
+        if flipped[axis]:
+            xyz = np.flip(xyz, axis)
+    if tuple(xyz.shape[::-1]) != tuple(target_shape):
+        return None
+    # the geometry of the moved grid, from ``labels``' own: it must be the target's
+    source_spacing = np.asarray(geometry["spacing"], dtype=float)
+    source_direction = np.asarray(geometry["direction"], dtype=float).reshape(3, 3)
+    first_voxel = np.array([(labels.shape[2 - source_axis[a]] - 1) if flipped[a] else 0 for a in range(3)], float)
+    start = np.zeros(3)
+    start[source_axis] = first_voxel
+    moved = {"spacing": source_spacing[source_axis],
+             "direction": (source_direction[:, source_axis] * np.where(flipped, -1.0, 1.0)).reshape(-1),
+             "origin": (_index_to_world(geometry) @ np.append(start, 1.0))[:3]}
+    for name, value in moved.items():
+        if not np.allclose(value, np.asarray(target[name], dtype=float), rtol=GEOMETRY_RTOL, atol=GEOMETRY_ATOL):
+            return None
+    axis_names = "xyz"
+    steps = [f"its {axis_names[source_axis[a]]} axis is the prediction's {axis_names[a]}"
+             for a in range(3) if source_axis[a] != a]
+    steps += [f"its {axis_names[source_axis[a]]} axis reversed" for a in range(3) if flipped[a]]
+    return np.ascontiguousarray(np.transpose(xyz, (2, 1, 0))), ", ".join(steps)
+
+
 def read_case(case: str, pred_dir: Path | None, ref_dir: Path, info: DatasetInfo) -> CasePair:
     """Reads one case's pair; ``pred_dir`` None means the prediction is missing."""
     ref, ref_props = _read(info.reader_class, ref_dir / f"{case}{info.file_ending}", case, "reference", info)
@@ -226,15 +291,18 @@ def read_case(case: str, pred_dir: Path | None, ref_dir: Path, info: DatasetInfo
     if pred_dir is not None:
         pred_path = pred_dir / f"{case}{info.file_ending}"
         pred, pred_props = _read(info.reader_class, pred_path, case, "prediction", info)
-        if pred.shape != ref.shape:
-            raise EvaluationError(f"case {case}: prediction shape {pred.shape} != reference shape {ref.shape}")
-        ref_geometry, pred_geometry = _geometry(ref_props), _geometry(pred_props)
-        for name, expected in ref_geometry.items():
-            found = pred_geometry.get(name)
-            if found is not None and (found.shape != expected.shape or
-                                      not np.allclose(found, expected, rtol=GEOMETRY_RTOL, atol=GEOMETRY_ATOL)):
-                raise EvaluationError(f"case {case}: prediction {name} {found.tolist()} != reference "
-                                      f"{name} {expected.tolist()}")
+        difference = _geometry_difference(ref_props, pred_props, ref.shape, pred.shape)
+        if difference is not None:
+            aligned = align_voxel_order(ref, ref_props.get("sitk_stuff"), pred.shape, pred_props.get("sitk_stuff"))
+            if aligned is None:
+                raise EvaluationError(f"case {case}: {difference}; not the same voxel grid in another axis order "
+                                      "either (resample one onto the other's grid)")
+            ref, change = aligned
+            # the reference now lies on the prediction's voxel grid, in its axis order
+            ref_props = pred_props
+            warnings.warn(f"case {case}: the reference {ref_dir / f'{case}{info.file_ending}'} stores the "
+                          f"prediction's physical grid in another voxel order ({change}); aligned losslessly to "
+                          "the prediction's order before scoring")
     spacing = tuple(float(s) for s in ref_props["spacing"])
     # nnU-Net reads 2D files as a single slice (shape 1, X, Y)
     return CasePair(case, pred, ref, spacing, is_2d=ref.shape[0] == 1)

@@ -43,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="2d models: patches per forward pass (default: on a GPU as many as fit a memory budget; "
                              "on a CPU "
                              "the fastest of 1, 2, 4, 8, timed on the first tiles)")
+    parser.add_argument("--output-format", choices=("nifti", "dicom-seg"), default="nifti",
+                        help="nifti (default): CASE.nii.gz; dicom-seg (DICOM series input only): also CASE_seg.dcm, "
+                             "a DICOM SEG referencing the series, segments named from dataset.json, the model "
+                             "identified (pip install \"pu-nnunet[dicom]\")")
+    parser.add_argument("--no-nifti", dest="nifti", action="store_false",
+                        help="with --output-format dicom-seg: write the DICOM SEG only, no CASE.nii.gz beside it")
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--overwrite", action="store_true", help="replace segmentations already in OUTPUT_DIR")
     resume.add_argument("--continue", dest="continue_prediction", action="store_true",
@@ -63,6 +69,8 @@ def _command_line(args: argparse.Namespace) -> list[str]:
     flags = {"--disable_tta": args.disable_tta, "--overwrite": args.overwrite,
              "--continue": args.continue_prediction}
     line += [flag for flag, given in flags.items() if given]
+    line += ["--output-format", args.output_format] if args.output_format != "nifti" else []
+    line += [] if args.nifti else ["--no-nifti"]
     return line + (["--batch-size", str(args.batch_size)] if args.batch_size is not None else [])
 
 
@@ -77,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     result = predict(args.input, args.output, args.model, folds=args.folds, device=args.device, checkpoint=args.chk,
                      use_mirroring=not args.disable_tta, batch_size=args.batch_size, overwrite=args.overwrite,
                      continue_prediction=args.continue_prediction, argv=_command_line(args),
-                     precision=args.precision, tta_axes=args.tta_axes, backend=args.backend, onnx=args.onnx)
+                     precision=args.precision, tta_axes=args.tta_axes, backend=args.backend, onnx=args.onnx,
+                     output_format=args.output_format, nifti=args.nifti)
     kept = f" (kept {len(result.skipped)} complete one(s))" if result.skipped else ""
     print(f"wrote {len(result.outputs)} segmentation(s) to {args.output} in {result.loop_seconds:.1f} s{kept}")
     if result.outputs:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from pu_nnunet.inference.errors import PredictionError
 from pu_nnunet.user_errors import error_reason
-from pu_nnunet.user_files import broken_link_problem, check_no_broken_links, damaged_file_problem
+from pu_nnunet.user_files import (broken_link_problem, check_no_broken_links, damaged_file_problem,
+                                  dicom_file_problem)
 
 # longest first: "x.nii.gz" also ends with ".gz" but never with ".nii"
 NIFTI_ENDINGS = (".nii.gz", ".nii")
@@ -124,6 +125,7 @@ def _group_nifti_files(files: list[Path], num_channels: int) -> list[InputCase]:
 def _dicom_cases(folder: Path) -> list[InputCase]:
     import SimpleITK as sitk
 
+    _check_dicom_files(folder)
     # ITK warns on stderr for a folder without a series; our own message says it better
     series_ids = sorted(_quietly(sitk.ImageSeriesReader.GetGDCMSeriesIDs, str(folder)))
     if len(series_ids) == 1:
@@ -251,11 +253,24 @@ def _looks_like_dicom(path: Path) -> bool:
         return False
 
 
+def _check_dicom_files(folder: Path) -> None:
+    """Every DICOM file of the folder holds all of its pixel data (:func:`dicom_file_problem`: in
+    any transfer syntax; the file size says nothing once compressed). Checked before GDCM scans
+    the folder: GDCM leaves a cut file out of the series without a word, after seconds spent
+    searching it for the end of its pixel data."""
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        if _looks_like_dicom(path):
+            problem = dicom_file_problem(path)
+            if problem is not None:
+                raise PredictionError(f"{path}: damaged DICOM file: {problem}; repair or remove it")
+
+
 def dicom_series_files(case: InputCase) -> list[str]:
     """The slice files of the case's series, each checked: GDCM leaves a slice it cannot parse
     out of the series without a word, which would shorten the volume and change its spacing.
-    So every DICOM file of the folder must belong to a series, every slice's header must read,
-    its pixel data must be complete, and the slices must be evenly spaced."""
+    So every DICOM file of the folder must be complete (checked when the case is found, see
+    :func:`_check_dicom_files`) and belong to a series, every slice's header must read and its
+    pixels decode, and the slices must be evenly spaced."""
     import SimpleITK as sitk
 
     folder = case.source
@@ -269,14 +284,10 @@ def dicom_series_files(case: InputCase) -> list[str]:
     for name in files:
         reader = _header(Path(name))
         check_spacing(reader.GetSpacing()[:2], Path(name))
-        expected = _expected_pixel_bytes(reader)
         try:
             image = _quietly(reader.Execute)
         except RuntimeError as error:
             raise PredictionError(f"{name}: damaged DICOM slice: {error_reason(error)}") from None
-        if expected and Path(name).stat().st_size < expected:
-            raise PredictionError(f"{name}: truncated DICOM slice ({Path(name).stat().st_size} bytes for "
-                                  f"{expected} bytes of pixel data)")
         positions.append(image.GetOrigin())
     _check_even_slice_spacing(files, positions)
     return files
@@ -289,16 +300,6 @@ def _all_series_files(folder: Path) -> list[str]:
     for series in _quietly(sitk.ImageSeriesReader.GetGDCMSeriesIDs, str(folder)):
         names += _quietly(sitk.ImageSeriesReader.GetGDCMSeriesFileNames, str(folder), series)
     return names
-
-
-def _expected_pixel_bytes(reader) -> int:
-    import SimpleITK as sitk
-
-    size = 1
-    for extent in reader.GetSize():
-        size *= extent
-    bytes_per_value = sitk.GetArrayViewFromImage(sitk.Image(1, 1, reader.GetPixelID())).itemsize
-    return size * reader.GetNumberOfComponents() * bytes_per_value
 
 
 def _check_even_slice_spacing(files: list[str], positions: list[tuple[float, ...]]) -> None:

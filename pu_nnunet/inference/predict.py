@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from pu_nnunet.inference.dicom_seg import check_output_format, seg_output_name, write_dicom_seg
 from pu_nnunet.inference.errors import PredictionError
 from pu_nnunet.inference.inputs import OUTPUT_ENDING, InputCase, check_channels, find_input_cases, materialise_case
 from pu_nnunet.inference.model_folder import DEFAULT_CHECKPOINT, ModelFolder, inspect_model_folder
@@ -74,7 +75,7 @@ def _shown(value):
     return value
 
 
-def _check_model_record(output_dir: Path, record: dict, existing: list[InputCase], continue_prediction: bool) -> None:
+def _check_model_record(output_dir: Path, record: dict, existing: list[str], continue_prediction: bool) -> None:
     """The folder's segmentations must all come from one model: its model record (written with
     the first segmentation) must name this model, or the folder must hold none of its cases yet."""
     path = output_dir / MODEL_RECORD_FILE
@@ -88,7 +89,7 @@ def _check_model_record(output_dir: Path, record: dict, existing: list[InputCase
                                   "; pass --overwrite to replace them or choose another output folder")
     elif existing and continue_prediction:
         raise PredictionError(f"{output_dir}: has no {MODEL_RECORD_FILE} (written by an older pu-nnunet or another "
-                              f"tool), so --continue cannot tell which model wrote {existing[0].output_name}; pass "
+                              f"tool), so --continue cannot tell which model wrote {existing[0]}; pass "
                               "--overwrite to predict every case again or choose another output folder")
 
 
@@ -111,8 +112,15 @@ def _check_no_foreign_leftovers(output_dir: Path, cases: list[InputCase], record
                               "remove it or choose another output folder")
 
 
+def _output_names(case: InputCase, output_format: str, nifti: bool) -> list[str]:
+    """The files a case's prediction writes into the output folder."""
+    names = [case.output_name] if nifti else []
+    return names + ([seg_output_name(case)] if output_format == "dicom-seg" else [])
+
+
 def _check_outputs(output_dir: Path, cases: list[InputCase], model: ModelFolder, overwrite: bool,
-                   continue_prediction: bool, record: dict) -> list[InputCase]:
+                   continue_prediction: bool, record: dict, output_format: str = "nifti",
+                   nifti: bool = True) -> list[InputCase]:
     """Refuses, before any work: an output path that is a file, an output folder that holds the
     inputs or another command's outputs, segmentations of another model (``record``: this
     model's) and existing segmentations unless ``overwrite`` or ``continue_prediction``. Returns
@@ -130,9 +138,11 @@ def _check_outputs(output_dir: Path, cases: list[InputCase], model: ModelFolder,
                                   "output folder")
     if not output_dir.is_dir():
         return list(cases)
-    existing = [case for case in cases if (output_dir / case.output_name).exists()]
+    present = {case.case_id: [name for name in _output_names(case, output_format, nifti)
+                              if (output_dir / name).exists()] for case in cases}
+    existing = [case for case in cases if present[case.case_id]]
     if not overwrite:
-        _check_model_record(output_dir, record, existing, continue_prediction)
+        _check_model_record(output_dir, record, [present[case.case_id][0] for case in existing], continue_prediction)
     _check_no_foreign_leftovers(output_dir, cases, record)
     for name, content in _record_contents(model).items():
         path = output_dir / name
@@ -144,12 +154,14 @@ def _check_outputs(output_dir: Path, cases: list[InputCase], model: ModelFolder,
     if not continue_prediction:
         if existing:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-            raise PredictionError(f"{output_dir / existing[0].output_name} already exists{more}; pass --overwrite "
+            first = output_dir / present[existing[0].case_id][0]
+            raise PredictionError(f"{first} already exists{more}; pass --overwrite "
                                   "to replace it or --continue to keep it and predict the rest")
         return list(cases)
     # outputs are renamed into place when complete, so an existing one is complete unless written
     # by something else; a damaged one is predicted again
-    done = {case.case_id for case in existing if damaged_file_problem(output_dir / case.output_name) is None}
+    done = {case.case_id for case in existing if present[case.case_id] == _output_names(case, output_format, nifti)
+            and all(damaged_file_problem(output_dir / name) is None for name in present[case.case_id])}
     return [case for case in cases if case.case_id not in done]
 
 
@@ -243,7 +255,7 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
             continue_prediction: bool = False, log: Callable[[str], None] = print,
             argv: list[str] | None = None, precision: str = "auto",
             tta_axes: list[int] | None = None, backend: str = "torch",
-            onnx: str | Path | None = None) -> PredictionRun:
+            onnx: str | Path | None = None, output_format: str = "nifti", nifti: bool = True) -> PredictionRun:
     """Segments every case in ``input_path`` into ``output_dir/CASE.nii.gz``.
 
     Bad input (unreadable header, truncated file, damaged DICOM slice, empty folder, incomplete
@@ -256,6 +268,9 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     ``precision`` and ``tta_axes`` trade accuracy for speed (:mod:`pu_nnunet.inference.precision`).
     ``backend="onnxruntime"`` runs the network of ``onnx`` (``pu-nnunet export-onnx``'s output for
     this model folder; its folds by default) in onnxruntime (:mod:`pu_nnunet.inference.onnx_backend`).
+    ``output_format="dicom-seg"`` (DICOM input only) also writes ``CASE_seg.dcm``, a DICOM SEG of
+    the series (:mod:`pu_nnunet.inference.dicom_seg`), only that with ``nifti=False``; a case counts
+    as done when all its files are there.
     """
     if overwrite and continue_prediction:
         raise PredictionError("--overwrite and --continue exclude each other")
@@ -274,9 +289,11 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     model = inspect_model_folder(model_dir, folds, checkpoint)
     cases = find_input_cases(input_path, len(model.channel_names))
     check_channels(cases, model.channel_names)
+    check_output_format(output_format, cases, nifti)
     output_dir = Path(output_dir)
     record = model_record(model.path, model.folds, model.checkpoint)
-    to_predict = _check_outputs(output_dir, cases, model, overwrite, continue_prediction, record)
+    to_predict = _check_outputs(output_dir, cases, model, overwrite, continue_prediction, record, output_format,
+                                nifti)
     torch_device = resolve_device(device)
 
     loading_started = time.perf_counter()
@@ -303,7 +320,8 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     reader = plans_manager.image_reader_writer_class()
     preprocessor = configuration.preprocessor_class(verbose=False)
     export_json = _record_contents(model)["dataset.json"]
-    run.skipped = [output_dir / case.output_name for case in cases if case not in to_predict]
+    run.skipped = [output_dir / _output_names(case, output_format, nifti)[0] for case in cases
+                   if case not in to_predict]
     log(f"{len(to_predict)} case(s)" + (f" ({len(run.skipped)} already complete, kept)" if run.skipped else "")
         + f", model {model.path.name} (folds {', '.join(map(str, model.folds))}), "
         f"device {torch_device}" + (", onnxruntime" if backend == "onnxruntime" else "")
@@ -322,12 +340,19 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
             return torch.from_numpy(data).to(dtype=torch.float32, memory_format=torch.contiguous_format), properties
 
         def export(case: InputCase, logits, properties) -> None:
+            # without the NIfTI output, the SEG is made from one written to the scratch folder
+            segmentation = (output_dir if nifti else Path(scratch)) / case.output_name
             _export_atomically(export_prediction_from_logits, logits, properties, configuration, plans_manager,
-                               export_json, output_dir / case.output_name)
+                               export_json, segmentation)
+            if output_format == "dicom-seg":
+                write_dicom_seg(segmentation, case, export_json, record, output_dir / seg_output_name(case))
+            if not nifti:
+                segmentation.unlink()
 
         def written(index: int, case: InputCase, seconds: float) -> None:
-            run.outputs.append(output_dir / case.output_name)
-            log(f"[{index}/{len(to_predict)}] {case.source.name} -> {case.output_name} ({seconds:.1f} s)")
+            names = _output_names(case, output_format, nifti)
+            run.outputs.append(output_dir / names[0])
+            log(f"[{index}/{len(to_predict)}] {case.source.name} -> {' and '.join(names)} ({seconds:.1f} s)")
 
         # every segmentation in the folder is covered by the records, written before the first
         timings = run_pipelined(to_predict, read, lambda volume: logits_of(volume).cpu().numpy(), export,

@@ -76,6 +76,22 @@ def test_dicom_series_with_a_damaged_slice(series):
     damaged = sorted(series.iterdir())[3]
     cut(damaged)
     assert len(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(series))) == 5
+    with pytest.raises(PredictionError) as error:
+        find_input_cases(series, 1)
+    assert str(error.value) == (f"{damaged}: damaged DICOM file: no complete pixel data: the file ends before its "
+                                "pixel data does (cut short?), or holds no image; repair or remove it")
+
+
+def test_dicom_slice_that_gdcm_cannot_place_is_named(series):
+    """A slice whose pixel data is whole but which GDCM leaves out of the series (here: no
+    number of rows) is named too."""
+    import pydicom
+
+    damaged = sorted(series.iterdir())[3]
+    dataset = pydicom.dcmread(damaged)
+    del dataset.Rows
+    dataset.save_as(damaged)
+    assert len(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(series))) == 5
     case = find_input_cases(series, 1)[0]
     with pytest.raises(PredictionError) as error:
         check_channels([case], {"0": "CT"})

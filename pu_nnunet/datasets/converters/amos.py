@@ -39,6 +39,31 @@ AFFINE_TOLERANCE = 1e-3
 # (image folder, label folder or None) of each official part
 PARTS = {"training": ("imagesTr", "labelsTr"), "validation": ("imagesVa", "labelsVa"), "test": ("imagesTs", None)}
 REFERENCE = "https://amos22.grand-challenge.org/"
+# AMOS 2022's 15 organ ids (its dataset.json, spelling kept: "arota") by the TotalSegmentator
+# "total" task class that covers the same organ (TotalSegmentator's map_to_binary.py names), so a
+# TotalSegmentator segmentation becomes an AMOS-style pseudo-label; "prostate/uterus" gets the
+# prostate only, as TotalSegmentator has no uterus class
+AMOS_ID_BY_TOTALSEGMENTATOR_NAME = {
+    "spleen": 1, "kidney_right": 2, "kidney_left": 3, "gallbladder": 4, "esophagus": 5, "liver": 6,
+    "stomach": 7, "aorta": 8, "inferior_vena_cava": 9, "pancreas": 10, "adrenal_gland_right": 11,
+    "adrenal_gland_left": 12, "duodenum": 13, "urinary_bladder": 14, "prostate": 15,
+}
+AMOS_LABEL_NAMES = ("background", "spleen", "right kidney", "left kidney", "gall bladder", "esophagus", "liver",
+                    "stomach", "arota", "postcava", "pancreas", "right adrenal gland", "left adrenal gland",
+                    "duodenum", "bladder", "prostate/uterus")
+
+
+def amos_labels_from_totalsegmentator(labels: np.ndarray, names: dict[int, str]) -> np.ndarray:
+    """A TotalSegmentator label map (``names``: its id -> class name) in AMOS's ids (uint8): each
+    class of :data:`AMOS_ID_BY_TOTALSEGMENTATOR_NAME` gets its AMOS id, every other class (bones,
+    lungs, vessels AMOS does not label) becomes background."""
+    table = np.zeros(max([int(labels.max()), *names]) + 1, dtype=np.uint8)
+    missing = sorted(set(AMOS_ID_BY_TOTALSEGMENTATOR_NAME) - set(names.values()))
+    if missing:
+        raise ValueError(f"the TotalSegmentator label table lacks {', '.join(missing)}: not its 'total' task?")
+    for value, name in names.items():
+        table[value] = AMOS_ID_BY_TOTALSEGMENTATOR_NAME.get(name, 0)
+    return table[labels]
 
 
 def read_amos_labels(source: Path) -> dict[str, int]:
