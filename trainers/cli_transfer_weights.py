@@ -34,6 +34,11 @@ def _print_keys(title: str, keys: list[str]) -> None:
         print(f"  {count:5d}  {pattern}")
 
 
+def output_paths(args: argparse.Namespace) -> list:
+    """What this command writes (FILE.pth): one run at a time (pu_nnunet/cli.py locks it)."""
+    return [args.output]
+
+
 def run(args: argparse.Namespace) -> int:
     from pu_nnunet.trainers.transfer_weights import TransferError, save_pretrained_weights, transfer_checkpoint
 

@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace results already in OUT_DIR")
 
 
+def output_paths(args: argparse.Namespace) -> list:
+    """What this command writes (OUT_DIR): one run at a time (pu_nnunet/cli.py locks it)."""
+    return [args.out_dir]
+
+
 def run(args: argparse.Namespace) -> int:
     from pu_nnunet.evaluation.errors import EvaluationError
     from pu_nnunet.evaluation.evaluate import cases_of_fold, evaluate_folders

@@ -20,6 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
+def output_paths(args: argparse.Namespace) -> list:
+    """What this command writes (FILE.onnx (and FILE.fold_N.onnx, FILE.json)): one run at a time (pu_nnunet/cli.py locks it)."""
+    return [args.output]
+
+
 def run(args: argparse.Namespace) -> int:
     from pu_nnunet.inference.onnx_export import export_onnx
 

@@ -80,6 +80,11 @@ def parse_strengths(corruptions: list[str], overrides: list[str],
     return strengths
 
 
+def output_paths(args: argparse.Namespace) -> list:
+    """What this command writes (OUT_DIR): one run at a time (pu_nnunet/cli.py locks it)."""
+    return [args.output]
+
+
 def run(args: argparse.Namespace) -> int:
     from pu_nnunet.inference.model_folder import inspect_model_folder
     from pu_nnunet.provenance import RUN_RECORD_FILE, model_record, run_record, short_form

@@ -20,6 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace FILE.zip when it exists")
 
 
+def output_paths(args: argparse.Namespace) -> list:
+    """What this command writes (FILE.zip): one run at a time (pu_nnunet/cli.py locks it)."""
+    return [args.output]
+
+
 def run(args: argparse.Namespace) -> int:
     from pu_nnunet.sharing.export_model import ExportRequest, export_model
 
