@@ -11,8 +11,9 @@ errors like the others without code of its own: user and OS errors as one line o
 the command line) shows the traceback.
 
 A subcommand that writes output folders or files also exposes ``output_paths(args) -> list`` (its
-outputs); the dispatcher holds the lock of each (pu_nnunet/output_lock.py) while the subcommand
-runs, so a second run into the same output is refused, naming the first.
+outputs; ``OUTPUTS_ARE_FILES = True`` when they are files, not folders); the dispatcher holds the
+lock of each (pu_nnunet/output_lock.py) while the subcommand runs, so a second run into the same
+output is refused, naming the first.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def build_parser(commands: dict[str, str], only: str | None = None) -> argparse.
         module = importlib.import_module(module_name)
         sp = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(sp)
-        sp.set_defaults(_run=module.run, _outputs=getattr(module, "output_paths", None))
+        sp.set_defaults(_run=module.run, _outputs=getattr(module, "output_paths", None),
+                        _output_files=getattr(module, "OUTPUTS_ARE_FILES", False))
     return parser
 
 
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run_locked(args: argparse.Namespace) -> int | None:
     from pu_nnunet.output_lock import locked_outputs
 
-    with locked_outputs(args._outputs(args) if args._outputs else []):
+    with locked_outputs(args._outputs(args) if args._outputs else [], files=args._output_files):
         return args._run(args)
 
 

@@ -72,14 +72,17 @@ class OutputLock:
     :class:`OutputBusyError` by default) naming the holder when another process holds it."""
 
     def __init__(self, lock_file: str | Path, target: str | Path, command: Optional[str] = None,
-                 error: type[UserInputError] = OutputBusyError):
+                 error: type[UserInputError] = OutputBusyError, create_folders: bool = True):
         self.lock_file, self.target = Path(lock_file), Path(target)
+        self.create_folders = create_folders
         self.command = command or shlex.join(["pu-nnunet", *sys.argv[1:]])
         self.error = error
         self.handle = None
         self._created: list[Path] = []
 
     def __enter__(self) -> "OutputLock":
+        if not self.create_folders and not self.lock_file.parent.is_dir():
+            return self  # the command refuses a missing folder itself, and writes nothing
         self._make_folders(self.lock_file.parent)
         while True:
             handle = open(self.lock_file, "a+")
@@ -104,6 +107,8 @@ class OutputLock:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.handle is None:
+            return
         try:
             self.lock_file.unlink(missing_ok=True)  # while still held: see the module docstring
         finally:
@@ -141,13 +146,15 @@ def is_locked(lock_file: str | Path) -> bool:
     return False
 
 
-def locked_outputs(targets: Iterable[str | Path], command: Optional[str] = None) -> ExitStack:
-    """Holds the lock beside each of ``targets`` (a command's output folders and files) until the
-    returned stack is closed; refuses, naming the holder, when any is held."""
+def locked_outputs(targets: Iterable[str | Path], command: Optional[str] = None, files: bool = False) -> ExitStack:
+    """Holds the lock beside each of ``targets`` (a command's output folders, or with ``files``
+    its output files) until the returned stack is closed; refuses, naming the holder, when any is
+    held. Missing parent folders of output folders are made (and removed again if left empty);
+    those of output files are not: the commands writing files refuse a missing folder."""
     stack = ExitStack()
     try:
         for target in dict.fromkeys(Path(t).resolve() for t in targets):
-            stack.enter_context(OutputLock(lock_file_beside(target), target, command))
+            stack.enter_context(OutputLock(lock_file_beside(target), target, command, create_folders=not files))
     except BaseException:
         stack.close()
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from pu_nnunet.devices import add_device_argument
 from pu_nnunet.evaluation.metrics.case_metrics import DEFAULT_MIN_SIZE
@@ -50,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from pu_nnunet.evaluation.evaluate import cases_of_fold, evaluate_folders
     from pu_nnunet.evaluation.report.markdown import number
 
+    if Path(args.pred_dir).resolve() == Path(args.ref_dir).resolve():
+        # refused, not warned: every score would be 1 by construction, a result that measures nothing
+        raise EvaluationError(f"{args.pred_dir}: PRED_DIR and REF_DIR are the same folder; every case would score "
+                              "Dice 1. Give the predictions and the references")
     if (args.split_file is None) != (args.fold is None):
         raise EvaluationError("--split-file and --fold go together")
     cases = None

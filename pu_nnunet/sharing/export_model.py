@@ -22,6 +22,7 @@ from pu_nnunet.sharing.errors import ExportError
 FOLD_FILES_NNUNET_EXPORTS = ("progress.png", "validation/summary.json")
 # results root/DatasetXXX_Name/Trainer__Plans__Configuration: the layout the zip reproduces
 DATASET_FOLDER_PREFIX = "Dataset"
+ZIP_SUFFIX = ".zip"
 _EXPORT_SCRIPT = ("import sys; from nnunetv2.model_sharing.entry_points import export_pretrained_model_entry as e; "
                   "sys.argv[0] = 'nnUNetv2_export_model_to_zip'; e()")
 
@@ -37,6 +38,10 @@ class ExportRequest:
 
 
 def _check_output(output: Path, overwrite: bool) -> None:
+    if output.suffix.lower() != ZIP_SUFFIX:
+        # nnUNetv2_install_pretrained_model_from_zip opens any name, but a .tar or .gz name over zip
+        # bytes misleads every other tool (and person) that meets the file
+        raise ExportError(f"{output}: the model is a zip file; give a name ending in {ZIP_SUFFIX}")
     if output.exists() and not overwrite:
         raise ExportError(f"{output}: already exists; pass --overwrite to replace it")
     if output.exists() and not output.is_file():
