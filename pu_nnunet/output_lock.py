@@ -29,7 +29,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterable, Optional
 
-from pu_nnunet.user_errors import UserInputError
+from pu_nnunet.user_errors import UserInputError, describe_os_error
 
 LOCK_SUFFIX = ".pu-nnunet.lock"
 # a holder that has locked but not yet written its line is read as empty; wait this long for it
@@ -85,7 +85,11 @@ class OutputLock:
             return self  # the command refuses a missing folder itself, and writes nothing
         self._make_folders(self.lock_file.parent)
         while True:
-            handle = open(self.lock_file, "a+")
+            try:
+                handle = open(self.lock_file, "a+")
+            except OSError as error:  # a read-only or full file system, a folder not writable
+                raise self.error(f"{self.target}: cannot write the lock file {self.lock_file} beside it "
+                                 f"({describe_os_error(error).rsplit(': ', 1)[-1]}); is the folder writable?") from None
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

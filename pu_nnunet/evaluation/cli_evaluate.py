@@ -50,11 +50,15 @@ def run(args: argparse.Namespace) -> int:
     from pu_nnunet.evaluation.errors import EvaluationError
     from pu_nnunet.evaluation.evaluate import cases_of_fold, evaluate_folders
     from pu_nnunet.evaluation.report.markdown import number
+    from pu_nnunet.nnunet_validation import validation_problem
 
     if Path(args.pred_dir).resolve() == Path(args.ref_dir).resolve():
         # refused, not warned: every score would be 1 by construction, a result that measures nothing
         raise EvaluationError(f"{args.pred_dir}: PRED_DIR and REF_DIR are the same folder; every case would score "
                               "Dice 1. Give the predictions and the references")
+    for folder in (args.pred_dir, args.ref_dir):  # a half-written nnU-Net validation is no result
+        if validation_problem(folder):
+            raise EvaluationError(validation_problem(folder))
     if (args.split_file is None) != (args.fold is None):
         raise EvaluationError("--split-file and --fold go together")
     cases = None

@@ -158,8 +158,9 @@ def run(args: argparse.Namespace) -> int:
     from pu_nnunet.robustness import corruptions as corruption_module
     from pu_nnunet.robustness.errors import RobustnessError
     from pu_nnunet.robustness.report import PLOT_FILE, plot_dice_vs_strength, report_markdown, summarize
-    from pu_nnunet.robustness.sweep import (INPUTS_DIR, RESULT_FILE, SETTINGS_FILE, _image_files,
-                                            check_output_folder, conditions_of, run_predictions)
+    from pu_nnunet.robustness.sweep import (INPUTS_DIR, MODELS_FILE, RESULT_FILE, SETTINGS_FILE, _image_files,
+                                            check_output_folder, check_resumed_models, conditions_of,
+                                            run_predictions)
     from pu_nnunet.user_files import atomic_write_path
 
     models = parse_models(args.model)
@@ -185,9 +186,12 @@ def run(args: argparse.Namespace) -> int:
                 "strengths": {k: list(v) for k, v in strengths.items()}, "seed": args.seed, "folds": args.folds,
                 "mirroring": not args.disable_tta, "baseline": baseline, "intensity_model": intensity.name,
                 "corruption_notes": "\n\n".join(corruption_module.__doc__.strip().split("\n\n")[1:])}
+    records = {m.label: model_record(m.folder, folders[m.label].folds, folders[m.label].checkpoint) for m in models}
     check_output_folder(out, settings, args.overwrite)
+    check_resumed_models(out, records)
     out.mkdir(parents=True, exist_ok=True)
     (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+    (out / MODELS_FILE).write_text(json.dumps(records, indent=2))
     conditions = conditions_of(strengths)
     print(f"{len(models)} model(s) x {len(conditions)} conditions x {len(_image_files(images))} cases -> {out}",
           flush=True)
@@ -197,8 +201,7 @@ def run(args: argparse.Namespace) -> int:
     plot_dice_vs_strength(summary, out / "plots" / PLOT_FILE)
     # several models: run_record's `model` holds one, so each run's record goes under "models"
     record = run_record(device=args.device, files={"meta": meta} if meta else {})
-    record["models"] = {m.label: model_record(m.folder, folders[m.label].folds, folders[m.label].checkpoint)
-                        for m in models}
+    record["models"] = records
     (out / RUN_RECORD_FILE).write_text(json.dumps(record, indent=2))
     model_lines = [f"- {label}: {r['trainer']} ({r['plans']}, {r['configuration']}), "
                    + ", ".join(f"fold {fold} sha256 {(digest or 'missing')[:12]}"

@@ -54,6 +54,7 @@ def checked_model(request: ExportRequest):
     """The model folder, checked as ``pu-nnunet predict`` checks it (each fold's checkpoint, and
     that the checkpoint is the model the folder names), plus what nnU-Net's exporter needs."""
     from pu_nnunet.inference.model_folder import check_checkpoint_identity, inspect_model_folder
+    from pu_nnunet.nnunet_validation import validation_problem
     from pu_nnunet.provenance import split_model_folder_name
 
     model = inspect_model_folder(request.model_dir, request.folds, request.checkpoint)
@@ -69,6 +70,9 @@ def checked_model(request: ExportRequest):
             if not (model.path / f"fold_{fold}" / name).is_file():
                 raise ExportError(f"{model.path / f'fold_{fold}' / name}: missing; nnU-Net's export needs it (written "
                                   "when a training ends, or by nnUNetv2_train ... --val)")
+        problem = validation_problem(model.path / f"fold_{fold}" / "validation")
+        if problem:  # its summary.json (the card's validation table) would be an earlier one, or none
+            raise ExportError(problem)
     if not (model.path / "dataset_fingerprint.json").is_file():
         raise ExportError(f"{model.path / 'dataset_fingerprint.json'}: missing; nnU-Net's export needs it "
                           "(nnUNetv2_train copies it into the model folder)")
