@@ -9,6 +9,11 @@ errors like the others without code of its own: user and OS errors as one line o
 (``pu-nnunet COMMAND: error: PATH: what is wrong``, exit 1), Ctrl-C and SIGTERM as one line
 (exit 130 / 143), argument errors through argparse (stderr, exit 2). ``--debug`` (anywhere on
 the command line) shows the traceback.
+
+A subcommand that writes output folders or files also exposes ``output_paths(args) -> list`` (its
+outputs; ``OUTPUTS_ARE_FILES = True`` when they are files, not folders); the dispatcher holds the
+lock of each (pu_nnunet/output_lock.py) while the subcommand runs, so a second run into the same
+output is refused, naming the first.
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ def build_parser(commands: dict[str, str], only: str | None = None) -> argparse.
         module = importlib.import_module(module_name)
         sp = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(sp)
-        sp.set_defaults(_run=module.run)
+        sp.set_defaults(_run=module.run, _outputs=getattr(module, "output_paths", None),
+                        _output_files=getattr(module, "OUTPUTS_ARE_FILES", False))
     return parser
 
 
@@ -82,7 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C while the subcommand's modules are imported
         print(f"pu-nnunet{' ' + chosen if chosen else ''}: interrupted (Ctrl-C)", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return run_command(args.command, lambda: args._run(args), debug=debug)
+    return run_command(args.command, lambda: _run_locked(args), debug=debug)
+
+
+def _run_locked(args: argparse.Namespace) -> int | None:
+    from pu_nnunet.output_lock import locked_outputs
+
+    with locked_outputs(args._outputs(args) if args._outputs else [], files=args._output_files):
+        return args._run(args)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 
 import argparse
 import re
+import shlex
 from collections import Counter
 from pathlib import Path
 
@@ -34,6 +35,15 @@ def _print_keys(title: str, keys: list[str]) -> None:
         print(f"  {count:5d}  {pattern}")
 
 
+# the outputs are files in an existing folder (pu_nnunet/cli.py)
+OUTPUTS_ARE_FILES = True
+
+
+def output_paths(args: argparse.Namespace) -> list:
+    """What this command writes (FILE.pth): one run at a time (pu_nnunet/cli.py locks it)."""
+    return [args.output]
+
+
 def run(args: argparse.Namespace) -> int:
     from pu_nnunet.trainers.transfer_weights import TransferError, save_pretrained_weights, transfer_checkpoint
 
@@ -55,5 +65,5 @@ def run(args: argparse.Namespace) -> int:
     if result.dropped:
         _print_keys("dropped (no place for them in the target network, or a segmentation head):", result.dropped)
     print(f"wrote {output}; train with: nnUNetv2_train DATASET {args.configuration} FOLD -tr {args.trainer} "
-          f"-p {record['plans_name']} -pretrained_weights {output}")
+          f"-p {record['plans_name']} -pretrained_weights {shlex.quote(str(output))}")
     return 0

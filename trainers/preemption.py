@@ -16,6 +16,14 @@ need up to a whole epoch plus validation inside the warning time (on a large 3D 
 minutes), longer than the usual 1-2 minute warning. The logger's entries of the unfinished epoch
 are dropped, so the restarted epoch logs as a normal one.
 
+Start-up and the final validation are covered too. Under ``nnUNetv2_train`` the handlers are set
+when the trainer is constructed (only the interpreter's and nnU-Net's imports before it keep the
+default action): a signal before training began exits with the same code, nothing saved, nothing
+changed. nnU-Net's final validation (``perform_actual_validation``, after ``run_training``) is
+marked incomplete while it runs (pu_nnunet/nnunet_validation.py); a signal ends it at once, the
+marker stays, so no reader takes the half-written folder for a finished one, and
+``nnUNetv2_train ... --val`` does it again.
+
 Every checkpoint nnU-Net writes through this trainer (latest, best, final) goes to a temporary
 file first and is renamed into place: a second signal, or SIGKILL, while writing leaves the
 previous file intact. Under DDP every rank agrees at each iteration whether any rank was
@@ -44,6 +52,11 @@ STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 WORKER_JOIN_S = 5
 # the epoch-end checkpoint nnU-Net resumes from (nnUNetv2_train --c loads it first after _final)
 LATEST_CHECKPOINT = "checkpoint_latest.pth"
+
+
+def started_by_nnunet_train() -> bool:
+    """Whether this process is nnU-Net's training command (or a DDP worker it spawned)."""
+    return os.path.basename(sys.argv[0] if sys.argv else "").startswith(("nnUNetv2_train", "run_training"))
 
 
 class TrainingStopped(BaseException):
@@ -77,6 +90,20 @@ class SaveOnSignal:
     _stop_signal: Optional[int] = None
     _handler_owner_pid: Optional[int] = None
     _iteration_in_epoch = 0
+    _handlers_from_start = False
+    _in_final_validation = False
+
+    def __init__(self, *args, **kwargs):
+        # nnUNetv2_train: from the trainer's construction on (start-up, checkpoint loading, the
+        # final validation), not only inside run_training; a signal in start-up killed it
+        # (SIGUSR2: exit 140). Elsewhere (a trainer built inside another program, a test) the
+        # handlers are set around run_training only, so that program keeps its own
+        if started_by_nnunet_train() and threading.current_thread() is threading.main_thread():
+            self._handler_owner_pid = os.getpid()
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, self._on_stop_signal)
+            self._handlers_from_start = True
+        super().__init__(*args, **kwargs)
 
     # --- the signal handler: only records the signal (safe at any point, also while saving) ---
     def _on_stop_signal(self, signum, frame) -> None:
@@ -93,6 +120,10 @@ class SaveOnSignal:
             self._stop_signal = signum
         elif signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if self._in_final_validation:
+            # nnU-Net's validation loop has no hook per case; what it wrote is marked incomplete
+            self._in_final_validation = False
+            raise TrainingStopped("the final validation")
 
     @contextmanager
     def _stop_signals_handled(self):
@@ -100,7 +131,10 @@ class SaveOnSignal:
             yield  # signal handlers can only be set from the main thread
             return
         self._handler_owner_pid = os.getpid()
-        previous = {signum: signal.signal(signum, self._on_stop_signal) for signum in STOP_SIGNALS}
+        if self._handlers_from_start:
+            previous = {}  # set at construction, kept until the process ends
+        else:
+            previous = {signum: signal.signal(signum, self._on_stop_signal) for signum in STOP_SIGNALS}
         try:
             yield
         except SystemExit:
@@ -149,6 +183,9 @@ class SaveOnSignal:
 
     def run_training(self):
         with self._stop_signals_handled():
+            if self._stop_requested():  # during start-up: nothing trained in this process, nothing to save
+                self._exit_stopped("before training began (start-up or checkpoint loading); nothing to save, "
+                                   "the checkpoints on disk are as they were; run the same command again")
             try:
                 super().run_training()
             except TrainingStopped as stopped:
@@ -158,6 +195,40 @@ class SaveOnSignal:
                 # collection over torch's objects (about 10 s of a loaded 2-core machine)
                 gc.freeze()
                 sys.exit(EXIT_SAVED_ON_SIGNAL)
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """nnU-Net's final validation, marked incomplete until its summary.json is written
+        (pu_nnunet/nnunet_validation.py); a stop signal ends it at once with the exit code of a
+        stop, and ``nnUNetv2_train ... --val`` (or ``--c``) does it again."""
+        from batchgenerators.utilities.file_and_folder_operations import join
+
+        from pu_nnunet.nnunet_validation import mark_complete, mark_incomplete
+
+        folder = join(self.output_folder, "validation")
+        writer = getattr(self, "local_rank", 0) == 0
+        with self._stop_signals_handled():
+            if writer:
+                mark_incomplete(folder, "written by nnU-Net's final validation; removed once summary.json is written")
+            try:
+                if self._stop_requested():
+                    raise TrainingStopped("before the final validation")
+                self._in_final_validation = True
+                super().perform_actual_validation(save_probabilities)
+            except TrainingStopped as stopped:
+                self._in_final_validation = False
+                self._stop_data_workers()
+                self._exit_stopped(f"in {stopped}; checkpoint_final.pth is whole, {folder} is incomplete (marked); "
+                                   "finish it with nnUNetv2_train ... --val")
+            finally:
+                self._in_final_validation = False
+            if writer:
+                mark_complete(folder)
+
+    def _exit_stopped(self, what: str) -> None:
+        name = signal.Signals(self._stop_signal).name if self._stop_signal else "a signal on another rank"
+        self.print_to_log_file(f"{name}: stopped {what}; exit code {EXIT_SAVED_ON_SIGNAL}", also_print_to_console=True)
+        gc.freeze()  # as after a save: spare the exit the final garbage collection
+        sys.exit(EXIT_SAVED_ON_SIGNAL)
 
     def _stop_data_workers(self) -> None:
         """Ends nnU-Net's data-augmentation worker processes (they ignore the stop signals while

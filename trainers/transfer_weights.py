@@ -75,6 +75,12 @@ def read_checkpoint(path: str | Path) -> dict:
             not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise TransferError(f"{path}: not an nnU-Net checkpoint (no '{NETWORK_WEIGHTS_KEY}' tensors); pass a "
                             "fold's checkpoint_final.pth or checkpoint_best.pth")
+    broken = [key for key, value in weights.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        # a diverged training's weights: copied, they would start the new training from NaN
+        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        raise TransferError(f"{path}: tensor {broken[0]}{more} holds NaN or infinite values (a diverged training?); "
+                            "transfer from a checkpoint of a training that converged")
     return checkpoint
 
 
@@ -216,5 +222,9 @@ def save_pretrained_weights(result: Transfer, record: dict, path: Path) -> None:
     from pu_nnunet.user_errors import naming_the_path
     from pu_nnunet.user_files import atomic_write_path
 
+    # serialised in memory, written with Python's file I/O: a full or read-only disk is then an
+    # OSError naming the file (torch.save's own writer raises a bare RuntimeError)
+    buffer = io.BytesIO()
+    torch.save({NETWORK_WEIGHTS_KEY: result.weights, TRANSFER_RECORD_KEY: record}, buffer)
     with atomic_write_path(path) as temporary, naming_the_path(path):
-        torch.save({NETWORK_WEIGHTS_KEY: result.weights, TRANSFER_RECORD_KEY: record}, temporary)
+        temporary.write_bytes(buffer.getbuffer())

@@ -86,6 +86,15 @@ def _convert(args: argparse.Namespace):
     return convert_busi(**common, seed=args.seed, test_fraction=args.test_fraction)
 
 
+def output_paths(args: argparse.Namespace) -> list:
+    """The dataset folder a conversion writes: one run at a time (pu_nnunet/cli.py locks it)."""
+    from pu_nnunet.datasets.shared.raw_folder import dataset_folder_name, raw_root_from_environment
+
+    if args.dataset == "install-splits":
+        return []  # one file copied by an atomic rename
+    return [raw_root_from_environment() / dataset_folder_name(args.dataset_id, args.name)]
+
+
 def run(args: argparse.Namespace) -> int:
     if args.dataset == "install-splits":
         from pu_nnunet.datasets.shared.splits import install_splits

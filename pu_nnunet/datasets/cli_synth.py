@@ -48,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common(us, ULTRASOUND_DEFAULTS, "H W")
 
 
+def output_paths(args: argparse.Namespace) -> list:
+    """The dataset folder this run writes: one run at a time (pu_nnunet/cli.py locks it)."""
+    from pu_nnunet.datasets.shared.raw_folder import dataset_folder_name, raw_root_from_environment
+
+    return [raw_root_from_environment() / dataset_folder_name(args.dataset_id, args.name)]
+
+
 def run(args: argparse.Namespace) -> int:
     from pu_nnunet.datasets.shared.raw_folder import raw_root_from_environment
 

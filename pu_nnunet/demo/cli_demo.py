@@ -21,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_argument(parser, "where nnU-Net trains and predicts", allow_index=False)
 
 
+def output_paths(args: argparse.Namespace) -> list:
+    """What this command writes (the work folder): one run at a time (pu_nnunet/cli.py locks it)."""
+    return [args.workdir]
+
+
 def run(args: argparse.Namespace) -> int:
     import os
     import sys

@@ -21,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace results already in OUT_DIR")
 
 
+def output_paths(args: argparse.Namespace) -> list:
+    """What this command writes (OUT_DIR): one run at a time (pu_nnunet/cli.py locks it)."""
+    return [args.out_dir]
+
+
 def run(args: argparse.Namespace) -> int:
     from pu_nnunet.evaluation.compare import compare_evaluations
     from pu_nnunet.evaluation.report.markdown import number, p_value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from pu_nnunet.devices import add_device_argument
 from pu_nnunet.evaluation import operating_points
@@ -56,12 +57,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     operating_points.add_arguments(parser)
 
 
+def output_paths(args: argparse.Namespace) -> list:
+    """What this command writes (OUT_DIR): one run at a time (pu_nnunet/cli.py locks it)."""
+    return [args.out_dir]
+
+
 def run(args: argparse.Namespace) -> int:
     from pu_nnunet.evaluation.errors import EvaluationError
     from pu_nnunet.evaluation.evaluate import cases_of_fold, evaluate_folders
     from pu_nnunet.evaluation.metrics.boundary import parse_tolerances
     from pu_nnunet.evaluation.report.markdown import number
+    from pu_nnunet.nnunet_validation import validation_problem
 
+    if Path(args.pred_dir).resolve() == Path(args.ref_dir).resolve():
+        # refused, not warned: every score would be 1 by construction, a result that measures nothing
+        raise EvaluationError(f"{args.pred_dir}: PRED_DIR and REF_DIR are the same folder; every case would score "
+                              "Dice 1. Give the predictions and the references")
+    for folder in (args.pred_dir, args.ref_dir):  # a half-written nnU-Net validation is no result
+        if validation_problem(folder):
+            raise EvaluationError(validation_problem(folder))
     if (args.split_file is None) != (args.fold is None):
         raise EvaluationError("--split-file and --fold go together")
     cases = None

@@ -20,6 +20,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
+# the outputs are files in an existing folder (pu_nnunet/cli.py)
+OUTPUTS_ARE_FILES = True
+
+
+def output_paths(args: argparse.Namespace) -> list:
+    """What this command writes (FILE.onnx (and FILE.fold_N.onnx, FILE.json)): one run at a time (pu_nnunet/cli.py locks it)."""
+    return [args.output]
+
+
 def run(args: argparse.Namespace) -> int:
     from pu_nnunet.inference.onnx_export import export_onnx
 

@@ -74,6 +74,11 @@ def _command_line(args: argparse.Namespace) -> list[str]:
     return line + (["--batch-size", str(args.batch_size)] if args.batch_size is not None else [])
 
 
+def output_paths(args: argparse.Namespace) -> list:
+    """What this command writes (OUTPUT_DIR): one run at a time (pu_nnunet/cli.py locks it)."""
+    return [args.output]
+
+
 def run(args: argparse.Namespace) -> int:
     from pu_nnunet.inference.errors import PredictionError
     from pu_nnunet.inference.predict import predict

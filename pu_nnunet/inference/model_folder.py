@@ -95,6 +95,10 @@ def inspect_model_folder(model_dir: str | Path, folds: list[int | str] | None = 
                                   f"fold_N/{checkpoint}); has training finished?")
     else:
         chosen = tuple(_parse_fold(fold) for fold in folds)
+        if len(set(chosen)) < len(chosen):
+            # an ensemble (or an export) would hold that fold twice, weighting it double
+            twice = sorted({str(f) for f in chosen if chosen.count(f) > 1})
+            raise PredictionError(f"-f {' '.join(map(str, folds))}: fold {', '.join(twice)} is given twice")
     model = ModelFolder(path, dataset_json, plans, chosen, checkpoint)
     for fold in chosen:
         if not model.checkpoint_path(fold).is_file():

@@ -29,6 +29,7 @@ EXPORT_FORMAT = "pu-nnunet onnx export 1"
 FOLD_KEY = "onnxruntime fold"
 # ``model.fold_3.onnx``: one fold of a multi-fold export
 FOLD_FILE = re.compile(r"^(?P<stem>.+)\.fold_[^.]+$")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def metadata_path(onnx: str | Path) -> Path:
@@ -60,10 +61,28 @@ def read_export_metadata(onnx: str | Path) -> tuple[Path, dict]:
             or not isinstance(metadata.get("model"), dict):
         raise PredictionError(f"{path}: not the metadata of a pu-nnunet ONNX export (format "
                               f"{metadata.get('format')!r}, expected {EXPORT_FORMAT!r})")
+    _check_export_files(path, metadata)
     if given.suffix.lower() == ".onnx" and given.name not in metadata["files"].values():
         raise PredictionError(f"{given}: not one of the files of its export {path} "
                               f"({', '.join(metadata['files'].values())}); was it renamed?")
     return path, metadata
+
+
+def _check_export_files(path: Path, metadata: dict) -> None:
+    """The export names its ONNX files beside the JSON (plain names, never ``../`` or a folder),
+    and records the SHA-256 of each: without it any graph under the name would run (exports by
+    pu-nnunet before the hashes were recorded are refused; export again)."""
+    hashes = metadata.get("sha256")
+    for fold, name in metadata["files"].items():
+        if not isinstance(name, str) or not name or name in (".", "..") or Path(name).name != name \
+                or "\\" in name:
+            raise PredictionError(f"{path}: fold {fold}'s file {name!r} is not a file name beside the JSON; export "
+                                  "the model folder again with pu-nnunet export-onnx")
+        digest = hashes.get(fold) if isinstance(hashes, dict) else None
+        if not (isinstance(digest, str) and SHA256_HEX.fullmatch(digest)):
+            raise PredictionError(f"{path}: records no SHA-256 of fold {fold}'s ONNX file {name} (an export by an "
+                                  "earlier pu-nnunet, or an edited JSON), so the graph under that name cannot be "
+                                  "checked; export the model folder again with pu-nnunet export-onnx")
 
 
 def exported_folds(onnx: str | Path) -> list[str]:
@@ -113,7 +132,7 @@ def _sessions(metadata_file: Path, metadata: dict, folds, threads: int, device: 
         path = metadata_file.with_name(metadata["files"][str(fold)])
         if not path.is_file():
             raise PredictionError(f"{path}: fold {fold}'s ONNX file, named in {metadata_file}, is missing")
-        if recorded.get(str(fold)) is not None and sha256_file(path) != recorded[str(fold)]:
+        if sha256_file(path) != recorded[str(fold)]:
             raise PredictionError(f"{path}: not the file exported with {metadata_file} (its SHA-256 differs from the "
                                   "one recorded there): export the model folder again")
         try:

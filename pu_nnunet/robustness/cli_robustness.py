@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 from pathlib import Path
 
 from pu_nnunet.devices import add_device_argument
-from pu_nnunet.robustness.corruptions import CORRUPTIONS, DEFAULT_STRENGTHS, IDENTITY_STRENGTH
+from pu_nnunet.robustness.corruptions import CORRUPTIONS, DEFAULT_STRENGTHS, seed_problem, strength_problem
+
+# a --model NAME: it names a folder under OUT_DIR/runs
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+.-]*")
 
 HELP = ("Predict held-out cases of trained models under corruptions (Poisson, Gaussian, bias field, gamma, "
         "resolution) at several strengths; Dice and false-positive rates per trainer, paired against a baseline.")
@@ -49,11 +53,70 @@ def parse_models(values: list[str]):
         name, sep, folder = value.partition("=")
         if not sep or not name or not folder:
             raise RobustnessError(f"--model {value}: expected NAME=MODEL_DIR")
+        if not MODEL_NAME.fullmatch(name):
+            # NAME becomes a folder name under OUT_DIR/runs: no separators, no "..", no hidden names
+            raise RobustnessError(f"--model {value}: NAME {name!r} must be letters, digits, '_', '-', '+' or '.', "
+                                  "starting with a letter or digit")
         runs.append(ModelRun(name, counts.get(name, 0), Path(folder)))
         counts[name] = counts.get(name, 0) + 1
     if len(set(counts.values())) > 1:
         raise RobustnessError(f"--model: every NAME needs the same number of runs to pair repeats, got {counts}")
+    _check_distinct_folders(runs)
     return runs
+
+
+def _check_distinct_folders(runs) -> None:
+    """One folder twice under one NAME would count one training as two repeats: refused. Under
+    two NAMEs it pairs a model with itself (every difference zero, a check of the sweep itself):
+    allowed, with a warning."""
+    import warnings
+
+    from pu_nnunet.robustness.errors import RobustnessError
+
+    seen = {}
+    for run in runs:
+        folder = run.folder.resolve()
+        if folder in seen and seen[folder].name == run.name:
+            raise RobustnessError(f"--model: {run.folder} is given twice as {run.name}; repeats must be separate "
+                                  "trainings")
+        if folder in seen:
+            warnings.warn(f"--model: {run.folder} is both {seen[folder].name} and {run.name}; their differences "
+                          "are zero by construction")
+        seen.setdefault(folder, run)
+
+
+def choose_baseline(names: list[str], baseline: str | None) -> str | None:
+    """The NAME the others pair with: ``--baseline``, else the one NAME containing 'baseline'; a
+    sweep of several NAMEs without one is refused (its paired section would be empty)."""
+    from pu_nnunet.robustness.errors import RobustnessError
+
+    if baseline is not None:
+        if baseline not in names:
+            raise RobustnessError(f"--baseline {baseline}: not a NAME of --model ({', '.join(names)})")
+        return baseline
+    candidates = [name for name in names if "baseline" in name.lower()]
+    if len(candidates) == 1 or len(names) == 1:
+        return candidates[0] if candidates else None
+    found = f"several NAMEs contain 'baseline' ({', '.join(candidates)})" if candidates else \
+        "no NAME contains 'baseline'"
+    raise RobustnessError(f"--baseline: {found}; pass --baseline NAME to choose the one the others pair with")
+
+
+def check_paired_folds(models, folders: dict, baseline: str | None) -> None:
+    """Paired models (repeat k of each NAME and of the baseline) must ensemble the same folds, or
+    the difference mixes the trainer with the number of folds."""
+    from pu_nnunet.robustness.errors import RobustnessError
+
+    if baseline is None:
+        return
+    reference = {m.index: m for m in models if m.name == baseline}
+    for model in models:
+        other = reference[model.index]
+        if folders[model.label].folds != folders[other.label].folds:
+            raise RobustnessError(
+                f"--model {model.name}={model.folder}: folds {list(folders[model.label].folds)}, but its pair "
+                f"{other.name}={other.folder} has folds {list(folders[other.label].folds)}; pass -f to choose the "
+                "same folds")
 
 
 def parse_strengths(corruptions: list[str], overrides: list[str],
@@ -75,9 +138,18 @@ def parse_strengths(corruptions: list[str], overrides: list[str],
             strengths[name] = tuple(float(number) for number in numbers.split(","))
         except ValueError:
             raise RobustnessError(f"{option} {value}: {numbers!r} is not a comma-separated list of numbers") from None
-        if IDENTITY_STRENGTH[name] in strengths[name]:
-            raise RobustnessError(f"{option} {value}: {IDENTITY_STRENGTH[name]:g} leaves the image clean")
+        for strength in strengths[name]:
+            problem = strength_problem(name, strength)
+            if problem:
+                raise RobustnessError(f"{option} {value}: {problem}")
+        if len(set(strengths[name])) < len(strengths[name]):
+            raise RobustnessError(f"{option} {value}: a strength is given twice")
     return strengths
+
+
+def output_paths(args: argparse.Namespace) -> list:
+    """What this command writes (OUT_DIR): one run at a time (pu_nnunet/cli.py locks it)."""
+    return [args.output]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,19 +158,17 @@ def run(args: argparse.Namespace) -> int:
     from pu_nnunet.robustness import corruptions as corruption_module
     from pu_nnunet.robustness.errors import RobustnessError
     from pu_nnunet.robustness.report import PLOT_FILE, plot_dice_vs_strength, report_markdown, summarize
-    from pu_nnunet.robustness.sweep import (INPUTS_DIR, RESULT_FILE, SETTINGS_FILE, _image_files,
-                                            check_output_folder, conditions_of, run_predictions)
+    from pu_nnunet.robustness.sweep import (INPUTS_DIR, MODELS_FILE, RESULT_FILE, SETTINGS_FILE, _image_files,
+                                            check_output_folder, check_resumed_models, conditions_of,
+                                            run_predictions)
     from pu_nnunet.user_files import atomic_write_path
 
     models = parse_models(args.model)
     names = list(dict.fromkeys(m.name for m in models))
-    baseline = args.baseline
-    if baseline is None:
-        candidates = [name for name in names if "baseline" in name.lower()]
-        baseline = candidates[0] if len(candidates) == 1 else None
-    elif baseline not in names:
-        raise RobustnessError(f"--baseline {baseline}: not a NAME of --model ({', '.join(names)})")
+    baseline = choose_baseline(names, args.baseline)
     strengths = parse_strengths(args.corruptions, args.strengths)
+    if seed_problem(args.seed):
+        raise RobustnessError(f"--seed: {seed_problem(args.seed)}")
     images, labels, out = Path(args.images), Path(args.labels), Path(args.output)
     _image_files(images)
     if not labels.is_dir():
@@ -108,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
         raise RobustnessError(f"{meta}: cases.json not found")
     meta = meta if meta.is_file() else None
     folders = {m.label: inspect_model_folder(m.folder, args.folds) for m in models}
+    check_paired_folds(models, folders, baseline)
     channel = next(iter(folders.values())).channel_names.get("0", "")
     intensity = corruption_module.intensity_model(channel)
     settings = {"models": {m.label: str(m.folder.resolve()) for m in models}, "images": str(images.resolve()),
@@ -115,9 +186,12 @@ def run(args: argparse.Namespace) -> int:
                 "strengths": {k: list(v) for k, v in strengths.items()}, "seed": args.seed, "folds": args.folds,
                 "mirroring": not args.disable_tta, "baseline": baseline, "intensity_model": intensity.name,
                 "corruption_notes": "\n\n".join(corruption_module.__doc__.strip().split("\n\n")[1:])}
+    records = {m.label: model_record(m.folder, folders[m.label].folds, folders[m.label].checkpoint) for m in models}
     check_output_folder(out, settings, args.overwrite)
+    check_resumed_models(out, records)
     out.mkdir(parents=True, exist_ok=True)
     (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+    (out / MODELS_FILE).write_text(json.dumps(records, indent=2))
     conditions = conditions_of(strengths)
     print(f"{len(models)} model(s) x {len(conditions)} conditions x {len(_image_files(images))} cases -> {out}",
           flush=True)
@@ -127,8 +201,7 @@ def run(args: argparse.Namespace) -> int:
     plot_dice_vs_strength(summary, out / "plots" / PLOT_FILE)
     # several models: run_record's `model` holds one, so each run's record goes under "models"
     record = run_record(device=args.device, files={"meta": meta} if meta else {})
-    record["models"] = {m.label: model_record(m.folder, folders[m.label].folds, folders[m.label].checkpoint)
-                        for m in models}
+    record["models"] = records
     (out / RUN_RECORD_FILE).write_text(json.dumps(record, indent=2))
     model_lines = [f"- {label}: {r['trainer']} ({r['plans']}, {r['configuration']}), "
                    + ", ".join(f"fold {fold} sha256 {(digest or 'missing')[:12]}"

@@ -23,6 +23,7 @@ the in-plane downsampling factor (linear down and up again, with Gaussian anti-a
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 from typing import Callable
@@ -51,6 +52,39 @@ DEFAULT_STRENGTHS: dict[str, tuple[float, ...]] = {
 }
 # the strength at which each corruption is the identity (the clean image)
 IDENTITY_STRENGTH = {"poisson": float("inf"), "gaussian": 0.0, "bias": 0.0, "gamma": 1.0, "resolution": 1.0}
+
+
+# the strengths each corruption takes, (lowest, highest), both included unless the identity.
+# Upper bounds: beyond them the image is pure noise or a single value, and the arithmetic leaves
+# float32 (numpy's Poisson sampler refuses rates above ~9e18; exp(bias) overflows past ~88)
+STRENGTH_RANGE = {
+    "poisson": (1e-3, 1e12),      # photons at the reference signal
+    "gaussian": (0.0, 100.0),     # sd / intensity range: 100 ranges of noise is noise only
+    "bias": (0.0, 10.0),          # sd of log(field): exp(10 * 3 sd) already spans 1e13
+    "gamma": (1e-2, 1e2),         # exponent: 0.01 and 100 map every pixel to one end
+    "resolution": (1.0, 64.0),    # in-plane downsampling factor: 64 leaves a 512 image 8 pixels
+}
+
+
+def strength_problem(corruption: str, strength) -> str | None:
+    """Why ``strength`` is not a strength of ``corruption`` (not a finite number, out of
+    :data:`STRENGTH_RANGE`, the identity), None when it is one. One rule for pu-nnunet robustness
+    and a study's sweep, checked before any work."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength):
+        return f"{corruption} {strength!r}: not a finite number"
+    if strength == IDENTITY_STRENGTH[corruption]:
+        return f"{corruption} {strength:g}: leaves the image clean"
+    low, high = STRENGTH_RANGE[corruption]
+    if not low <= strength <= high:
+        return f"{corruption} {strength:g}: out of range, {corruption} takes {low:g} to {high:g}"
+    return None
+
+
+def seed_problem(seed) -> str | None:
+    """numpy's generators take non-negative integer seeds."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        return f"seed {seed!r}: expected a non-negative integer"
+    return None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,9 @@ from pu_nnunet.robustness.errors import RobustnessError
 
 CLEAN = "clean"
 SETTINGS_FILE = "settings.json"
+# each model's record (pu_nnunet.provenance.model_record: checkpoint hashes) when the sweep began:
+# a resumed sweep reuses results only of the same weights
+MODELS_FILE = "models.json"
 RESULT_FILE = "robustness.json"
 INPUTS_DIR, RUNS_DIR, COMPARISONS_DIR = "inputs", "runs", "comparisons"
 NIFTI = ".nii.gz"
@@ -143,7 +146,7 @@ def check_output_folder(out: Path, settings: dict, overwrite: bool) -> None:
     if overwrite:
         for name in (INPUTS_DIR, RUNS_DIR, COMPARISONS_DIR, "plots"):
             shutil.rmtree(out / name, ignore_errors=True)
-        for name in (RESULT_FILE, "report.md", "provenance.json", SETTINGS_FILE):
+        for name in (RESULT_FILE, "report.md", "provenance.json", SETTINGS_FILE, MODELS_FILE):
             (out / name).unlink(missing_ok=True)
         return
     try:
@@ -155,6 +158,30 @@ def check_output_folder(out: Path, settings: dict, overwrite: bool) -> None:
                               "to replace it or choose another folder")
     if (out / RESULT_FILE).is_file():
         raise RobustnessError(f"{out / RESULT_FILE}: the sweep is finished; pass --overwrite to run it again")
+
+
+def check_resumed_models(out: Path, records: dict[str, dict]) -> None:
+    """A sweep resumed in ``out`` must run the models it began with (``records``: label -> model
+    record): results made with other weights are refused, naming the model, never mixed in."""
+    from pu_nnunet.provenance import same_model
+
+    path = out / MODELS_FILE
+    if not (out / SETTINGS_FILE).is_file():
+        return  # a new sweep
+    if not path.is_file():
+        raise RobustnessError(f"{out}: the sweep there recorded no model checkpoints ({MODELS_FILE}; begun by an "
+                              "earlier pu-nnunet), so its results cannot be checked against the models; pass "
+                              "--overwrite to run it again")
+    try:
+        earlier = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise RobustnessError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+    for label, record in records.items():
+        differing = same_model(earlier.get(label) or {}, record)
+        if differing:
+            raise RobustnessError(f"{path}: the sweep in {out} began with other weights of {label} ({', '.join(differing)} "
+                                  "differ: was the checkpoint replaced?); its results so far are of those weights: "
+                                  "pass --overwrite to run it again with these")
 
 
 def run_predictions(models: Sequence[ModelRun], images: Path, labels: Path, out: Path,

@@ -1,6 +1,7 @@
 """``pu-nnunet export-model``: a trained model folder as nnU-Net's model zip with a model card."""
 
 import argparse
+import shlex
 from pathlib import Path
 
 HELP = ("export a trained model folder as nnU-Net's model zip (installable with "
@@ -20,12 +21,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace FILE.zip when it exists")
 
 
+# the outputs are files in an existing folder (pu_nnunet/cli.py)
+OUTPUTS_ARE_FILES = True
+
+
+def output_paths(args: argparse.Namespace) -> list:
+    """What this command writes (FILE.zip): one run at a time (pu_nnunet/cli.py locks it)."""
+    return [args.output]
+
+
 def run(args: argparse.Namespace) -> int:
     from pu_nnunet.sharing.export_model import ExportRequest, export_model
 
     request = ExportRequest(model_dir=Path(args.model_dir), output=Path(args.output), folds=args.folds,
                             checkpoint=args.chk, data_license=args.data_license, overwrite=args.overwrite)
     card_name, _ = export_model(request)
-    print(f"wrote {request.output} (nnU-Net's model zip; model card {card_name})")
-    print(f"install: nnUNetv2_install_pretrained_model_from_zip {request.output}")
+    # quoted: a path with spaces or shell characters must paste into a shell as one argument
+    print(f"wrote {shlex.quote(str(request.output))} (nnU-Net's model zip; model card {card_name})")
+    print(f"install: nnUNetv2_install_pretrained_model_from_zip {shlex.quote(str(request.output))}")
     return 0

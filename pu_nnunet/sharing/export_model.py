@@ -22,6 +22,7 @@ from pu_nnunet.sharing.errors import ExportError
 FOLD_FILES_NNUNET_EXPORTS = ("progress.png", "validation/summary.json")
 # results root/DatasetXXX_Name/Trainer__Plans__Configuration: the layout the zip reproduces
 DATASET_FOLDER_PREFIX = "Dataset"
+ZIP_SUFFIX = ".zip"
 _EXPORT_SCRIPT = ("import sys; from nnunetv2.model_sharing.entry_points import export_pretrained_model_entry as e; "
                   "sys.argv[0] = 'nnUNetv2_export_model_to_zip'; e()")
 
@@ -37,6 +38,10 @@ class ExportRequest:
 
 
 def _check_output(output: Path, overwrite: bool) -> None:
+    if output.suffix.lower() != ZIP_SUFFIX:
+        # nnUNetv2_install_pretrained_model_from_zip opens any name, but a .tar or .gz name over zip
+        # bytes misleads every other tool (and person) that meets the file
+        raise ExportError(f"{output}: the model is a zip file; give a name ending in {ZIP_SUFFIX}")
     if output.exists() and not overwrite:
         raise ExportError(f"{output}: already exists; pass --overwrite to replace it")
     if output.exists() and not output.is_file():
@@ -49,6 +54,7 @@ def checked_model(request: ExportRequest):
     """The model folder, checked as ``pu-nnunet predict`` checks it (each fold's checkpoint, and
     that the checkpoint is the model the folder names), plus what nnU-Net's exporter needs."""
     from pu_nnunet.inference.model_folder import check_checkpoint_identity, inspect_model_folder
+    from pu_nnunet.nnunet_validation import validation_problem
     from pu_nnunet.provenance import split_model_folder_name
 
     model = inspect_model_folder(request.model_dir, request.folds, request.checkpoint)
@@ -64,6 +70,9 @@ def checked_model(request: ExportRequest):
             if not (model.path / f"fold_{fold}" / name).is_file():
                 raise ExportError(f"{model.path / f'fold_{fold}' / name}: missing; nnU-Net's export needs it (written "
                                   "when a training ends, or by nnUNetv2_train ... --val)")
+        problem = validation_problem(model.path / f"fold_{fold}" / "validation")
+        if problem:  # its summary.json (the card's validation table) would be an earlier one, or none
+            raise ExportError(problem)
     if not (model.path / "dataset_fingerprint.json").is_file():
         raise ExportError(f"{model.path / 'dataset_fingerprint.json'}: missing; nnU-Net's export needs it "
                           "(nnUNetv2_train copies it into the model folder)")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
 from pathlib import Path
 
 import pu_nnunet
@@ -60,6 +62,20 @@ def validation_table(summaries: dict[str, dict | None], dataset_json: dict) -> s
     return table(header, rows)
 
 
+def licence_text(data_license: str | None) -> str:
+    """The licence as the card shows it: one line as given; several lines (a licence file's text)
+    verbatim in a fenced block, so their own markdown (headings, fences, tables) cannot reshape the
+    card. The fence is longer than any run of backticks in the text."""
+    text = data_license.strip() if data_license else ""
+    if not text:
+        return NO_LICENCE
+    if "\n" not in text and "\r" not in text:
+        return text
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return "\n".join([fence + "text", *text.splitlines(), fence])
+
+
 def render_card(*, dataset: str, trainer: str, plans_name: str, configuration: str, folds: list[str],
                 checkpoint: str, plans: dict, dataset_json: dict, summaries: dict[str, dict | None],
                 provenance: dict, is_pu_trainer: bool, data_license: str | None, zip_name: str) -> str:
@@ -77,7 +93,7 @@ def render_card(*, dataset: str, trainer: str, plans_name: str, configuration: s
         "## Install and predict", "",
         "```bash",
         INSTALL_LINE + "    # pulls in nnU-Net v2 (nnunetv2) as well",
-        f"nnUNetv2_install_pretrained_model_from_zip {zip_name}",
+        f"nnUNetv2_install_pretrained_model_from_zip {shlex.quote(zip_name)}",
         EXT_TRAINER_LINE,
         f"nnUNetv2_predict -i INPUT_FOLDER -o OUTPUT_FOLDER -d {dataset} -c {configuration} -tr {trainer} "
         f"-p {plans_name} -f {folds_text} -chk {checkpoint}",
@@ -104,7 +120,7 @@ def render_card(*, dataset: str, trainer: str, plans_name: str, configuration: s
         f"## Validation (nnU-Net's fold_F/validation/summary.json, {SUMMARY_METRIC} on each fold's held-out cases)", "",
         validation_table(summaries, dataset_json), "",
         "## Data licence", "",
-        data_license.strip() if data_license and data_license.strip() else NO_LICENCE, "",
+        licence_text(data_license), "",
         "## Provenance", "",
         *short_form(provenance), "",
         "The full record (model: the SHA-256 of each fold's checkpoint; run: code, libraries, files):", "",

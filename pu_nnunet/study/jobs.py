@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from pu_nnunet.output_lock import OutputLock, is_locked
 from pu_nnunet.study.errors import StudyError
 from pu_nnunet.study.spec import Study, write_atomic_json
 
@@ -161,41 +162,14 @@ def mark_finished(study_dir: Path, job: Job, error: Optional[str] = None, **extr
     return update_state(study_dir, job, change)
 
 
-class RunLock:
-    """Holds ``STUDY_DIR/.run.lock`` while a ``study run`` works on the study (flock: released
-    by the kernel when the process dies, so a killed run never leaves a stale lock)."""
-
-    def __init__(self, study_dir: Path):
-        self.path = Path(study_dir) / LOCK_FILE
-        self.handle = None
-
-    def __enter__(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.close()
-            raise StudyError(f"another `pu-nnunet study run` is working on {self.path.parent} "
-                             f"(it holds {self.path}); wait for it or stop it first") from None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
+def run_lock(study_dir: Path) -> OutputLock:
+    """Holds ``STUDY_DIR/.run.lock`` while a ``study run`` works on the study: the one lock of
+    every pu-nnunet output (pu_nnunet/output_lock.py), inside the study folder."""
+    return OutputLock(Path(study_dir) / LOCK_FILE, study_dir, error=StudyError)
 
 
 def run_in_progress(study_dir: Path) -> bool:
-    path = Path(study_dir) / LOCK_FILE
-    if not path.exists():
-        return False
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
+    return is_locked(Path(study_dir) / LOCK_FILE)
 
 
 def job_states(study: Study) -> Iterator[tuple[Job, dict[str, Any]]]:

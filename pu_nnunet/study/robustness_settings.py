@@ -62,10 +62,8 @@ def settings_from_toml(value: Any, path: str) -> Optional[dict[str, Any]]:
 
 def check_settings(settings: Any) -> None:
     """Settings read from study.json: the fields, known corruptions, strengths each corruption takes."""
-    import numpy as np
-
-    from pu_nnunet.robustness import CORRUPTIONS, corrupt
-    from pu_nnunet.robustness.corruptions import IDENTITY_STRENGTH
+    from pu_nnunet.robustness import CORRUPTIONS
+    from pu_nnunet.robustness.corruptions import seed_problem, strength_problem
 
     if not isinstance(settings, dict) or sorted(settings) != sorted(FIELDS):
         raise StudyError(f"robustness settings need the keys {list(FIELDS)}, got {settings!r}")
@@ -79,14 +77,11 @@ def check_settings(settings: Any) -> None:
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             raise StudyError(f"robustness: the strengths of {name} must be a list of numbers, got {values!r}")
         for strength in values:
-            if strength == IDENTITY_STRENGTH[name]:
-                raise StudyError(f"robustness: {name} {strength:g} leaves the image clean")
-            try:  # the corruption's own check of its strength, on a 2x2 image
-                corrupt(np.ones((2, 2)), name, strength, 0, "check")
-            except ValueError as error:
-                raise StudyError(f"robustness: {error}") from None
-    if not isinstance(settings["seed"], int) or isinstance(settings["seed"], bool):
-        raise StudyError(f"robustness seed must be an integer, got {settings['seed']!r}")
+            problem = strength_problem(name, strength)
+            if problem:
+                raise StudyError(f"robustness: {problem}")
+    if seed_problem(settings["seed"]):
+        raise StudyError(f"robustness: {seed_problem(settings['seed'])}")
     for key in ("mirroring", "keep_inputs"):
         if not isinstance(settings[key], bool):
             raise StudyError(f"robustness {key} must be true or false, got {settings[key]!r}")

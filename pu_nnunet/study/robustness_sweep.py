@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from pu_nnunet.provenance import model_record, same_model
 from pu_nnunet.study.errors import StudyError
 from pu_nnunet.study.jobs import DONE, FAILED, RUNNING, Job, relative_to_study, run_folder, update_state
 from pu_nnunet.study.robustness_settings import measured
@@ -39,6 +40,7 @@ SWEEP_DIR, SWEEP_FILE, SWEEP_SETTINGS_FILE = "robustness", "robustness.json", "s
 SWEEP_FORMAT = "pu-nnunet-study-robustness/1"
 INTERRUPTED = "interrupted"
 NIFTI = ".nii.gz"
+CHECKPOINT = "checkpoint_final.pth"  # the checkpoint a study's jobs predict with (steps.py)
 
 
 def sweep_folder(study_dir: Path, job: Job) -> Path:
@@ -114,11 +116,14 @@ def run_sweep(study: Study, job: Job, device: str, images: Path, cases: Optional
     channel = dataset_channel(study)
     description = {**measured(settings), "intensity_model": intensity_model(channel).name,
                    "images": relative_to_study(study.study_dir, images), "cases": cases}
-    _prepare_folder(folder, description)
-    _record(study, job, state=RUNNING, error=None, started=time.time())
     model_folder = study.model_folder(job.trainer, job.repeat)
+    model = model_record(model_folder, [job.fold], CHECKPOINT)
+    # the folder's conditions are reused only when made with these weights
+    _prepare_folder(folder, {**description, "model": model})
+    _record(study, job, state=RUNNING, error=None, started=time.time())
     start = time.perf_counter()
     try:
+        check_evaluated_model(study, job, model)
         evaluations = {}
         for condition in conditions(study):
             inputs = condition_inputs(images, folder / "inputs", condition, settings["seed"], channel, cases)
@@ -138,6 +143,24 @@ def run_sweep(study: Study, job: Job, device: str, images: Path, cases: Optional
     log.info("%s: robustness sweep done (%d conditions)", job.name, len(evaluations))
     return _record(study, job, state=DONE, duration_s=round(time.perf_counter() - start, 1),
                    result=relative_to_study(study.study_dir, folder / SWEEP_FILE))
+
+
+def check_evaluated_model(study: Study, job: Job, model: dict[str, Any]) -> None:
+    """The sweep is reported beside the job's clean evaluation: both must be of the same weights
+    (a checkpoint replaced after the job finished would pair old clean results with new
+    corrupted ones)."""
+    metrics = run_folder(study.study_dir, job) / "evaluation" / "metrics.json"
+    try:
+        evaluated = (json.loads(metrics.read_text()).get("provenance") or {}).get("model")
+    except (OSError, ValueError):
+        evaluated = None
+    differing = same_model(evaluated, model) if evaluated else []
+    if differing:
+        raise StudyError(f"{metrics}: {job.name} was evaluated with other weights than "
+                         f"{study.model_folder(job.trainer, job.repeat)} holds now ({', '.join(differing)} differ: was "
+                         "the checkpoint replaced?); its sweep would be reported beside results of other weights. "
+                         f"Restore the checkpoint, or run the job again (remove {run_folder(study.study_dir, job)} "
+                         "and its state in jobs/)")
 
 
 def write_sweep_result(study: Study, job: Job, description: dict[str, Any], evaluations: dict[str, str]) -> Path:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from pu_nnunet.study.executors import DEFAULT_MAX_ATTEMPTS
-from pu_nnunet.study.jobs import DONE, FAILED, QUEUED, RUNNING, RunLock, job_states, read_state
+from pu_nnunet.study.jobs import DONE, FAILED, QUEUED, RUNNING, job_states, run_lock, read_state
 from pu_nnunet.study.robustness_sweep import dataset_channel, sweep_pending, sweep_state
 from pu_nnunet.study.spec import Study
 from pu_nnunet.study.steps import Interrupted, check_trainers, prepare_dataset
@@ -50,7 +50,7 @@ def run_study(study: Study, executor, report: bool = True) -> StudyOutcome:
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, _raise_interrupted)
     try:
-        with RunLock(study.study_dir):
+        with run_lock(study.study_dir):
             check_trainers(study)
             prepare_dataset(study)
             todo, exhausted = [], []

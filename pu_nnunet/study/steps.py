@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from pu_nnunet.nnunet_validation import validation_problem
 from pu_nnunet.provenance import MODEL_RECORD_FILE, model_record
 from pu_nnunet.study.cpu_plans import CPU_PLANS, SOURCE_PLANS, write_cpu_plans
 from pu_nnunet.study.errors import StudyError
@@ -251,18 +252,25 @@ def find_job(study: Study, job_name: str) -> Job:
 def train(study: Study, job: Job, device: str, env: dict, log_path: Path) -> Optional[float]:
     """nnUNetv2_train with --c; returns its seconds, None when the training had finished before."""
     fold_folder = study.model_folder(job.trainer, job.repeat) / f"fold_{job.fold}"
-    if (fold_folder / "checkpoint_final.pth").is_file():
+    finished = (fold_folder / "checkpoint_final.pth").is_file()
+    unvalidated = validation_problem(fold_folder / "validation") if finished else None
+    if finished and not unvalidated:
         log.info("%s: training finished before, reusing %s", job.name, fold_folder)
         return None
-    resume = (fold_folder / "checkpoint_latest.pth").is_file()
-    log.info("%s: nnUNetv2_train %s on %s", job.name, "resuming from checkpoint_latest" if resume else "starting",
-             device)
+    if unvalidated:
+        # trained, but its final validation was stopped: nnU-Net's --val does only the validation
+        # (the held-out validation mode scores it; a missing case would score Dice 0)
+        log.info("%s: %s; running nnUNetv2_train --val", job.name, unvalidated.split(": ", 1)[1].split(";")[0])
+    else:
+        resume = (fold_folder / "checkpoint_latest.pth").is_file()
+        log.info("%s: nnUNetv2_train %s on %s", job.name,
+                 "resuming from checkpoint_latest" if resume else "starting", device)
     env = dict(env)
     if device == "cpu":
         # augmentation in the training process: worker processes only compete for the cores
         env["nnUNet_n_proc_DA"] = "0"
     command = ["nnUNetv2_train", str(study.dataset_id), study.configuration, str(job.fold), "-tr", job.trainer,
-               "-p", study.plans, "-device", device, "--c"]
+               "-p", study.plans, "-device", device, "--val" if unvalidated else "--c"]
     trainer = trainer_class(job.trainer)
     epochs = getattr(trainer, "schedule_num_epochs", None) if trainer is not None else None
     start = time.perf_counter()

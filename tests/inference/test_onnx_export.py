@@ -236,9 +236,13 @@ def test_onnxruntime_backend_refuses_a_wrong_export_or_option(tiny_trained_model
     (broken / "pure.json").write_text(json.dumps(metadata))
     (broken / "pure.onnx").write_bytes(onnx_file.read_bytes()[:1000])  # truncated copy
     refused("--backend", "onnxruntime", "--onnx", str(broken / "pure.onnx"), message="not the file exported")
-    del metadata["sha256"]  # an export without hashes: onnxruntime itself finds the damage
+    del metadata["sha256"]  # an export without hashes (the earlier format): no graph it cannot check runs
     (broken / "pure.json").write_text(json.dumps(metadata))
-    refused("--backend", "onnxruntime", "--onnx", str(broken / "pure.onnx"), message="onnxruntime cannot load it")
+    refused("--backend", "onnxruntime", "--onnx", str(broken / "pure.onnx"), message="records no SHA-256 of fold 0")
+    metadata["sha256"] = {"0": "0" * 64}
+    metadata["files"] = {"0": "../pure.onnx"}  # a path out of the export's folder
+    (broken / "pure.json").write_text(json.dumps(metadata))
+    refused("--backend", "onnxruntime", "--onnx", str(broken / "pure.json"), message="is not a file name beside")
     swapped = tmp_path / "swapped"  # another model's network under this export's JSON
     swapped.mkdir()
     (swapped / "pure.json").write_text(onnx_file.with_suffix(".json").read_text())

@@ -60,9 +60,15 @@ def test_the_sweep_is_stored_added_without_reconfigure_and_changed_only_with_it(
 
 @pytest.mark.parametrize("argv, message", [
     (["--robustness-seed", "1"], "--robustness-seed needs --robustness"),
-    (["--robustness", "--robustness-strengths", "gaussian=-1"], "the standard deviation must be >= 0, got -1.0"),
+    (["--robustness", "--robustness-strengths", "gaussian=-1"], "gaussian -1: out of range, gaussian takes 0 to 100"),
+    # issue 30: NaN was stored in study.json, oversized values and negative seeds met numpy in the sweep
+    (["--robustness", "--robustness-strengths", "gaussian=nan"], "gaussian=nan: gaussian nan: not a finite number"),
+    (["--robustness", "--robustness-strengths", "poisson=inf"], "poisson inf: not a finite number"),
+    (["--robustness", "--robustness-strengths", "resolution=1e9"], "resolution 1e+09: out of range"),
+    (["--robustness", "--robustness-strengths", "gamma=0.5,0.5"], "a strength is given twice"),
+    (["--robustness", "--robustness-seed", "-1"], "seed -1: expected a non-negative integer"),
     (["--robustness", "--robustness-corruptions", "gamma", "--robustness-strengths", "gamma=1"],
-     "--robustness-strengths gamma=1: 1 leaves the image clean"),
+     "--robustness-strengths gamma=1: gamma 1: leaves the image clean"),
     (["--robustness", "--robustness-corruptions", "gamma", "--robustness-strengths", "poisson=10"],
      "--robustness-strengths poisson=10: expected CORRUPTION=S1,S2,... with CORRUPTION one of gamma"),
     (["--robustness", "--robustness-strengths", "bias=x"], "'x' is not a comma-separated list of numbers"),

@@ -74,3 +74,29 @@ def test_a_png_dataset_is_refused_with_the_file_named(done_study):
     (raw / "dataset.json").write_text(json.dumps({"file_ending": ".png", "channel_names": {"0": "R"}}))
     with pytest.raises(StudyError, match=r"--robustness: .*dataset.json has file_ending '.png'; the sweep reads NIfTI"):
         dataset_channel(study)
+
+
+def test_a_sweep_after_the_checkpoint_was_replaced_is_refused_naming_it(done_study, monkeypatch):
+    """Issue 30, class 4: the sweep is reported beside the job's clean evaluation, so both must be
+    of one model's weights (on main the sweep ran with the new weights beside the old results)."""
+    from pu_nnunet.provenance import model_record
+    from pu_nnunet.study.jobs import run_folder
+
+    study, raw = done_study
+    model = study.model_folder(JOB.trainer, JOB.repeat)
+    (model / "fold_0").mkdir(parents=True)
+    (model / "fold_0" / "checkpoint_final.pth").write_bytes(b"old weights")
+    evaluated = model_record(model, [0], "checkpoint_final.pth")
+    metrics = run_folder(study.study_dir, JOB) / "evaluation" / "metrics.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({"provenance": {"model": evaluated}}))
+    ran = []
+    monkeypatch.setattr("pu_nnunet.robustness.sweep.predict_condition", lambda *a, **k: ran.append(a))
+    assert run_sweep(study, JOB, "cpu", raw / "imagesTs", None, lambda p, o: None)["robustness"]["state"] == "done"
+    (model / "fold_0" / "checkpoint_final.pth").write_bytes(b"new weights")  # replaced after the job
+    ran.clear()
+    study.robustness = {**SETTINGS, "seed": 2}  # a sweep to run again
+    state = run_sweep(study, JOB, "cpu", raw / "imagesTs", None, lambda p, o: None)
+    assert state["robustness"]["state"] == "failed" and ran == []
+    assert f"{metrics}: {JOB.name} was evaluated with other weights" in state["robustness"]["error"]
+    assert "checkpoint_sha256 differ" in state["robustness"]["error"]

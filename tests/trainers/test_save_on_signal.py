@@ -169,3 +169,62 @@ def test_ddp_ranks_stop_at_the_same_iteration_when_one_is_signalled(tmp_path):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["stopped_at"] for r in ranks] == [3, 3]  # the iteration rank 1 was signalled before
     assert ranks[0]["own_signal"] is None and ranks[1]["own_signal"] == signal.SIGUSR1
+
+
+# --- outside the epochs (issue 30, class 5): start-up and nnU-Net's final validation ---------
+# On main a signal there took the default action: SIGUSR2 in start-up exit 140, SIGTERM in the
+# final validation exit 143 with a half-written validation folder that readers took as finished.
+
+def _signal_on_line(command: list, env: dict, line_start: str, signum: int) -> tuple[int, str]:
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            encoding="utf-8")
+    output = []
+    try:
+        for line in proc.stdout:
+            output.append(line)
+            if line_start in line:
+                proc.send_signal(signum)
+                break
+        output.extend(proc.stdout)
+        code = proc.wait(timeout=STOP_WITHIN_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return code, "".join(output)
+
+
+@pytest.mark.slow
+def test_a_signal_in_start_up_exits_with_the_stop_code_and_writes_nothing(train_env):
+    # "Using device" is printed while the trainer is constructed, before anything is trained
+    code, output = _signal_on_line([str(Path(sys.executable).parent / "nnUNetv2_train"), "990", "2d", "0", "-tr",
+                                    TRAINER, "-device", "cpu"], train_env, "Using device", signal.SIGUSR2)
+    assert code == EXIT_SAVED_ON_SIGNAL, output[-3000:]
+    assert "SIGUSR2: stopped before training began" in output
+    assert not list(_fold(train_env).glob("checkpoint_*.pth"))
+
+
+@pytest.mark.slow
+def test_a_signal_in_the_final_validation_leaves_it_marked_and_val_finishes_it(tiny_trained_model, train_env,
+                                                                               capsys):
+    import shutil
+
+    from pu_nnunet.cli import main
+    from pu_nnunet.nnunet_validation import INCOMPLETE_MARKER
+
+    fold = _fold(train_env)
+    shutil.copytree(tiny_trained_model["fold"].parent, fold.parent)  # a finished model, its summary.json too
+    validation = fold / "validation"
+    assert (validation / "summary.json").is_file() and not (validation / INCOMPLETE_MARKER).exists()
+    command = [str(Path(sys.executable).parent / "nnUNetv2_train"), "990", "2d", "0", "-tr", TRAINER, "-device",
+               "cpu", "--val"]
+    code, output = _signal_on_line(command, train_env, "predicting", signal.SIGTERM)
+    assert code == EXIT_SAVED_ON_SIGNAL, output[-3000:]
+    assert "SIGTERM: stopped in the final validation; checkpoint_final.pth is whole" in output
+    assert (validation / INCOMPLETE_MARKER).is_file()  # the earlier summary.json stays, but is not taken
+    labels = tiny_trained_model["dataset"] / "labelsTr"
+    assert main(["evaluate", str(validation), str(labels), "-o", str(train_env["nnUNet_results"]) + "/eval"]) == 1
+    assert "nnU-Net's final validation was stopped part-way" in capsys.readouterr().err
+    finished = subprocess.run(command, env=train_env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout[-3000:]
+    assert (validation / "summary.json").is_file() and not (validation / INCOMPLETE_MARKER).exists()

@@ -1,0 +1,133 @@
+"""One writer per output (pu_nnunet/output_lock.py): every command that writes a folder or a file
+holds its lock, and a second run into the same output is refused before any work, naming the
+first run (pid, command, start time). The lock is the kernel's (flock), so a run killed with
+SIGKILL leaves no stale lock.
+
+On main before the lock (issue 30, class 3) two ``predict`` runs into one folder both ran; these
+tests failed there (no pu_nnunet.output_lock, and the second run proceeded).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pu_nnunet import cli
+from pu_nnunet.output_lock import OutputLock, is_locked, lock_file_beside
+from pu_nnunet.study.jobs import LOCK_FILE, run_lock
+from pu_nnunet.study.errors import StudyError
+
+# commands that write nothing, or (study) lock their folder themselves
+NOT_OUTPUT_COMMANDS = {"trainer-path", "study"}
+
+
+def _argv(command: str, tmp) -> list[str]:
+    """A command line of each writing command; the inputs need not exist (the lock comes first)."""
+    out = str(tmp / "out")
+    return {
+        "predict": ["predict", "-i", str(tmp / "in"), "-o", out, "-m", str(tmp / "model")],
+        "evaluate": ["evaluate", str(tmp / "pred"), str(tmp / "ref"), "-o", out],
+        "compare": ["compare", str(tmp / "a"), str(tmp / "b"), "-o", out],
+        "robustness": ["robustness", "-m", f"A={tmp / 'model'}", "-i", str(tmp / "in"), "-r", str(tmp / "ref"),
+                       "-o", out],
+        "export-onnx": ["export-onnx", str(tmp / "model"), "-o", out + ".onnx"],
+        "export-model": ["export-model", str(tmp / "model"), "-o", out + ".zip"],
+        "transfer-weights": ["transfer-weights", str(tmp / "src.pth"), "--plans", str(tmp / "plans.json"), "-c", "2d",
+                             "--to", "nnUNetTrainerPURe", "-o", out + ".pth"],
+        "synth": ["synth", "ultrasound", "-d", "7"],
+        "convert": ["convert", "busi", str(tmp / "download"), "-d", "8"],
+        "demo": ["demo", "--workdir", out],
+    }[command]
+
+
+WRITING_COMMANDS = sorted(set(cli.COMMANDS) - NOT_OUTPUT_COMMANDS)
+
+
+def test_every_command_but_the_listed_ones_declares_its_outputs():
+    """The contract: a new command that writes is locked without code of its own, by declaring
+    ``output_paths``; the list above names the exceptions."""
+    import importlib
+
+    declared = {name for name, module in cli.COMMANDS.items()
+                if hasattr(importlib.import_module(module), "output_paths")}
+    assert declared == set(WRITING_COMMANDS)
+
+
+def _target(argv: list[str]):
+    args = cli.build_parser(cli.COMMANDS, only=argv[0]).parse_args(argv)
+    [target] = args._outputs(args)
+    return target
+
+
+@pytest.mark.parametrize("command", WRITING_COMMANDS)
+def test_a_second_run_into_a_held_output_is_refused_naming_the_holder(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    argv = _argv(command, tmp_path)
+    target = _target(argv)
+    with OutputLock(lock_file_beside(target), target, command="pu-nnunet first run"):
+        assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"pu-nnunet {command}: error: ")
+    assert "another run is writing here" in err
+    assert f"pid {os.getpid()}" in err and "`pu-nnunet first run`" in err and "started 20" in err
+    assert not os.path.exists(target)  # refused before any work
+    assert not lock_file_beside(target).exists()  # released with the lock
+
+
+def test_a_released_lock_lets_the_next_run_in(tmp_path, capsys):
+    argv = ["evaluate", str(tmp_path / "p"), str(tmp_path / "r"), "-o", str(tmp_path / "out")]
+    with OutputLock(lock_file_beside(tmp_path / "out"), tmp_path / "out"):
+        assert cli.main(argv) == 1
+    assert "another run is writing here" in capsys.readouterr().err
+    assert cli.main(argv) == 1  # past the lock: refused on its inputs now
+    err = capsys.readouterr().err
+    assert err.endswith(f"{tmp_path / 'r'}: reference folder not found\n")
+
+
+def test_one_output_under_two_spellings_shares_one_lock(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "out")
+    with OutputLock(lock_file_beside(tmp_path / "out"), tmp_path / "out"):
+        assert cli.main(["evaluate", "p", "r", "-o", str(tmp_path / "link") + "/"]) == 1
+    assert "another run is writing here" in capsys.readouterr().err
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from pu_nnunet.output_lock import locked_outputs
+    with locked_outputs([sys.argv[1]], command="pu-nnunet predict -o held"):
+        print("held", flush=True)
+        time.sleep(120)
+""")
+
+
+def test_a_lock_held_by_another_process_is_refused_and_freed_by_its_death(tmp_path, capsys):
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert is_locked(lock_file_beside(out))
+        assert cli.main(["compare", "a", "b", "-o", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid} " in err and "`pu-nnunet predict -o held`" in err
+        os.kill(holder.pid, signal.SIGKILL)  # no clean-up runs: the lock file stays, the lock does not
+        holder.wait()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert lock_file_beside(out).exists() and not is_locked(lock_file_beside(out))
+    cli.main(["compare", "a", "b", "-o", str(out)])
+    assert "another run is writing here" not in capsys.readouterr().err
+
+
+def test_the_study_lock_is_the_same_mechanism_inside_the_study_folder(tmp_path):
+    with run_lock(tmp_path):
+        assert is_locked(tmp_path / LOCK_FILE)
+        with pytest.raises(StudyError, match=rf"{tmp_path}: another run is writing here \(pid {os.getpid()} "):
+            with run_lock(tmp_path):
+                pass
+    assert not (tmp_path / LOCK_FILE).exists() and not is_locked(tmp_path / LOCK_FILE)
