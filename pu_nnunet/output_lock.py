@@ -19,6 +19,7 @@ it locked, and starts over when it does not.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shlex
@@ -32,6 +33,8 @@ from typing import Iterable, Optional
 from pu_nnunet.user_errors import UserInputError, describe_os_error
 
 LOCK_SUFFIX = ".pu-nnunet.lock"
+# the longest file name Linux and macOS file systems take (NAME_MAX), in bytes
+MAX_NAME_BYTES = 255
 # a holder that has locked but not yet written its line is read as empty; wait this long for it
 HOLDER_WRITE_WAIT_S = 0.2
 
@@ -44,7 +47,12 @@ def lock_file_beside(target: str | Path) -> Path:
     """``.NAME.pu-nnunet.lock`` beside ``target`` (a folder or a file), on the resolved path, so
     ``out``, ``./out/`` and a symlink to it share one lock."""
     target = Path(target).resolve()
-    return target.parent / f".{target.name or 'root'}{LOCK_SUFFIX}"
+    name = f".{target.name or 'root'}{LOCK_SUFFIX}"
+    if len(name.encode()) > MAX_NAME_BYTES:
+        # a name near the limit leaves no room for the lock's affixes: a digest of it stands in, so
+        # the command itself reports the output's own name as too long, as it would without a lock
+        name = f".{hashlib.sha256(target.name.encode()).hexdigest()[:32]}{LOCK_SUFFIX}"
+    return target.parent / name
 
 
 def _holder_line(command: str) -> str:

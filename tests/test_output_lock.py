@@ -131,3 +131,12 @@ def test_the_study_lock_is_the_same_mechanism_inside_the_study_folder(tmp_path):
             with run_lock(tmp_path):
                 pass
     assert not (tmp_path / LOCK_FILE).exists() and not is_locked(tmp_path / LOCK_FILE)
+
+
+def test_a_name_at_the_file_system_limit_gets_a_lock_name_that_fits(tmp_path):
+    from pu_nnunet.output_lock import MAX_NAME_BYTES, lock_file_beside
+
+    long_target = tmp_path / ("x" * 250)
+    lock = lock_file_beside(long_target)
+    assert lock.parent == tmp_path and len(lock.name.encode()) <= MAX_NAME_BYTES
+    assert lock == lock_file_beside(long_target) != lock_file_beside(tmp_path / ("y" * 250))
