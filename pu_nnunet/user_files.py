@@ -276,6 +276,30 @@ def check_no_broken_links(folder: str | Path, error: type[Exception] = UserInput
         raise error(f"{broken[0][0]}: {broken[0][1]}{more}; restore the file or remove the link")
 
 
+def nifti_twin_problem(path: str | Path) -> str | None:
+    """Whether another file of the same case lies beside a NIfTI file under the other NIfTI
+    ending (``case.nii`` beside ``case.nii.gz``, in any spelling of the ending).
+
+    Two files for one case are refused wherever a command reads one: asked for ``case.nii.gz``,
+    SimpleITK (nifti_findhdrname) opens ``case.nii`` when both exist, so the file checked and
+    hashed would not be the file scored or predicted."""
+    path = Path(path)
+    lower = path.name.lower()
+    ending = next((e for e in NIFTI_ENDINGS if lower.endswith(e)), None)
+    if ending is None:
+        return None
+    stem = path.name[: -len(ending)]
+    try:
+        twins = sorted(entry.name for entry in path.parent.iterdir() if entry.name != path.name
+                       and entry.name.lower() in {stem.lower() + e for e in NIFTI_ENDINGS})
+    except OSError:
+        return None  # an unreadable folder: the read itself reports it
+    if not twins:
+        return None
+    return (f"another file of the same case lies beside it ({', '.join(twins)}): two files for one case are "
+            f"ambiguous (asked for {path.name}, SimpleITK may open {twins[0]}); remove or rename one")
+
+
 def damaged_file_problem(path: str | Path) -> str | None:
     """What is wrong with an image file that is truncated, corrupt or holds values its format
     does not allow, or None when it is sound.
@@ -291,6 +315,9 @@ def damaged_file_problem(path: str | Path) -> str | None:
     link = broken_link_problem(path)
     if link is not None:
         return link
+    twin = nifti_twin_problem(path)
+    if twin is not None:
+        return twin
     try:
         if name.endswith(".gz"):
             try:

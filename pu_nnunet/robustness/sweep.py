@@ -22,6 +22,7 @@ from typing import Any, Callable, Collection, Sequence
 
 from pu_nnunet.robustness.corruptions import corrupt, intensity_model
 from pu_nnunet.robustness.errors import RobustnessError
+from pu_nnunet.user_files import damaged_file_problem
 
 CLEAN = "clean"
 SETTINGS_FILE = "settings.json"
@@ -94,6 +95,9 @@ def write_corrupted_inputs(images: Path, target: Path, condition: Condition, see
     target.mkdir(parents=True)
     model = intensity_model(channel_name)
     for path in _image_files(images, cases):
+        problem = damaged_file_problem(path)
+        if problem is not None:
+            raise RobustnessError(f"{path}: {problem}")
         if condition.corruption is None:
             shutil.copyfile(path, target / path.name)
             continue

@@ -40,3 +40,20 @@ def test_a_broken_link_among_the_files_is_named(folders, capsys, role):
     code, err = evaluate_cli(folders, capsys)
     assert code == 1 and err == (f"pu-nnunet evaluate: error: {link}: broken symbolic link (its target "
                                  f"{folders / 'deleted.nii.gz'} does not exist); restore the file or remove the link\n")
+
+
+@pytest.mark.parametrize("stale", ["overlap.nii", "overlap.NII"])
+@pytest.mark.parametrize("role", ["pred", "ref"])
+def test_two_files_for_one_case_are_refused(folders, capsys, role, stale):
+    """A stale case.nii beside case.nii.gz: asked for the .nii.gz, SimpleITK opens the .nii, so the
+    case would be scored from one file and hashed from the other (issue 30, class 1)."""
+    import SimpleITK as sitk
+
+    data = np.zeros(sitk.GetArrayFromImage(sitk.ReadImage(str(folders / role / "overlap.nii.gz"))).shape, np.uint8)
+    # SimpleITK writes only lower-case endings: the stale file is renamed into its spelling
+    sitk.WriteImage(sitk.GetImageFromArray(data), str(folders / "stale.nii"))
+    (folders / "stale.nii").rename(folders / role / stale)
+    code, err = evaluate_cli(folders, capsys)
+    assert code == 1 and err.count("\n") == 1, err
+    assert "overlap.nii.gz" in err and stale in err and "same case" in err
+    assert not (folders / "out" / "metrics.json").exists()

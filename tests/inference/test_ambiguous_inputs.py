@@ -133,3 +133,16 @@ def test_overwrite_refuses_to_leave_another_models_segmentations_beside_its_own(
     (out / MODEL_RECORD_FILE).write_text(json.dumps(model_record(model_stub, [0], "checkpoint_final.pth")))
     code, err = predict_cli(capsys, "-i", image, "-o", out, "-m", model_stub, "--overwrite", "--device", "cpu")
     assert_one_line_error(code, err, "cannot load the model")
+
+
+@pytest.mark.parametrize("as_folder", [True, False], ids=["folder", "file"])
+def test_two_files_for_one_case_are_refused(tmp_path, model_stub, capsys, volume_writer, as_folder):
+    """A stale case_0000.nii beside case_0000.nii.gz: SimpleITK, asked for the .nii.gz, would read the
+    .nii, so a single file named on the command line is checked against its neighbours too (predict
+    refused both already: the two map to one output; this keeps it so)."""
+    image = volume_writer(tmp_path / "in" / "case_0000.nii.gz")
+    volume_writer(tmp_path / "stale.nii", seed=1).rename(tmp_path / "in" / "case_0000.Nii")  # SimpleITK writes .nii only
+    code, err = predict_cli(capsys, "-i", tmp_path / "in" if as_folder else image, "-o", tmp_path / "out",
+                            "-m", model_stub)
+    assert_one_line_error(code, err, "case_0000.nii.gz", "case_0000.Nii")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
