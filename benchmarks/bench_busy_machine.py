@@ -110,9 +110,10 @@ def main() -> None:
         print(f"| {r['busy_processes']} | {r['wait_policy']} | {r['threads']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
               f"{r['wall_s'] / quiet['default']:.2f} |")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps({"load_average_start": load_start, "load_average_end": os.getloadavg(),
-                                             "cores": os.cpu_count(), "steps": args.steps, "plans": args.plans,
-                                             "rows": rows}, indent=2))
+    from pu_nnunet.evaluation.jsonio import write_json
+
+    write_json(args.output, {"load_average_start": load_start, "load_average_end": os.getloadavg(),
+                             "cores": os.cpu_count(), "steps": args.steps, "plans": args.plans, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ synthetic volumes are ``pu-nnunet synth ct``'s generator at its defaults. For ea
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +89,9 @@ def main() -> None:
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output.with_suffix(".png"), dpi=80)
-    output.write_text(json.dumps(result, indent=2))
+    from pu_nnunet.evaluation.jsonio import write_json
+
+    write_json(output, result)
     print(f"wrote {output} and {output.with_suffix('.png')}")
 
 

@@ -130,6 +130,8 @@ def probe_training(args) -> None:
     import torch
     from nnunetv2.run.run_training import get_trainer_from_args
 
+    from pu_nnunet.evaluation.jsonio import write_json
+
     device = torch.device(args.device)
     trainer = get_trainer_from_args(str(DATASET_ID), CONFIGURATION, 0, args.trainer, args.plans, device=device)
     trainer.num_epochs = 1
@@ -169,7 +171,7 @@ def probe_training(args) -> None:
         "parameters": sum(p.numel() for p in network.parameters()), "patch_size": list(patch),
         "batch_size": trainer.configuration_manager.batch_size,
     }
-    Path(args.json).write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
 
 
 def check_training(env: dict, name: str, trainer: str, size: dict, device: str, workdir: Path) -> Check:
@@ -346,14 +348,14 @@ def main() -> int:
             step(check_prediction, env, size, device, workdir)
     if "evaluation" not in args.skip:
         step(check_evaluation, env, size, workdir)
+    from pu_nnunet.evaluation.jsonio import write_json
+
     table = summary_table(checks, trainings)
     failed = [c.name for c in checks if not c.ok]
     result = {"machine": machine, "wall_s": round(time.perf_counter() - started, 1), "ok": not failed,
               "failed": failed, "checks": [c.as_dict() for c in checks], "table": table}
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    tmp.replace(output)
+    write_json(output, result)
     print(table)
     print(f"[gpu_check] {'all steps passed' if not failed else 'FAILED: ' + ', '.join(failed)}; "
           f"{result['wall_s']} s; JSON: {output}")
