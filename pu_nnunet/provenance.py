@@ -19,6 +19,7 @@ import datetime
 import functools
 import hashlib
 import importlib.metadata
+import os
 import platform
 import subprocess
 import sys
@@ -95,19 +96,58 @@ def split_model_folder_name(name: str) -> tuple[str, str, str] | None:
     return (parts[0], parts[1], parts[2]) if len(parts) == 3 and all(parts) else None
 
 
+# nnU-Net stores the network's state_dict under this key of checkpoint_*.pth
+CHECKPOINT_WEIGHTS_KEY = "network_weights"
+# prefixes a compiled (torch.compile) or DDP-wrapped network adds to its parameter names
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+def weights_sha256(path: str | Path) -> str | None:
+    """A hash of a checkpoint's network weights by content: parameter names, dtypes, shapes and
+    values, not the file's bytes. ``nnUNetv2_train --c`` on a finished model re-saves
+    checkpoint_final.pth with the same weights (a new file hash, the same model); None when the
+    file holds no nnU-Net network weights."""
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # unreadable: the file hash still identifies it, and loading reports the problem
+        return None
+    weights = checkpoint.get(CHECKPOINT_WEIGHTS_KEY) if isinstance(checkpoint, dict) else None
+    if not isinstance(weights, Mapping):
+        return None
+    digest = hashlib.sha256()
+    named = {}
+    for name, tensor in weights.items():
+        for prefix in _WRAPPER_PREFIXES:
+            name = name[len(prefix):] if name.startswith(prefix) else name
+        named[name] = tensor
+    for name in sorted(named):
+        tensor = named[name]
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        # the raw bytes, any dtype (bfloat16 has no numpy twin): the flat tensor seen as bytes
+        digest.update(tensor.flatten().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def model_record(model_dir: str | Path, folds: Iterable[int | str], checkpoint: str) -> dict:
     """Which weights a model folder provides: identifies a model across machines (hashes, not paths).
 
     Trainer, plans and configuration come from the folder name (nnU-Net's convention); the
     checkpoint's own claims are checked against them when the model is loaded
-    (:mod:`pu_nnunet.inference.model_folder`).
+    (:mod:`pu_nnunet.inference.model_folder`). ``weights_sha256`` identifies each fold's weights
+    by content (:func:`weights_sha256`), ``checkpoint_sha256`` the file.
     """
     model_dir = Path(model_dir)
     trainer, plans, configuration = split_model_folder_name(model_dir.name) or (None, None, None)
-    hashes = {}
+    hashes, weights = {}, {}
     for fold in folds:
         path = model_dir / f"fold_{fold}" / checkpoint
         hashes[str(fold)] = sha256_file(path) if path.is_file() else None
+        weights[str(fold)] = weights_sha256(path) if path.is_file() else None
     return {
         "model_folder": str(model_dir.resolve()),
         "trainer": trainer,
@@ -116,14 +156,25 @@ def model_record(model_dir: str | Path, folds: Iterable[int | str], checkpoint: 
         "folds": [str(fold) for fold in folds],
         "checkpoint": checkpoint,
         "checkpoint_sha256": hashes,
+        "weights_sha256": weights,
         "pu_nnunet": pu_nnunet.__version__,
     }
 
 
 def same_model(a: Mapping, b: Mapping) -> list[str]:
-    """The fields in which two model records differ (the folder path is not one: models move)."""
-    fields = ("trainer", "plans", "configuration", "folds", "checkpoint", "checkpoint_sha256")
+    """The fields in which two model records differ (the folder path is not one: models move).
+
+    The weights are compared by content where both records have it (a re-saved checkpoint with the
+    same weights is the same model); a record written before ``weights_sha256`` existed is compared
+    by the checkpoint file's hash."""
+    fields = ["trainer", "plans", "configuration", "folds", "checkpoint"]
+    by_content = _complete(a.get("weights_sha256")) and _complete(b.get("weights_sha256"))
+    fields.append("weights_sha256" if by_content else "checkpoint_sha256")
     return [name for name in fields if a.get(name) != b.get(name)]
+
+
+def _complete(hashes) -> bool:
+    return isinstance(hashes, Mapping) and bool(hashes) and all(hashes.values())
 
 
 def run_record(device: str | None = None, files: Mapping[str, str | Path | None] | None = None,
@@ -132,6 +183,8 @@ def run_record(device: str | None = None, files: Mapping[str, str | Path | None]
     return {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": list(sys.argv if argv is None else argv),
+        # relative paths in the command are relative to it
+        "working_directory": os.getcwd(),
         "device": device,
         "code": code_record(),
         "libraries": library_versions(),

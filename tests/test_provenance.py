@@ -51,3 +51,32 @@ def test_run_record_holds_versions_files_and_model(tmp_path):
     lines = "\n".join(provenance.short_form(record))
     assert "pu-nnunet " + pu_nnunet.__version__ in lines and "nnUNetTrainerPURe" in lines
     assert record["files"]["dataset.json"]["sha256"][:12] in lines
+
+
+def test_weights_are_identified_by_content_so_a_resaved_checkpoint_is_the_same_model(tmp_path):
+    """Issue 30, class 2: nnUNetv2_train --c on a finished model re-writes checkpoint_final.pth
+    (new bytes, same weights); a compiled network's names carry _orig_mod."""
+    import torch
+
+    folder = tmp_path / "nnUNetTrainerPURe__nnUNetPlans__2d"
+    (folder / "fold_0").mkdir(parents=True)
+    path = folder / "fold_0" / "checkpoint_final.pth"
+    weights = {"encoder.weight": torch.randn(4, 3), "encoder.scale": torch.tensor(2.0, dtype=torch.bfloat16)}
+    torch.save({"network_weights": weights, "current_epoch": 5}, path)
+    first = provenance.model_record(folder, [0], "checkpoint_final.pth")
+    torch.save({"network_weights": {f"_orig_mod.{k}": v for k, v in weights.items()}, "current_epoch": 5,
+                "optimizer_state": {"resaved": True}}, path)
+    resaved = provenance.model_record(folder, [0], "checkpoint_final.pth")
+    assert first["checkpoint_sha256"] != resaved["checkpoint_sha256"]
+    assert first["weights_sha256"] == resaved["weights_sha256"] and provenance.same_model(first, resaved) == []
+    torch.save({"network_weights": {**weights, "encoder.weight": weights["encoder.weight"] + 1e-6}}, path)
+    retrained = provenance.model_record(folder, [0], "checkpoint_final.pth")
+    assert provenance.same_model(first, retrained) == ["weights_sha256"]
+    # a record from before weights were hashed is compared by the file
+    older = {k: v for k, v in first.items() if k != "weights_sha256"}
+    assert provenance.same_model(older, resaved) == ["checkpoint_sha256"]
+
+
+def test_run_record_names_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert provenance.run_record()["working_directory"] == str(tmp_path)

@@ -18,6 +18,12 @@ Counted per step:
 
 The file is written (atomically) with every checkpoint and at the end of training; a run resumed
 with ``--c`` continues the counts of the checkpoint it resumes from.
+
+Reduced precision on a CPU: nnU-Net trains under fp16 autocast (with a GradScaler) on CUDA and in
+float32 elsewhere. ``PU_NNUNET_CPU_AUTOCAST=bf16`` runs the training steps on a CPU under bfloat16
+autocast (CPUs have no fp16 autocast for convolutions; bf16 has fp32's range, so no scaler), the
+closest a CPU gets to nnU-Net's GPU path for asking whether a PU variant diverges in low
+precision; validation stays float32. The record says which (``autocast``).
 """
 
 from __future__ import annotations
@@ -40,6 +46,26 @@ SPIKE_WINDOW = 100
 SPIKE_MIN_HISTORY = 10
 # nnUNetTrainer.train_step: torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
 NNUNET_CLIP_NORM = 12.0
+CPU_AUTOCAST_VARIABLE = "PU_NNUNET_CPU_AUTOCAST"
+CPU_AUTOCAST_CHOICES = ("bf16",)
+
+
+def cpu_autocast_dtype() -> Optional[str]:
+    """``PU_NNUNET_CPU_AUTOCAST``: None (unset or empty) or "bf16"; anything else is refused."""
+    value = os.environ.get(CPU_AUTOCAST_VARIABLE, "").strip().lower()
+    if not value:
+        return None
+    if value not in CPU_AUTOCAST_CHOICES:
+        raise ValueError(f"{CPU_AUTOCAST_VARIABLE}={value!r}: the CPU autocast can only be "
+                         f"{', '.join(CPU_AUTOCAST_CHOICES)} (or unset for float32)")
+    return value
+
+
+def autocast_description(device_type: str) -> str:
+    """What a training step runs under, as the record states it."""
+    if device_type == "cuda":
+        return "fp16 autocast (CUDA, nnU-Net's)"
+    return "bf16 autocast (CPU)" if device_type == "cpu" and cpu_autocast_dtype() else "none (float32)"
 
 
 class StabilityRecord:
@@ -140,6 +166,7 @@ class RecordsStability:
         return os.path.join(self.output_folder, STABILITY_FILE)
 
     def on_train_start(self):
+        cpu_autocast_dtype()  # a misspelt PU_NNUNET_CPU_AUTOCAST stops the run before its first step
         super().on_train_start()
         if self._stability is None:
             self._stability = StabilityRecord(grad_scaler=self.grad_scaler is not None)
@@ -169,7 +196,13 @@ class RecordsStability:
         else:
             target = target.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+        if self.device.type == "cuda":
+            precision = autocast(self.device.type, enabled=True)
+        elif self.device.type == "cpu" and cpu_autocast_dtype() == "bf16":  # PU_NNUNET_CPU_AUTOCAST (not nnU-Net's)
+            precision = autocast("cpu", dtype=torch.bfloat16)
+        else:
+            precision = dummy_context()
+        with precision:
             output = self.network(data)
             loss = self.loss(output, target)
         if self.grad_scaler is not None:
@@ -199,6 +232,7 @@ class RecordsStability:
         if self._stability is not None and self.local_rank == 0:
             write_record(self._stability_path(), {**self._stability.to_json(), "finished": finished,
                                                   "trainer": self.__class__.__name__,
+                                                  "autocast": autocast_description(self.device.type),
                                                   "record_restarted_at_epoch": self._stability_restarted_at})
 
     def save_checkpoint(self, filename: str) -> None:

@@ -49,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "identified (pip install \"pu-nnunet[dicom]\")")
     parser.add_argument("--no-nifti", dest="nifti", action="store_false",
                         help="with --output-format dicom-seg: write the DICOM SEG only, no CASE.nii.gz beside it")
+    parser.add_argument("--save_probabilities", action="store_true",
+                        help="also write CASE.npz (softmax probabilities) and CASE.pkl beside each segmentation, as "
+                             "nnUNetv2_predict --save_probabilities (operating points over probability thresholds: "
+                             "pu-nnunet evaluate --operating-points)")
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--overwrite", action="store_true", help="replace segmentations already in OUTPUT_DIR")
     resume.add_argument("--continue", dest="continue_prediction", action="store_true",
@@ -67,7 +71,7 @@ def _command_line(args: argparse.Namespace) -> list[str]:
     if args.tta_axes is not None:
         line += ["--tta-axes", *map(str, args.tta_axes)]
     flags = {"--disable_tta": args.disable_tta, "--overwrite": args.overwrite,
-             "--continue": args.continue_prediction}
+             "--continue": args.continue_prediction, "--save_probabilities": args.save_probabilities}
     line += [flag for flag, given in flags.items() if given]
     line += ["--output-format", args.output_format] if args.output_format != "nifti" else []
     line += [] if args.nifti else ["--no-nifti"]
@@ -91,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                      use_mirroring=not args.disable_tta, batch_size=args.batch_size, overwrite=args.overwrite,
                      continue_prediction=args.continue_prediction, argv=_command_line(args),
                      precision=args.precision, tta_axes=args.tta_axes, backend=args.backend, onnx=args.onnx,
-                     output_format=args.output_format, nifti=args.nifti)
+                     output_format=args.output_format, nifti=args.nifti, save_probabilities=args.save_probabilities)
     kept = f" (kept {len(result.skipped)} complete one(s))" if result.skipped else ""
     print(f"wrote {len(result.outputs)} segmentation(s) to {args.output} in {result.loop_seconds:.1f} s{kept}")
     if result.outputs:

@@ -24,6 +24,8 @@ from pu_nnunet.user_files import (broken_link_problem, check_no_broken_links, da
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 # every segmentation is written as compressed NIfTI, whatever the model was trained on
 OUTPUT_ENDING = ".nii.gz"
+# beside it with --save_probabilities, as nnU-Net's export writes them
+PROBABILITY_ENDINGS = (".npz", ".pkl")
 # nnU-Net's channel suffix: CASE_XXXX with four digits (documentation/dataset_format.md)
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 # SimpleITK stores several channels in one file as a 4th image dimension (nnU-Net's SimpleITKIO

@@ -85,6 +85,12 @@ def _check_export_files(path: Path, metadata: dict) -> None:
                                   "checked; export the model folder again with pu-nnunet export-onnx")
 
 
+def exported_graph_hashes(onnx: str | Path) -> dict[str, str]:
+    """The SHA-256 of each fold's ONNX file, as the export records them (checked against the
+    files before a session opens): what a prediction with this export ran."""
+    return dict(read_export_metadata(onnx)[1]["sha256"])
+
+
 def exported_folds(onnx: str | Path) -> list[str]:
     """The folds an export holds (the default folds of a prediction with it)."""
     return list(read_export_metadata(onnx)[1]["files"])
@@ -100,8 +106,9 @@ def check_export_matches(metadata_file: Path, metadata: dict, model) -> None:
                               f"{', '.join(missing)}; export them (pu-nnunet export-onnx -f ...) or choose -f")
     # compare only the folds predicted: an export of folds 0-4 serves a prediction with fold 0
     exported["folds"] = record["folds"]
-    exported["checkpoint_sha256"] = {fold: (metadata["model"].get("checkpoint_sha256") or {}).get(fold)
-                                     for fold in record["folds"]}
+    for key in ("checkpoint_sha256", "weights_sha256"):  # the latter absent from earlier exports
+        if key in metadata["model"]:
+            exported[key] = {fold: (metadata["model"].get(key) or {}).get(fold) for fold in record["folds"]}
     differing = same_model(exported, record)
     if differing:
         details = "; ".join(f"{name} {exported.get(name)} in the export, {record.get(name)} in {model.path}"

@@ -22,7 +22,7 @@ from typing import Callable
 
 from pu_nnunet.inference.dicom_seg import check_output_format, seg_output_name, write_dicom_seg
 from pu_nnunet.inference.errors import PredictionError
-from pu_nnunet.inference.inputs import OUTPUT_ENDING, InputCase, check_channels, find_input_cases, materialise_case
+from pu_nnunet.inference.inputs import OUTPUT_ENDING, PROBABILITY_ENDINGS, InputCase, check_channels, find_input_cases, materialise_case
 from pu_nnunet.inference.model_folder import DEFAULT_CHECKPOINT, ModelFolder, inspect_model_folder
 from pu_nnunet.inference.pipeline import run_pipelined
 from pu_nnunet.inference.precision import autocast_context, check_precision, restrict_mirror_axes
@@ -75,17 +75,52 @@ def _shown(value):
     return value
 
 
+def prediction_settings(use_mirroring: bool, tta_axes: list[int] | None, precision: str, device,
+                        backend: str, onnx: str | Path | None) -> dict:
+    """Everything besides the weights that changes a segmentation, as the model record pins it:
+    ``--continue`` refuses a folder predicted with other settings. Precision ``auto`` is recorded
+    as what it means on the device (fp16 autocast on CUDA, fp32 elsewhere)."""
+    from pu_nnunet.inference.model_folder import TILE_STEP_SIZE
+    from pu_nnunet.inference.onnx_backend import exported_graph_hashes
+
+    if precision == "auto":
+        precision = "fp16" if device.type == "cuda" else "fp32"
+    mirroring = "off" if not use_mirroring or tta_axes == [] else \
+        ("all model axes" if tta_axes is None else sorted(set(tta_axes)))
+    return {"mirroring": mirroring, "precision": precision, "backend": backend,
+            "onnx_sha256": exported_graph_hashes(onnx) if backend == "onnxruntime" else None,
+            "tile_step_size": TILE_STEP_SIZE}
+
+
+def same_output(earlier: dict, record: dict) -> list[str]:
+    """How a folder's model record differs from this run's: the model, or the settings of its
+    prediction (records written before settings were pinned are compared by the model only)."""
+    differing = same_model(earlier, record)
+    if "prediction" in earlier and earlier.get("prediction") != record.get("prediction"):
+        differing.append("prediction")
+    return differing
+
+
+def _difference(name: str, there, now) -> str:
+    """One differing field of two model records, for a message (the prediction settings by setting)."""
+    if name == "prediction" and isinstance(there, dict) and isinstance(now, dict):
+        return "; ".join(f"{key} {_shown(there.get(key))} there, {_shown(now.get(key))} now"
+                         for key in sorted(set(there) | set(now)) if there.get(key) != now.get(key))
+    return f"{name} {_shown(there)} there, {_shown(now)} now"
+
+
 def _check_model_record(output_dir: Path, record: dict, existing: list[str], continue_prediction: bool) -> None:
-    """The folder's segmentations must all come from one model: its model record (written with
-    the first segmentation) must name this model, or the folder must hold none of its cases yet."""
+    """The folder's segmentations must all come from one model with one set of prediction
+    settings: its model record (written with the first segmentation) must name this model and
+    these settings, or the folder must hold none of its cases yet."""
     path = output_dir / MODEL_RECORD_FILE
     if path.exists():
         earlier = read_user_json(path, "model record", dict, PredictionError)
-        differing = same_model(earlier, record)
+        differing = same_output(earlier, record)
         if differing:
-            details = "; ".join(f"{name} {_shown(earlier.get(name))} there, {_shown(record.get(name))} now"
-                                for name in differing)
-            raise PredictionError(f"{path}: the segmentations in this folder were written by another model ({details})"
+            details = "; ".join(_difference(name, earlier.get(name), record.get(name)) for name in differing)
+            what = "with other prediction settings" if differing == ["prediction"] else "by another model"
+            raise PredictionError(f"{path}: the segmentations in this folder were written {what} ({details})"
                                   "; pass --overwrite to replace them or choose another output folder")
     elif existing and continue_prediction:
         raise PredictionError(f"{output_dir}: has no {MODEL_RECORD_FILE} (written by an older pu-nnunet or another "
@@ -99,28 +134,33 @@ def _check_no_foreign_leftovers(output_dir: Path, cases: list[InputCase], record
     refused, naming it."""
     path = output_dir / MODEL_RECORD_FILE
     earlier = _read_json_or_none(path) if path.exists() else None
-    if earlier is not None and not same_model(earlier, record):
+    differing = same_output(earlier, record) if earlier is not None else None
+    if differing == []:
         return
     replaced = {case.output_name for case in cases}
     leftovers = sorted(p for p in output_dir.glob(f"*{OUTPUT_ENDING}") if p.name not in replaced
                        and not p.name.startswith("."))
     if leftovers:
         more = f" (and {len(leftovers) - 1} more)" if len(leftovers) > 1 else ""
-        writer = "another model" if earlier is not None else f"a model this folder has no {MODEL_RECORD_FILE} of"
-        raise PredictionError(f"{leftovers[0]}{more}: written by {writer} and not among the inputs, so it would stay "
+        writer = (f"written by a model this folder has no {MODEL_RECORD_FILE} of" if differing is None
+                  else "written with other prediction settings" if differing == ["prediction"]
+                  else "written by another model")
+        raise PredictionError(f"{leftovers[0]}{more}: {writer} and not among the inputs, so it would stay "
                               "beside this model's segmentations (--overwrite replaces only the inputs' cases); "
                               "remove it or choose another output folder")
 
 
-def _output_names(case: InputCase, output_format: str, nifti: bool) -> list[str]:
-    """The files a case's prediction writes into the output folder."""
+def _output_names(case: InputCase, output_format: str, nifti: bool, probabilities: bool = False) -> list[str]:
+    """The files a case's prediction writes into the output folder (the segmentation first)."""
     names = [case.output_name] if nifti else []
-    return names + ([seg_output_name(case)] if output_format == "dicom-seg" else [])
+    names += [seg_output_name(case)] if output_format == "dicom-seg" else []
+    # nnUNetv2_predict --save_probabilities: CASE.npz (softmax, "probabilities") and CASE.pkl
+    return names + ([case.case_id + ending for ending in PROBABILITY_ENDINGS] if probabilities else [])
 
 
 def _check_outputs(output_dir: Path, cases: list[InputCase], model: ModelFolder, overwrite: bool,
                    continue_prediction: bool, record: dict, output_format: str = "nifti",
-                   nifti: bool = True) -> list[InputCase]:
+                   nifti: bool = True, probabilities: bool = False) -> list[InputCase]:
     """Refuses, before any work: an output path that is a file, an output folder that holds the
     inputs or another command's outputs, segmentations of another model (``record``: this
     model's) and existing segmentations unless ``overwrite`` or ``continue_prediction``. Returns
@@ -138,7 +178,7 @@ def _check_outputs(output_dir: Path, cases: list[InputCase], model: ModelFolder,
                                   "output folder")
     if not output_dir.is_dir():
         return list(cases)
-    present = {case.case_id: [name for name in _output_names(case, output_format, nifti)
+    present = {case.case_id: [name for name in _output_names(case, output_format, nifti, probabilities)
                               if (output_dir / name).exists()] for case in cases}
     existing = [case for case in cases if present[case.case_id]]
     if not overwrite:
@@ -160,7 +200,8 @@ def _check_outputs(output_dir: Path, cases: list[InputCase], model: ModelFolder,
         return list(cases)
     # outputs are renamed into place when complete, so an existing one is complete unless written
     # by something else; a damaged one is predicted again
-    done = {case.case_id for case in existing if present[case.case_id] == _output_names(case, output_format, nifti)
+    done = {case.case_id for case in existing
+            if present[case.case_id] == _output_names(case, output_format, nifti, probabilities)
             and all(damaged_file_problem(output_dir / name) is None for name in present[case.case_id])}
     return [case for case in cases if case.case_id not in done]
 
@@ -178,12 +219,35 @@ def _write_records(output_dir: Path, model: ModelFolder) -> None:
             temporary.write_text(json.dumps(content, indent=4))
 
 
-def _write_provenance(output_dir: Path, model: ModelFolder, record: dict, device: str, argv: list[str] | None) -> None:
-    """The model record (which weights: ``--continue`` compares it) and the run record (device,
-    code, libraries, the model's dataset.json and plans.json), before the first segmentation."""
+def input_hashes(cases: list[InputCase]) -> dict[str, dict]:
+    """Per case: where it was read and one SHA-256 over its files (channels, or a DICOM series'
+    slices, in order: the name and the hash of each)."""
+    import hashlib
+
+    import SimpleITK as sitk
+
+    from pu_nnunet.provenance import sha256_file
+
+    hashes = {}
+    for case in cases:
+        files = ([Path(f) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(case.source), case.dicom_series_id)]
+                 if case.is_dicom else list(case.channel_files))
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(f"{path.name}|{sha256_file(path)}|".encode())
+        hashes[case.case_id] = {"source": str(Path(case.source).resolve()), "files": len(files),
+                                "sha256": digest.hexdigest()}
+    return hashes
+
+
+def _write_provenance(output_dir: Path, model: ModelFolder, record: dict, device: str, argv: list[str] | None,
+                      cases: list[InputCase]) -> None:
+    """The model record (which weights and prediction settings: ``--continue`` compares it) and
+    the run record (device, code, libraries, working directory, the model's dataset.json and
+    plans.json, the hashes of this run's input images), before the first segmentation."""
     files = {"dataset.json": model.path / "dataset.json", "plans.json": model.path / "plans.json"}
-    for name, content in ((MODEL_RECORD_FILE, record),
-                          (RUN_RECORD_FILE, run_record(device=device, files=files, model=record, argv=argv))):
+    run = {**run_record(device=device, files=files, model=record, argv=argv), "inputs": input_hashes(cases)}
+    for name, content in ((MODEL_RECORD_FILE, record), (RUN_RECORD_FILE, run)):
         with atomic_write_path(output_dir / name) as temporary:
             temporary.write_text(json.dumps(content, indent=4))
 
@@ -204,23 +268,32 @@ def _read_case(reader, files: list[str], case: InputCase):
     return data, properties
 
 
-def _export_atomically(export, logits, properties, configuration, plans_manager, export_json, output: Path) -> None:
-    """nnU-Net writes ``stem + file_ending``: it writes a hidden temporary stem, renamed when
-    complete, so an interrupted run leaves each segmentation complete or absent."""
-    temporary = temporary_name(output.parent / output.name[: -len(OUTPUT_ENDING)])
+def _export_atomically(export, logits, properties, configuration, plans_manager, export_json, output: Path,
+                       probabilities: bool = False) -> None:
+    """nnU-Net writes ``stem + file_ending`` (and, with ``probabilities``, ``stem.npz`` and
+    ``stem.pkl``): it writes a hidden temporary stem, renamed when complete, the segmentation
+    last, so an interrupted run leaves each case complete or without its segmentation."""
+    stem = output.name[: -len(OUTPUT_ENDING)]
+    temporary = temporary_name(output.parent / stem)
     written = temporary.parent / (temporary.name + OUTPUT_ENDING)
+    extras = [(temporary.parent / (temporary.name + ending), output.parent / (stem + ending))
+              for ending in (PROBABILITY_ENDINGS if probabilities else ())]
     try:
         with naming_the_path(output):
-            export(logits, properties, configuration, plans_manager, export_json, str(temporary))
+            export(logits, properties, configuration, plans_manager, export_json, str(temporary), probabilities)
             # ITK's NIfTI writer only prints a message when the disk is full: check what it wrote
             problem = damaged_file_problem(written)
             if problem is not None:
                 raise PredictionError(f"{output}: writing failed, the file is incomplete (disk full?): {problem}")
+            for source, target in extras:
+                os.replace(source, target)
             os.replace(written, output)
     except RuntimeError as error:  # ITK's writers report a full disk or a bad path this way
         raise PredictionError(f"{output}: cannot write the segmentation: {error_reason(error)}") from None
     finally:
         written.unlink(missing_ok=True)
+        for source, _ in extras:
+            source.unlink(missing_ok=True)
 
 
 def _on_cpu_under_precision(function: Callable, precision: str, device) -> Callable:
@@ -255,7 +328,8 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
             continue_prediction: bool = False, log: Callable[[str], None] = print,
             argv: list[str] | None = None, precision: str = "auto",
             tta_axes: list[int] | None = None, backend: str = "torch",
-            onnx: str | Path | None = None, output_format: str = "nifti", nifti: bool = True) -> PredictionRun:
+            onnx: str | Path | None = None, output_format: str = "nifti", nifti: bool = True,
+            save_probabilities: bool = False) -> PredictionRun:
     """Segments every case in ``input_path`` into ``output_dir/CASE.nii.gz``.
 
     Bad input (unreadable header, truncated file, damaged DICOM slice, empty folder, incomplete
@@ -269,8 +343,10 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     ``backend="onnxruntime"`` runs the network of ``onnx`` (``pu-nnunet export-onnx``'s output for
     this model folder; its folds by default) in onnxruntime (:mod:`pu_nnunet.inference.onnx_backend`).
     ``output_format="dicom-seg"`` (DICOM input only) also writes ``CASE_seg.dcm``, a DICOM SEG of
-    the series (:mod:`pu_nnunet.inference.dicom_seg`), only that with ``nifti=False``; a case counts
-    as done when all its files are there.
+    the series (:mod:`pu_nnunet.inference.dicom_seg`), only that with ``nifti=False``;
+    ``save_probabilities`` also writes nnU-Net's ``CASE.npz`` (softmax probabilities, for operating
+    points) and ``CASE.pkl``, as ``nnUNetv2_predict --save_probabilities``; a case counts as done
+    when all its files are there.
     """
     if overwrite and continue_prediction:
         raise PredictionError("--overwrite and --continue exclude each other")
@@ -291,10 +367,14 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     check_channels(cases, model.channel_names)
     check_output_format(output_format, cases, nifti)
     output_dir = Path(output_dir)
-    record = model_record(model.path, model.folds, model.checkpoint)
-    to_predict = _check_outputs(output_dir, cases, model, overwrite, continue_prediction, record, output_format,
-                                nifti)
     torch_device = resolve_device(device)
+    record = {**model_record(model.path, model.folds, model.checkpoint),
+              "prediction": prediction_settings(use_mirroring, tta_axes, precision, torch_device, backend, onnx)}
+    if save_probabilities and not nifti:
+        raise PredictionError("--save_probabilities needs the NIfTI segmentation beside the probabilities: drop "
+                              "--no-nifti")
+    to_predict = _check_outputs(output_dir, cases, model, overwrite, continue_prediction, record, output_format,
+                                nifti, save_probabilities)
 
     loading_started = time.perf_counter()
     predictor = load_predictor(model, torch_device, use_mirroring)
@@ -343,20 +423,21 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
             # without the NIfTI output, the SEG is made from one written to the scratch folder
             segmentation = (output_dir if nifti else Path(scratch)) / case.output_name
             _export_atomically(export_prediction_from_logits, logits, properties, configuration, plans_manager,
-                               export_json, segmentation)
+                               export_json, segmentation, save_probabilities)
             if output_format == "dicom-seg":
                 write_dicom_seg(segmentation, case, export_json, record, output_dir / seg_output_name(case))
             if not nifti:
                 segmentation.unlink()
 
         def written(index: int, case: InputCase, seconds: float) -> None:
-            names = _output_names(case, output_format, nifti)
+            names = _output_names(case, output_format, nifti, save_probabilities)
             run.outputs.append(output_dir / names[0])
             log(f"[{index}/{len(to_predict)}] {case.source.name} -> {' and '.join(names)} ({seconds:.1f} s)")
 
         # every segmentation in the folder is covered by the records, written before the first
         timings = run_pipelined(to_predict, read, lambda volume: logits_of(volume).cpu().numpy(), export,
-                                lambda: _write_provenance(output_dir, model, record, str(torch_device), argv),
+                                lambda: _write_provenance(output_dir, model, record, str(torch_device), argv,
+                                                          cases),
                                 written)
     run.case_seconds = timings.per_case
     run.step_seconds = {"model loading": loading_seconds, **timings.busy}

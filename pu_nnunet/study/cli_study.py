@@ -156,6 +156,9 @@ def _add_executor_flags(parser: argparse.ArgumentParser) -> None:
                        help="local, cpu: torch threads of each job (its prediction and, with this package's "
                             "trainers, its training: nnU-Net uses every logical CPU); 1 is much faster on a "
                             "machine other jobs keep busy")
+    group.add_argument("--cpu-jobs", type=int, metavar="N",
+                       help="local, cpu: N jobs at once (default 1); with --cpu-threads T they use N x T cores: "
+                            "several 1-thread jobs use a CPU better than one job with every thread")
     group.add_argument("--partition", help="slurm: partition")
     group.add_argument("--time-limit", type=int, metavar="MIN", help="slurm: time limit per job in minutes "
                                                                     "(default 1440)")
@@ -255,7 +258,8 @@ def make_executor(args: argparse.Namespace, executor_settings: dict):
     max_attempts = pick(args.max_attempts, "max_attempts", DEFAULT_MAX_ATTEMPTS)
     if kind == "local":
         return LocalExecutor(parse_devices(args.devices or settings.get("devices")),
-                             cpu_threads=pick(args.cpu_threads, "cpu_threads", None), max_attempts=max_attempts)
+                             cpu_threads=pick(args.cpu_threads, "cpu_threads", None), max_attempts=max_attempts,
+                             cpu_jobs=pick(args.cpu_jobs, "cpu_jobs", 1))
     if kind != "slurm":
         raise StudyError(f"executor must be 'local' or 'slurm', got {kind!r}")
     sbatch = dict(settings.get("sbatch", {}))

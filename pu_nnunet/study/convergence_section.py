@@ -16,7 +16,7 @@ from pu_nnunet.trainers.stability import STABILITY_FILE, read_record
 
 PLOT_FILE = "learning_curves.png"
 STABILITY_FIELDS = ("nonfinite_losses", "nonfinite_grad_steps", "skipped_steps", "applied_nonfinite_steps",
-                    "grad_norm_spikes", "clipped_steps", "max_grad_norm", "final_loss", "steps", "grad_scaler")
+                    "grad_norm_spikes", "clipped_steps", "max_grad_norm", "final_loss", "steps", "grad_scaler", "autocast")
 
 
 def _stability(fold: Path) -> Optional[dict[str, Any]]:
@@ -71,10 +71,12 @@ def markdown(section: Optional[dict[str, Any]], short_name: Callable[[str], str]
                      "n/a" if difference is None else f"{difference:+.4f}", _verdict(curves),
                      stability.get("nonfinite_losses", "-"), stability.get("nonfinite_grad_steps", "-"),
                      stability.get("skipped_steps", "-"), stability.get("grad_norm_spikes", "-"),
-                     number(stability.get("max_grad_norm"), 2), number(stability.get("final_loss"))])
+                     number(stability.get("max_grad_norm"), 2), number(stability.get("final_loss")),
+                     # records written before the field: nnU-Net's own choice (fp16 on CUDA, else float32)
+                     stability.get("autocast") or ("-" if not stability else "as nnU-Net")])
     lines += [table(["trainer", "fold", "repeat", "epochs", "pseudo-Dice (window before)", "pseudo-Dice (last window)",
                      "change", "verdict", "non-finite losses", "non-finite gradients", "skipped (GradScaler)",
-                     "gradient spikes", "max gradient norm", "final training loss"], rows), "",
+                     "gradient spikes", "max gradient norm", "final training loss", "training precision"], rows), "",
               "Gradient spikes: a norm above 10x the median of the previous 100 finite norms; gradient norms before "
               "nnU-Net's clipping at 12 (trainers/stability.py); '-': the run wrote no training_stability.json.", ""]
     return lines

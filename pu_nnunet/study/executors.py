@@ -1,7 +1,7 @@
 """Where a study's jobs run.
 
 - ``LocalExecutor``: on this machine, one job at a time per device: ``["cpu"]`` runs them one
-  after another; ``["cuda:0", "cuda:1"]`` runs two at a time, each process seeing only its GPU
+  after another (``cpu_jobs`` at a time with ``cpu_jobs``); ``["cuda:0", "cuda:1"]`` runs two at a time, each process seeing only its GPU
   (CUDA_VISIBLE_DEVICES). Each job is its own process (``python -m pu_nnunet.study.job``).
 - ``SlurmExecutor``: the jobs as one SLURM job array submitted through submitit (partition,
   time limit, GPUs per job, the warning signal, array concurrency and extra sbatch options
@@ -65,9 +65,15 @@ def parse_devices(values: Optional[list[str]]) -> list[str]:
 
 class LocalExecutor:
     def __init__(self, devices: list[str], echo: Optional[bool] = None, cpu_threads: Optional[int] = None,
-                 max_attempts: int = DEFAULT_MAX_ATTEMPTS):
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, cpu_jobs: int = 1):
         if cpu_threads is not None and cpu_threads < 1:
             raise StudyError(f"--cpu-threads must be at least 1, got {cpu_threads}")
+        if isinstance(cpu_jobs, bool) or not isinstance(cpu_jobs, int) or cpu_jobs < 1:
+            raise StudyError(f"--cpu-jobs must be a whole number of at least 1, got {cpu_jobs!r}")
+        if cpu_jobs > 1 and devices != ["cpu"]:
+            raise StudyError(f"--cpu-jobs {cpu_jobs}: only with --devices cpu (GPUs run one job each), got {devices}")
+        # one worker per device; "cpu" gets cpu_jobs workers, each starting one job at a time
+        devices = devices * cpu_jobs if devices == ["cpu"] else devices
         check_max_attempts(max_attempts)
         self.max_attempts = max_attempts
         self.devices = devices

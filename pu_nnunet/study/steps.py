@@ -293,7 +293,8 @@ def predict_test_cases(study: Study, job: Job, device: str, env: dict, out: Path
     start = time.perf_counter()
     run_logged(["pu-nnunet", "predict", "-i", str(images), "-o", str(out), "-m",
                 str(study.model_folder(job.trainer, job.repeat)), "-f", str(job.fold), "--device", device,
-                "--overwrite"], env, log_path, f"predict {job.trainer} fold {job.fold} repeat {job.repeat} (cases)",
+                # the probabilities give the report's operating points over softmax thresholds
+                "--overwrite", "--save_probabilities"], env, log_path, f"predict {job.trainer} fold {job.fold} repeat {job.repeat} (cases)",
                progress_pattern=r"^\[\d+/\d+\]", progress_total=n_cases)
     return time.perf_counter() - start
 

@@ -3,13 +3,15 @@ configuration and fold; ``pu-nnunet predict`` records which model wrote its fold
 (model_record.json, provenance.json) and ``--continue`` refuses another model (the shared
 tiny_trained_model fixture)."""
 
+import hashlib
 import json
+import os
 import shutil
 
 import pytest
 
 from pu_nnunet.cli import main
-from pu_nnunet.provenance import MODEL_RECORD_FILE, RUN_RECORD_FILE, model_record, sha256_file
+from pu_nnunet.provenance import MODEL_RECORD_FILE, RUN_RECORD_FILE, model_record, sha256_file, weights_sha256
 
 pytestmark = pytest.mark.slow
 
@@ -74,21 +76,28 @@ def test_predict_records_the_model_and_continue_refuses_another(tiny_trained_mod
     code, _, err = predict_cli(capsys, "-i", first_image(tiny_trained_model), "-o", out, "-m", model)
     assert code == 0, err
     record = json.loads((out / MODEL_RECORD_FILE).read_text())
-    assert record == model_record(model, [0], "checkpoint_final.pth")
+    # the model (weights by content and by file) and every setting that shapes a segmentation
+    assert record == {**model_record(model, [0], "checkpoint_final.pth"),
+                      "prediction": {"mirroring": "off", "precision": "fp32", "backend": "torch", "onnx_sha256": None,
+                                     "tile_step_size": 0.5}}
     assert record["trainer"] == "nnUNetTrainerPURe_tiny" and record["checkpoint_sha256"] == {
         "0": sha256_file(model / "fold_0" / "checkpoint_final.pth")}
+    assert record["weights_sha256"] == {"0": weights_sha256(model / "fold_0" / "checkpoint_final.pth")}
     run = json.loads((out / RUN_RECORD_FILE).read_text())
     assert run["device"] == "cpu" and run["model"] == record and run["command"][:2] == ["pu-nnunet", "predict"]
     assert run["files"]["plans.json"]["sha256"] == sha256_file(model / "plans.json")
     assert run["files"]["dataset.json"]["sha256"] == sha256_file(model / "dataset.json")
+    assert run["working_directory"] == os.getcwd()
+    assert run["inputs"]["case_006"]["sha256"] == hashlib.sha256(
+        f"case_006_0000.nii.gz|{sha256_file(first_image(tiny_trained_model))}|".encode()).hexdigest()
 
     # resuming with other weights of the same trainer would mix two models' segmentations
     other = _retrained_copy(model, tmp_path / "retrained" / model.name)
     code, _, err = predict_cli(capsys, "-i", images, "-o", out, "-m", other, "--continue")
     assert code == 1 and err.count("\n") == 1, err
     assert err.startswith(f"pu-nnunet predict: error: {out / MODEL_RECORD_FILE}: the segmentations in this folder "
-                          f"were written by another model (checkpoint_sha256 {{fold 0: "
-                          f"{record['checkpoint_sha256']['0'][:12]}}} there, {{fold 0: "), err
+                          f"were written by another model (weights_sha256 {{fold 0: "
+                          f"{record['weights_sha256']['0'][:12]}}} there, {{fold 0: "), err
     assert sorted(p.name for p in out.glob("*.nii.gz")) == ["case_006.nii.gz"]  # nothing predicted
     # the same model resumes; another checkpoint file of it is another model
     code, out_text, err = predict_cli(capsys, "-i", images, "-o", out, "-m", model, "--continue")
@@ -117,3 +126,38 @@ def test_continue_in_a_folder_without_a_record_is_refused(tiny_trained_model, tm
                                  "case_006.nii.gz; pass --overwrite to predict every case again or choose another "
                                  "output folder\n")
     assert sorted(p.name for p in out.iterdir()) == ["case_006.nii.gz"]
+
+
+def test_continue_accepts_resaved_identical_weights_and_refuses_other_prediction_settings(tiny_trained_model,
+                                                                                          tmp_path, capsys):
+    """nnUNetv2_train --c on a finished model re-writes checkpoint_final.pth (new bytes, same
+    weights): the same model. Other mirroring or precision would mix two kinds of segmentation."""
+    import torch
+
+    model = tmp_path / "Dataset990_SynthCT" / trained_folder(tiny_trained_model).name
+    shutil.copytree(trained_folder(tiny_trained_model), model)
+    images, out = tiny_trained_model["dataset"] / "imagesTs", tmp_path / "out"
+    code, _, err = predict_cli(capsys, "-i", first_image(tiny_trained_model), "-o", out, "-m", model)
+    assert code == 0, err
+    checkpoint_path = model / "fold_0" / "checkpoint_final.pth"
+    before = sha256_file(checkpoint_path)
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    checkpoint["current_epoch"] = checkpoint["current_epoch"]  # re-saved as nnU-Net's --c does
+    checkpoint["resaved"] = True
+    torch.save(checkpoint, checkpoint_path)
+    assert sha256_file(checkpoint_path) != before
+    code, out_text, err = predict_cli(capsys, "-i", images, "-o", out, "-m", model, "--continue")
+    assert code == 0 and "kept 1 complete one(s)" in out_text, err
+
+    for extra, setting in ((["--disable_tta", "--precision", "fp32"], None),
+                           ([], "mirroring off there, all model axes now"),
+                           (["--tta-axes", "1"], "mirroring off there, [1] now")):
+        code = main(["predict", "-i", str(images), "-o", str(out), "-m", str(model), "--device", "cpu", "--continue",
+                     *extra])
+        err = capsys.readouterr().err
+        if setting is None:  # fp32 is what auto means on the CPU: the same settings
+            assert code == 0, err
+            continue
+        assert code == 1 and err.count("\n") == 1, err
+        assert (f"{out / MODEL_RECORD_FILE}: the segmentations in this folder were written with other prediction "
+                f"settings ({setting})") in err, err

@@ -81,4 +81,4 @@ def test_every_trainer_has_a_50_epoch_variant_that_changes_only_the_schedule():
         assert issubclass(variant, base) and variant.__name__ in pure_trainers.__all__
         assert variant.pu_network_options() == base.pu_network_options()
         assert (variant.schedule_num_epochs, variant.schedule_iterations_per_epoch,
-                variant.schedule_val_iterations_per_epoch) == (50, 20, 5)
+                variant.schedule_val_iterations_per_epoch) == (50, 20, 15)

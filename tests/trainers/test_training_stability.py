@@ -93,3 +93,22 @@ def test_an_interrupted_and_resumed_training_writes_one_record(tiny_trained_mode
     logged = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
     # the final loss is nnU-Net's logged training loss of the last epoch
     assert content["final_loss"] == pytest.approx(float(logged["train_losses"][-1]), rel=1e-5)
+
+
+def test_cpu_bf16_autocast_runs_the_step_in_bfloat16_and_a_misspelt_value_is_refused(monkeypatch):
+    from pu_nnunet.trainers.stability import CPU_AUTOCAST_VARIABLE, autocast_description, cpu_autocast_dtype
+
+    seen = []
+    trainer = _fake_trainer(0)
+    trainer.network[0].register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    batch = {"data": torch.randn(2, 1, 8, 8), "target": torch.randint(0, 2, (2, 1, 8, 8))}
+    monkeypatch.setenv(CPU_AUTOCAST_VARIABLE, "BF16")
+    assert autocast_description("cpu") == "bf16 autocast (CPU)"
+    RecordsStability.train_step(trainer, batch)
+    monkeypatch.delenv(CPU_AUTOCAST_VARIABLE)
+    assert autocast_description("cpu") == "none (float32)"
+    RecordsStability.train_step(trainer, batch)
+    assert seen == [torch.bfloat16, torch.float32]
+    monkeypatch.setenv(CPU_AUTOCAST_VARIABLE, "fp16")
+    with pytest.raises(ValueError, match="PU_NNUNET_CPU_AUTOCAST='fp16'"):
+        cpu_autocast_dtype()
