@@ -22,12 +22,6 @@ from pu_nnunet.trainers.plans_to_network import residual_unet_kwargs
 from pu_nnunet.trainers.preemption import SaveOnSignal
 from pu_nnunet.trainers.stability import RecordsStability
 
-__all__ = ["nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline", "nnUNetTrainerPURe_AllStages",
-           "nnUNetTrainerPURe_HighResStages", "nnUNetTrainerPURe_Unstabilised", "nnUNetTrainerPURe_tiny",
-           "nnUNetTrainerPUReBaseline_tiny", "nnUNetTrainerPURe_demo", "nnUNetTrainerPUReBaseline_demo",
-           "nnUNetTrainerPURe_HighResStages_demo"]
-
-
 # torch threads of a CPU training when set (nnUNetv2_train otherwise uses every logical CPU)
 CPU_THREADS_VARIABLE = "PU_NNUNET_CPU_THREADS"
 
@@ -184,8 +178,6 @@ class nnUNetTrainerPURe_NoNonlinAfterAdd(nnUNetTrainerPURe):
     pu_nonlin_after_add = False
 
 
-__all__ += ["nnUNetTrainerPURe_SmoothPositivityOnly", "nnUNetTrainerPURe_LogClipOnly",
-            "nnUNetTrainerPURe_NoNonlinAfterAdd"]
 
 
 # --- a CPU-scale schedule long enough to converge (issue 27) ---------------------------------
@@ -228,6 +220,8 @@ class nnUNetTrainerPURe_NoNonlinAfterAdd_50epochs(_Converge50Schedule, nnUNetTra
     pass
 
 
-__all__ += ["nnUNetTrainerPURe_50epochs", "nnUNetTrainerPUReBaseline_50epochs", "nnUNetTrainerPURe_Unstabilised_50epochs",
-            "nnUNetTrainerPURe_SmoothPositivityOnly_50epochs", "nnUNetTrainerPURe_LogClipOnly_50epochs",
-            "nnUNetTrainerPURe_NoNonlinAfterAdd_50epochs"]
+# Every trainer class defined above, computed: a new class is registered by being written
+# (nnU-Net's lookup, transfer-weights and the contract tests read this; trainers/registry.py).
+__all__ = sorted(name for name, value in list(globals().items())
+                 if isinstance(value, type) and issubclass(value, nnUNetTrainer)
+                 and value.__module__ == __name__ and not name.startswith("_"))

@@ -19,7 +19,6 @@ start training from a network that is neither pretrained nor freshly initialised
 
 from __future__ import annotations
 
-import contextlib
 import io
 import pickle
 import zipfile
@@ -85,23 +84,14 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def find_trainer(name: str) -> type:
-    """nnU-Net's own lookup of a trainer class, this package's trainer folder included."""
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    """The trainer ``nnUNetv2_train -tr name`` would use (trainers/registry.py)."""
+    from pu_nnunet.trainers.registry import find_trainer_class
 
-    from pu_nnunet.inference.model_folder import trainer_lookup_path
-    from pu_nnunet.trainers import pure_trainers
-
-    if name in pure_trainers.__all__:
-        # what nnU-Net's lookup would return, without its walk through every module of its own
-        # trainer folder first (seconds; nnU-Net has no trainer of these names)
-        return getattr(pure_trainers, name)
-    try:
-        # nnU-Net narrates its search of nnUNet_extTrainer on stdout
-        with contextlib.redirect_stdout(io.StringIO()), trainer_lookup_path():
-            return recursive_find_trainer_class_by_name(name)
-    except (RuntimeError, AssertionError):
+    trainer = find_trainer_class(name)
+    if trainer is None:
         raise TransferError(f"--to {name}: no such nnU-Net trainer (neither nnU-Net's nor pu-nnunet's; set "
-                            "nnUNet_extTrainer for trainers of your own)") from None
+                            "nnUNet_extTrainer for trainers of your own)")
+    return trainer
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,40 +110,19 @@ def inspect_model_folder(model_dir: str | Path, folds: list[int | str] | None = 
 
 
 @contextlib.contextmanager
-def trainer_lookup_path() -> Iterator[None]:
-    """While nnU-Net looks up the trainer named in a checkpoint, ``nnUNet_extTrainer`` lists this
-    package's trainer folder (the user's folders kept); afterwards the variable is as it was, so
-    loading a model leaves the process environment unchanged."""
-    from pu_nnunet.trainers import EXT_TRAINER_VARIABLE, with_trainer_folder
-
-    before = os.environ.get(EXT_TRAINER_VARIABLE)
-    os.environ[EXT_TRAINER_VARIABLE] = with_trainer_folder(before)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(EXT_TRAINER_VARIABLE, None)
-        else:
-            os.environ[EXT_TRAINER_VARIABLE] = before
-
-
-@contextlib.contextmanager
 def this_packages_trainers_first() -> Iterator[None]:
-    """nnU-Net's predictor finds the checkpoint's trainer by importing every module under
-    nnunetv2/training/nnUNetTrainer (about 2 s on a 2-core CPU, at every prediction); this
-    package's trainers are looked up by name first, anything else goes the nnU-Net way."""
+    """nnU-Net's predictor finds the checkpoint's trainer with nnU-Net's lookup; here it is the
+    one lookup of every command (trainers/registry.py), which answers this package's trainers
+    without importing every module under nnunetv2/training/nnUNetTrainer (about 2 s per
+    prediction on a 2-core CPU) and lists this package's trainer folder for the rest."""
     import nnunetv2.inference.predict_from_raw_data as predictor_module
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    from pu_nnunet.trainers import pure_trainers
+    from pu_nnunet.trainers.registry import nnunet_lookup, pu_trainer_classes
 
     nnunets_lookup = predictor_module.recursive_find_trainer_class_by_name
 
     def find(name: str):
-        ours = getattr(pure_trainers, name, None)
-        if isinstance(ours, type) and issubclass(ours, nnUNetTrainer):
-            return ours
-        return nnunets_lookup(name)
+        return pu_trainer_classes().get(name) or nnunet_lookup(name)
 
     predictor_module.recursive_find_trainer_class_by_name = find
     try:
@@ -226,7 +204,7 @@ def load_predictor(model: ModelFolder, device, use_mirroring: bool = True):
                                     perform_everything_on_device=device.type == "cuda", device=device,
                                     verbose=False, verbose_preprocessing=False, allow_tqdm=False)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), trainer_lookup_path(), this_packages_trainers_first():
+        with contextlib.redirect_stdout(io.StringIO()), this_packages_trainers_first():
             predictor.initialize_from_trained_model_folder(str(model.path), list(model.folds), model.checkpoint)
     except (RuntimeError, KeyError, OSError, EOFError, pickle.UnpicklingError, TypeError, ValueError, IndexError,
             AttributeError, AssertionError) as error:

@@ -63,57 +63,31 @@ def study_environment(study: Study, repeat: Optional[int] = None) -> dict:
 
 
 def trainer_class(name: str):
-    """The trainer class by name: this package's, else nnU-Net's; None when neither has it."""
-    from pu_nnunet.trainers import pure_trainers
+    """The trainer class ``nnUNetv2_train -tr name`` uses (nnU-Net's own lookup, this package's
+    trainer folder and the user's nnUNet_extTrainer included); None when there is none."""
+    from pu_nnunet.trainers.registry import find_trainer_class
 
-    if hasattr(pure_trainers, name):
-        return getattr(pure_trainers, name)
-    import nnunetv2
-    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
-
-    return recursive_find_python_class(os.path.join(nnunetv2.__path__[0], "training", "nnUNetTrainer"), name,
-                                       "nnunetv2.training.nnUNetTrainer")
+    return find_trainer_class(name)
 
 
 # how many near names an unknown trainer's message offers (difflib's default cutoff, 0.6)
 NEAR_NAMES = 3
 
 
-def known_trainer_names() -> set[str]:
-    """Trainer class names nnU-Net can find: this package's, nnU-Net's own and those in the
-    user's nnUNet_extTrainer folders (read from the source, without importing every module)."""
-    import re
-
-    import nnunetv2
-
-    from pu_nnunet.trainers import EXT_TRAINER_DIR
-    from pu_nnunet.trainers import pure_trainers
-
-    names = {name for name in dir(pure_trainers) if name.startswith("nnUNetTrainer")}
-    folders = [os.path.join(nnunetv2.__path__[0], "training", "nnUNetTrainer")]
-    folders += [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p and p != EXT_TRAINER_DIR]
-    pattern = re.compile(r"^class\s+(\w+)\s*[(:]", re.M)
-    for folder in folders:
-        for root, _, files in os.walk(folder):
-            for name in files:
-                if name.endswith(".py"):
-                    with open(os.path.join(root, name), errors="replace") as handle:
-                        names.update(pattern.findall(handle.read()))
-    return names
-
-
 def check_trainers(study: Study) -> None:
-    """Every trainer of the study exists, before anything runs; an unknown one is named with the
-    nearest known names."""
+    """Every trainer of the study is one nnUNetv2_train would find, before anything runs; an
+    unknown one is named with the nearest of this package's trainer names."""
     import difflib
 
-    known = known_trainer_names()
+    from pu_nnunet.trainers.registry import pu_trainer_classes
+
     for name in study.trainers:
-        if name in known:
+        if trainer_class(name) is not None:
             continue
-        near = difflib.get_close_matches(name, sorted(known), n=NEAR_NAMES)
-        raise StudyError(f"trainer {name!r} is neither one of pu-nnunet's nor one of nnU-Net's nor in "
-                         "nnUNet_extTrainer" + (f"; did you mean {', '.join(near)}?" if near else ""))
+        near = difflib.get_close_matches(name, sorted(pu_trainer_classes()), n=NEAR_NAMES)
+        raise StudyError(f"trainer {name!r}: nnU-Net's trainer lookup finds no such nnUNetTrainer (neither "
+                         "pu-nnunet's nor nnU-Net's nor one in nnUNet_extTrainer)"
+                         + (f"; did you mean {', '.join(near)}?" if near else ""))
 
 
 # --- before the jobs ----------------------------------------------------------------------

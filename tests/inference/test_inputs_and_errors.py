@@ -9,7 +9,8 @@ import torch
 from pu_nnunet.cli import main
 from pu_nnunet.inference import PredictionError
 from pu_nnunet.inference.inputs import check_channels, find_input_cases
-from pu_nnunet.inference.model_folder import inspect_model_folder, trainer_lookup_path
+from pu_nnunet.inference.model_folder import inspect_model_folder
+from pu_nnunet.trainers.registry import trainer_lookup_path
 from pu_nnunet.trainers import EXT_TRAINER_DIR
 
 

@@ -36,10 +36,10 @@ def test_interrupted_prediction_continues_with_the_missing_cases(tiny_trained_mo
     calls = []
 
     def interrupted_during_the_second_write(*args):
-        calls.append(args[-1])
+        calls.append(args[5])  # output_file_truncated
         real_export(*args)
         if len(calls) == 2:  # half the file is on disk when Ctrl-C arrives
-            written = f"{args[-1]}.nii.gz"
+            written = f"{args[5]}.nii.gz"
             with open(written, "r+b") as handle:
                 handle.truncate(os.path.getsize(written) // 2)
             raise KeyboardInterrupt
@@ -111,3 +111,31 @@ def test_plans_that_do_not_match_the_checkpoint(tiny_trained_model, tmp_path, ca
     assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("pu-nnunet predict: error: " + expected.format(model=model)), err
     assert not (tmp_path / "out").exists()
+
+
+def test_save_probabilities_writes_nnunets_npz_and_pkl_and_continue_needs_them(tiny_trained_model, tmp_path, capsys):
+    """As nnUNetv2_predict --save_probabilities: CASE.npz ("probabilities", one channel per label,
+    summing to 1, argmax = the segmentation) and CASE.pkl beside CASE.nii.gz; a case whose
+    probabilities are missing is not complete for --continue."""
+    import numpy as np
+
+    images = tiny_trained_model["dataset"] / "imagesTs"
+    out = tmp_path / "out"
+    args = ["predict", "-i", str(images), "-o", str(out), "-m", str(model_folder(tiny_trained_model)), "--device",
+            "cpu", "--disable_tta", "--save_probabilities"]
+    assert main(args) == 0
+    cases = sorted(p.name[: -len("_0000.nii.gz")] for p in images.glob("*_0000.nii.gz"))
+    assert sorted(p.name for p in out.glob("case_*")) == sorted(f"{c}{e}" for c in cases
+                                                                 for e in (".nii.gz", ".npz", ".pkl"))
+    probabilities = np.load(out / f"{cases[0]}.npz")["probabilities"]
+    segmentation = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{cases[0]}.nii.gz")))
+    labels = json.loads((out / "dataset.json").read_text())["labels"]
+    assert probabilities.shape == (len(labels), *segmentation.shape)
+    assert np.allclose(probabilities.sum(0), 1, atol=1e-3)
+    assert np.array_equal(probabilities.argmax(0), segmentation)
+    assert "--save_probabilities" in json.loads((out / "provenance.json").read_text())["command"]
+    (out / f"{cases[1]}.npz").unlink()
+    capsys.readouterr()
+    assert main([*args, "--continue"]) == 0
+    assert "kept 1 complete one(s)" in capsys.readouterr().out
+    assert (out / f"{cases[1]}.npz").is_file()
