@@ -27,20 +27,21 @@ from pu_nnunet.user_errors import EXIT_INTERRUPTED, debug_requested, run_command
 
 DEBUG_FLAG = "--debug"
 
-# subcommand -> module implementing it (see the module docstring for the protocol)
+# subcommand -> module implementing it (see the module docstring for the protocol), in the
+# order data flows: data in, training set-up, training and studies, prediction, scoring, sharing
 COMMANDS: dict[str, str] = {
-    "trainer-path": "pu_nnunet.trainers.cli_trainer_path",
     "synth": "pu_nnunet.datasets.cli_synth",
     "convert": "pu_nnunet.datasets.cli_convert",
-    "evaluate": "pu_nnunet.evaluation.cli_evaluate",
-    "compare": "pu_nnunet.evaluation.cli_compare",
-    "predict": "pu_nnunet.inference.cli_predict",
-    "export-onnx": "pu_nnunet.inference.cli_export_onnx",
+    "trainer-path": "pu_nnunet.trainers.cli_trainer_path",
+    "transfer-weights": "pu_nnunet.trainers.cli_transfer_weights",
     "demo": "pu_nnunet.demo.cli_demo",
     "study": "pu_nnunet.study.cli_study",
-    "transfer-weights": "pu_nnunet.trainers.cli_transfer_weights",
-    "export-model": "pu_nnunet.sharing.cli_export_model",
+    "predict": "pu_nnunet.inference.cli_predict",
+    "export-onnx": "pu_nnunet.inference.cli_export_onnx",
+    "evaluate": "pu_nnunet.evaluation.cli_evaluate",
+    "compare": "pu_nnunet.evaluation.cli_compare",
     "robustness": "pu_nnunet.robustness.cli_robustness",
+    "export-model": "pu_nnunet.sharing.cli_export_model",
 }
 
 
@@ -66,6 +67,17 @@ def build_parser(commands: dict[str, str], only: str | None = None) -> argparse.
     return parser
 
 
+def deepest_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the subcommand the arguments chose (``study run``'s, not ``pu-nnunet``'s)."""
+    current = parser
+    while True:
+        choosers = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, choosers[0].dest, None) if choosers else None
+        if chosen not in (choosers[0].choices if choosers else {}):
+            return current
+        current = choosers[0].choices[chosen]
+
+
 def _split_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
     """--debug is accepted before and after the subcommand (nested subcommands such as
     ``synth ct`` would otherwise only take it between their two words)."""
@@ -84,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # no or unknown subcommand: build the full help so the user sees every command
         parser = build_parser(commands, only=chosen) if chosen else build_parser(commands)
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # named by the (sub)command that was given, with its own usage
+            deepest_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     except KeyboardInterrupt:  # Ctrl-C while the subcommand's modules are imported
         print(f"pu-nnunet{' ' + chosen if chosen else ''}: interrupted (Ctrl-C)", file=sys.stderr)
         return EXIT_INTERRUPTED

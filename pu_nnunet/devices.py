@@ -87,3 +87,5 @@ def add_device_argument(parser: argparse.ArgumentParser, purpose: str, allow_ind
     gpu = "cuda:N = GPU N" if allow_index else "pick the GPU with CUDA_VISIBLE_DEVICES=N and --device cuda"
     parser.add_argument("--device", type=device_name, default=AUTO, metavar=DEVICE_METAVAR,
                         help=f"{purpose}: auto = CUDA when torch sees a GPU, else the CPU (default); {gpu}")
+    # nnU-Net's spelling (nnUNetv2_train/predict -device), accepted; kept out of the help and messages
+    parser.add_argument("-device", dest="device", type=device_name, default=AUTO, help=argparse.SUPPRESS)

@@ -32,7 +32,13 @@ EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
-class UserInputError(Exception):
+class PuNnunetError(Exception):
+    """The one root of every error a pu-nnunet command reports to its user: the message is meant
+    for the user as it stands (it names the file at fault, or the log of the step that failed),
+    and ``pu-nnunet CMD`` prints it as one ``error:`` line, without a traceback."""
+
+
+class UserInputError(PuNnunetError):
     """Bad input; the message is meant for the user as it stands (it names the file at fault)."""
 
 
@@ -143,7 +149,7 @@ def run_command(command: str, function: Callable[[], int | None], debug: bool = 
             print(f"{prefix}: interrupted ({'SIGTERM' if terminated else 'Ctrl-C'}); partial output was removed",
                   file=sys.stderr)
             return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
-        except (UserInputError, OSError) as error:
+        except (PuNnunetError, OSError) as error:
             if debug:
                 traceback.print_exc()
             message = describe_os_error(error) if isinstance(error, OSError) else str(error).rstrip()

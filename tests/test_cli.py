@@ -182,3 +182,36 @@ def test_user_errors_subclass_the_one_base():
     from pu_nnunet.inference.errors import PredictionError
 
     assert all(issubclass(error, UserInputError) for error in (DatasetError, EvaluationError, PredictionError))
+
+
+def _parsed(*argv):
+    from pu_nnunet.cli import COMMANDS, build_parser
+
+    return build_parser(COMMANDS, only=argv[0]).parse_args(list(argv))
+
+
+def test_nnunets_spellings_are_accepted_as_aliases():
+    """Issue 28: a user of nnUNetv2_predict/train types -chk, -device, -tr, -f, --continue_prediction, --c."""
+    predict = ["predict", "-i", "in", "-o", "out", "-m", "model"]
+    args = _parsed(*predict, "-chk", "checkpoint_best.pth", "-device", "cpu", "--continue_prediction")
+    assert (args.chk, args.device, args.continue_prediction) == ("checkpoint_best.pth", "cpu", True)
+    assert _parsed(*predict, "--c").continue_prediction is True
+    study = _parsed("study", "run", "-o", "s", "-tr", "nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline", "-f", "0", "1")
+    assert (study.trainers, study.folds) == (["nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline"], [0, 1])
+    assert _parsed("transfer-weights", "src.pth", "--plans", "p.json", "-c", "2d", "-tr", "nnUNetTrainerPURe", "-o",
+                   "o.pth").trainer == "nnUNetTrainerPURe"
+    assert _parsed("evaluate", "pred", "ref", "-o", "out", "-device", "cpu").device == "cpu"
+
+
+def test_an_unknown_argument_prints_the_subcommands_usage(capsys):
+    from pu_nnunet.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["study", "run", "-o", "s", "--bogus"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert err.startswith("usage: pu-nnunet study run ") and err.rstrip().endswith(
+        "pu-nnunet study run: error: unrecognized arguments: --bogus"), err
+    with pytest.raises(SystemExit):
+        main(["evaluate", "pred", "ref", "-o", "out", "--xx"])
+    assert capsys.readouterr().err.rstrip().endswith("pu-nnunet evaluate: error: unrecognized arguments: --xx")

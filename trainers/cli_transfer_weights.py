@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="plans file the target trains with (nnUNet_preprocessed/DatasetX/nnUNetPlans.json or a "
                              "model folder's plans.json); the source must have been trained with the same network")
     parser.add_argument("--configuration", "-c", required=True, metavar="C", help="configuration, e.g. 2d or 3d_fullres")
-    parser.add_argument("--to", required=True, metavar="TRAINER", dest="trainer",
+    parser.add_argument("--to", "-tr", required=True, metavar="TRAINER", dest="trainer",
                         help="trainer that will train from these weights, e.g. nnUNetTrainerPURe")
     parser.add_argument("-o", "--output", required=True, metavar="FILE.pth", help="file to write")
     parser.add_argument("--dataset-json", metavar="FILE",

@@ -14,6 +14,7 @@ import math
 import pydoc
 
 from pu_nnunet.architectures.stage_selection import per_stage
+from pu_nnunet.user_errors import UserInputError
 
 RESIDUAL_ENCODER_UNET = "ResidualEncoderUNet"
 PLAIN_CONV_UNET = "PlainConvUNet"
@@ -25,8 +26,9 @@ _RESENC_KWARGS = ("n_stages", "features_per_stage", "conv_op", "kernel_sizes", "
                   "dropout_op_kwargs", "nonlin", "nonlin_kwargs", "block", "bottleneck_channels", "stem_channels")
 
 
-class UnsupportedPlansError(ValueError):
-    """The plans describe an architecture the PU network cannot mirror."""
+class UnsupportedPlansError(UserInputError, ValueError):
+    """The plans describe an architecture the PU network cannot mirror (a ValueError too, as
+    nnU-Net's own checks of plans raise)."""
 
 
 def blocks_for_plain_stage(n_conv: int) -> int:

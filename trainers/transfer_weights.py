@@ -197,8 +197,13 @@ def transfer_checkpoint(source_path: str | Path, plans_path: str | Path, configu
     checkpoint = read_checkpoint(source_path)
     spec = target_spec(plans_path, configuration, dataset_json_path)
     trainer = find_trainer(trainer_name)
-    result = transfer(checkpoint[NETWORK_WEIGHTS_KEY], build_network(trainer, spec), variant_keys(spec),
-                      str(source_path))
+    from pu_nnunet.trainers.plans_to_network import UnsupportedPlansError
+
+    try:
+        network = build_network(trainer, spec)
+    except UnsupportedPlansError as error:  # e.g. ResidualUNet plans for a PU trainer
+        raise TransferError(f"{plans_path}: {error}") from None
+    result = transfer(checkpoint[NETWORK_WEIGHTS_KEY], network, variant_keys(spec), str(source_path))
     from pu_nnunet.provenance import file_record
 
     record = {"source": file_record(source_path), "source_trainer": checkpoint.get("trainer_name"),

@@ -54,12 +54,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fold", type=int, metavar="F", help="fold of --split-file")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in OUT_DIR")
+    parser.add_argument("--reference-is-a-prediction", action="store_true",
+                        help="REF_DIR is another model's predictions (agreement between two models): accept it "
+                             "although it looks like a prediction folder and PRED_DIR does not")
     operating_points.add_arguments(parser)
 
 
 def output_paths(args: argparse.Namespace) -> list:
     """What this command writes (OUT_DIR): one run at a time (pu_nnunet/cli.py locks it)."""
     return [args.out_dir]
+
+
+# what a folder of predictions holds and a folder of references does not: pu-nnunet predict's
+# model record, nnUNetv2_predict's record of its arguments, nnU-Net's validation summary, and
+# softmax probabilities (--save_probabilities)
+PREDICTION_MARKERS = ("model_record.json", "predict_from_raw_data_args.json", "summary.json")
+PROBABILITIES_GLOB = "*.npz"
+
+
+def prediction_markers(folder: Path) -> list[str]:
+    """The marks of a prediction folder that ``folder`` holds."""
+    found = [name for name in PREDICTION_MARKERS if (folder / name).is_file()]
+    probabilities = next(folder.glob(PROBABILITIES_GLOB), None) if folder.is_dir() else None
+    return found + ([probabilities.name] if probabilities is not None else [])
+
+
+def check_not_swapped(pred_dir: Path, ref_dir: Path, reference_is_a_prediction: bool) -> None:
+    """``evaluate PRED REF`` is the reverse of ``nnUNetv2_evaluate_folder GT PRED``; swapped folders
+    give the same Dice (it is symmetric) but exchange false positives and false negatives, so a
+    REF_DIR that looks like predictions beside a PRED_DIR that does not is refused."""
+    from pu_nnunet.evaluation.errors import EvaluationError
+
+    in_reference = prediction_markers(ref_dir)
+    if in_reference and not prediction_markers(pred_dir) and not reference_is_a_prediction:
+        raise EvaluationError(f"{ref_dir}: REF_DIR looks like a folder of predictions (it holds {in_reference[0]}) and "
+                              f"PRED_DIR {pred_dir} does not: are the folders swapped? pu-nnunet evaluate takes "
+                              "PRED_DIR first, then REF_DIR (nnUNetv2_evaluate_folder takes the reference first); "
+                              "swap them, or pass --reference-is-a-prediction to score against another model")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         # refused, not warned: every score would be 1 by construction, a result that measures nothing
         raise EvaluationError(f"{args.pred_dir}: PRED_DIR and REF_DIR are the same folder; every case would score "
                               "Dice 1. Give the predictions and the references")
+    check_not_swapped(Path(args.pred_dir), Path(args.ref_dir), args.reference_is_a_prediction)
     for folder in (args.pred_dir, args.ref_dir):  # a half-written nnU-Net validation is no result
         if validation_problem(folder):
             raise EvaluationError(validation_problem(folder))

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--folds", nargs="+", metavar="F",
                         help="folds to ensemble (numbers or 'all'; default: every fold_N with the checkpoint)")
     add_device_argument(parser, "where the network runs")
-    parser.add_argument("--chk", default="checkpoint_final.pth", metavar="NAME",
+    parser.add_argument("--chk", "-chk", default="checkpoint_final.pth", metavar="NAME",
                         help="checkpoint file in each fold folder (default checkpoint_final.pth)")
     parser.add_argument("--disable_tta", action="store_true",
                         help="no mirroring test-time augmentation (faster, as nnUNetv2_predict --disable_tta)")
@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "pu-nnunet evaluate --operating-points)")
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--overwrite", action="store_true", help="replace segmentations already in OUTPUT_DIR")
-    resume.add_argument("--continue", dest="continue_prediction", action="store_true",
+    # --continue_prediction and --c: nnUNetv2_predict's spellings
+    resume.add_argument("--continue", "--continue_prediction", "--c", dest="continue_prediction", action="store_true",
                         help="resume an interrupted run: keep the complete segmentations already in OUTPUT_DIR, "
                              "predict the others (as nnUNetv2_predict --continue_prediction)")
 

@@ -80,11 +80,11 @@ def _add_study_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-c", dest="configuration", metavar="CONFIGURATION", help="nnU-Net configuration (default 2d)")
     group.add_argument("-p", dest="plans", metavar="PLANS",
                        help="plans identifier (default nnUNetPlans; nnUNetPlansCPU: nnUNetPlans narrowed for a CPU)")
-    group.add_argument("--trainers", nargs="+", metavar="TRAINER",
+    group.add_argument("--trainers", "-tr", nargs="+", metavar="TRAINER",
                        help="default nnUNetTrainerPURe nnUNetTrainerPUReBaseline")
     group.add_argument("--baseline", metavar="TRAINER",
                        help="the trainer the others are compared with (default: the one named ...Baseline...)")
-    group.add_argument("--folds", nargs="+", type=int, metavar="F", help="default 0")
+    group.add_argument("--folds", "-f", nargs="+", type=int, metavar="F", help="default 0")
     group.add_argument("--repeats", type=int, metavar="N",
                        help="trainings per trainer and fold (default 1); repeat r >= 1 trains into "
                             "STUDY_DIR/results/repeat_r")

@@ -19,11 +19,12 @@ from tqdm import tqdm
 
 from pu_nnunet.cpu_threads import passive_wait_environment
 from pu_nnunet.trainers import EXT_TRAINER_VARIABLE, with_trainer_folder
+from pu_nnunet.user_errors import PuNnunetError
 
 NNUNET_FOLDER_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
 
-class StepFailed(RuntimeError):
+class StepFailed(PuNnunetError, RuntimeError):
     """An nnU-Net command of a study exited with an error; the message names its log file."""
 
 

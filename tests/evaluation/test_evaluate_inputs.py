@@ -134,3 +134,26 @@ def test_fold_selection_evaluates_only_that_folds_validation_cases(folders):
                          cases=chosen + ["ghost"])
     assert main(["evaluate", str(folders / "pred"), str(folders / "ref"), "-o", str(folders / "out3"),
                  "--split-file", str(splits), "--fold", "3"]) == 1
+
+
+@pytest.mark.parametrize("marker", ["model_record.json", "predict_from_raw_data_args.json", "summary.json",
+                                    "overlap.npz"])
+def test_swapped_folders_are_refused(folders, capsys, marker):
+    """Issue 28: ``evaluate REF PRED`` (nnUNetv2_evaluate_folder's order) gives the same Dice but
+    exchanges false positives and false negatives: refused when REF_DIR looks like predictions and
+    PRED_DIR does not; --reference-is-a-prediction scores one model against another."""
+    from pu_nnunet.cli import main
+
+    (folders / "pred" / marker).write_text("{}")
+    code = main(["evaluate", str(folders / "ref"), str(folders / "pred"), "-o", str(folders / "out"), "--device",
+                 "cpu", "--no-plots", "--no-boundary"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith(f"pu-nnunet evaluate: error: {folders / 'pred'}: REF_DIR looks like a folder of predictions "
+                          f"(it holds {marker}) and PRED_DIR {folders / 'ref'} does not: are the folders swapped?"), err
+    assert not (folders / "out").exists()
+    # in the right order it runs; so does a comparison against another model's predictions when asked
+    assert main(["evaluate", str(folders / "pred"), str(folders / "ref"), "-o", str(folders / "out"), "--device",
+                 "cpu", "--no-plots", "--no-boundary"]) == 0
+    assert main(["evaluate", str(folders / "ref"), str(folders / "pred"), "-o", str(folders / "out2"), "--device",
+                 "cpu", "--no-plots", "--no-boundary", "--reference-is-a-prediction"]) == 0

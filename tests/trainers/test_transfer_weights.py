@@ -149,3 +149,21 @@ def test_bad_inputs_are_one_line_errors_and_nothing_is_overwritten(tmp_path, cap
                          "--configuration", "3d_fullres", "--to", "nnUNetTrainerPURe", "-o",
                          str(tmp_path / "new.pth")]), None, capsys.readouterr().err
     assert code == 1 and "no configuration '3d_fullres' (the plans have 2d)" in err
+
+
+def test_plans_the_pu_network_cannot_mirror_are_one_line_naming_the_plans(tmp_path, capsys, resenc_plans):
+    """Issue 28: UnsupportedPlansError is a user error (it printed a 28-line traceback)."""
+    source_plans = write_plans(tmp_path, resenc_plans)
+    source = tmp_path / "source.pth"
+    save_checkpoint(source, nnUNetTrainerPUReBaseline, source_plans)
+    other = tmp_path / "other"
+    other.mkdir()
+    plans = json.loads(json.dumps(resenc_plans))
+    plans["configurations"]["2d"]["architecture"]["network_class_name"] = \
+        "dynamic_network_architectures.architectures.unet.ResidualUNet"
+    plans_path = write_plans(other, plans)
+    code, _, err = transfer(capsys, source, plans_path, "nnUNetTrainerPURe", tmp_path / "out.pth")
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"pu-nnunet transfer-weights: error: {plans_path}: plans use "
+                          "dynamic_network_architectures.architectures.unet.ResidualUNet"), err
+    assert not (tmp_path / "out.pth").exists()
