@@ -136,11 +136,10 @@ class StabilityRecord:
 
 
 def write_record(path: str, content: dict[str, Any]) -> None:
-    """Temporary file, then rename: a reader (or a resumed run) never sees half a file."""
-    partial = f"{path}.{os.getpid()}.partial"
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump(content, handle, indent=1, allow_nan=False)
-    os.replace(partial, path)
+    """Strict and atomic (the package's one writer): a reader, or a resumed run, never sees half a file."""
+    from pu_nnunet.json_files import write_json
+
+    write_json(path, content)
 
 
 def read_record(path: str) -> Optional[dict[str, Any]]:

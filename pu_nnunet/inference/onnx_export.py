@@ -16,7 +16,6 @@ upsampled maps with the encoder's: torch.export needs that rule spelt out, as ``
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import pu_nnunet
 from pu_nnunet import provenance
 from pu_nnunet.inference.errors import PredictionError
 from pu_nnunet.inference.model_folder import DEFAULT_CHECKPOINT, inspect_model_folder, load_predictor
+from pu_nnunet.json_files import json_text
 from pu_nnunet.user_files import temporary_name
 
 INPUT_NAME = "image"
@@ -211,7 +211,8 @@ def export_onnx(model_dir: str | Path, output: str | Path, folds: list | None = 
                                         {fold: work for (work, _), fold in zip(written, files)})
         work_metadata = temporary_name(metadata_file)
         written.append((work_metadata, metadata_file))
-        work_metadata.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+        # renamed with the .onnx files below: the writer's own rename would place it before them
+        work_metadata.write_text(json_text(metadata), encoding="utf-8")
         for work_path, final_path in written:
             os.replace(work_path, final_path)
     finally:

@@ -26,9 +26,10 @@ from pu_nnunet.inference.inputs import OUTPUT_ENDING, PROBABILITY_ENDINGS, Input
 from pu_nnunet.inference.model_folder import DEFAULT_CHECKPOINT, ModelFolder, inspect_model_folder
 from pu_nnunet.inference.pipeline import run_pipelined
 from pu_nnunet.inference.precision import autocast_context, check_precision, restrict_mirror_axes
+from pu_nnunet.json_files import json_text, write_json
 from pu_nnunet.provenance import MODEL_RECORD_FILE, RUN_RECORD_FILE, model_record, run_record, same_model
 from pu_nnunet.user_errors import error_reason, naming_the_path
-from pu_nnunet.user_files import (atomic_write_path, damaged_file_problem, read_user_json,
+from pu_nnunet.user_files import (damaged_file_problem, read_user_json,
                                   remove_stale_partial_entries, temporary_name)
 
 # files that mark a folder as the output of another pu-nnunet command
@@ -186,7 +187,7 @@ def _check_outputs(output_dir: Path, cases: list[InputCase], model: ModelFolder,
     _check_no_foreign_leftovers(output_dir, cases, record)
     for name, content in _record_contents(model).items():
         path = output_dir / name
-        if not overwrite and path.exists() and _read_json_or_none(path) != json.loads(json.dumps(content)):
+        if not overwrite and path.exists() and _read_json_or_none(path) != json.loads(json_text(content, 4)):
             raise PredictionError(f"{path} exists and belongs to another model; pass --overwrite to replace it "
                                   "or choose another output folder")
     if overwrite:
@@ -215,8 +216,7 @@ def _read_json_or_none(path: Path):
 
 def _write_records(output_dir: Path, model: ModelFolder) -> None:
     for name, content in _record_contents(model).items():
-        with atomic_write_path(output_dir / name) as temporary:
-            temporary.write_text(json.dumps(content, indent=4))
+        write_json(output_dir / name, content, indent=4)
 
 
 def input_hashes(cases: list[InputCase]) -> dict[str, dict]:
@@ -248,8 +248,7 @@ def _write_provenance(output_dir: Path, model: ModelFolder, record: dict, device
     files = {"dataset.json": model.path / "dataset.json", "plans.json": model.path / "plans.json"}
     run = {**run_record(device=device, files=files, model=record, argv=argv), "inputs": input_hashes(cases)}
     for name, content in ((MODEL_RECORD_FILE, record), (RUN_RECORD_FILE, run)):
-        with atomic_write_path(output_dir / name) as temporary:
-            temporary.write_text(json.dumps(content, indent=4))
+        write_json(output_dir / name, content, indent=4)
 
 
 def _read_case(reader, files: list[str], case: InputCase):

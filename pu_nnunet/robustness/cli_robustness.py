@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 from pathlib import Path
@@ -161,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     from pu_nnunet.robustness.sweep import (INPUTS_DIR, MODELS_FILE, RESULT_FILE, SETTINGS_FILE, _image_files,
                                             check_output_folder, check_resumed_models, conditions_of,
                                             run_predictions)
-    from pu_nnunet.user_files import atomic_write_path
+    from pu_nnunet.json_files import write_json
 
     models = parse_models(args.model)
     names = list(dict.fromkeys(m.name for m in models))
@@ -190,8 +189,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(out, settings, args.overwrite)
     check_resumed_models(out, records)
     out.mkdir(parents=True, exist_ok=True)
-    (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
-    (out / MODELS_FILE).write_text(json.dumps(records, indent=2))
+    write_json(out / SETTINGS_FILE, settings)
+    write_json(out / MODELS_FILE, records)
     conditions = conditions_of(strengths)
     print(f"{len(models)} model(s) x {len(conditions)} conditions x {len(_image_files(images))} cases -> {out}",
           flush=True)
@@ -202,14 +201,13 @@ def run(args: argparse.Namespace) -> int:
     # several models: run_record's `model` holds one, so each run's record goes under "models"
     record = run_record(device=args.device, files={"meta": meta} if meta else {})
     record["models"] = records
-    (out / RUN_RECORD_FILE).write_text(json.dumps(record, indent=2))
+    write_json(out / RUN_RECORD_FILE, record)
     model_lines = [f"- {label}: {r['trainer']} ({r['plans']}, {r['configuration']}), "
                    + ", ".join(f"fold {fold} sha256 {(digest or 'missing')[:12]}"
                                for fold, digest in r["checkpoint_sha256"].items())
                    for label, r in record["models"].items()]
     (out / "report.md").write_text(report_markdown(summary, settings, short_form(record) + model_lines))
-    with atomic_write_path(out / RESULT_FILE) as temporary:  # last: its presence marks a finished sweep
-        temporary.write_text(json.dumps({**summary, "settings": settings}, indent=2))
+    write_json(out / RESULT_FILE, {**summary, "settings": settings})  # last: its presence marks a finished sweep
     if not args.keep_inputs:
         shutil.rmtree(out / INPUTS_DIR, ignore_errors=True)
     print(f"wrote {out / 'report.md'}, {out / RESULT_FILE}, {out / 'plots' / PLOT_FILE}")

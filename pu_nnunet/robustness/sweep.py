@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Sequence
 
+from pu_nnunet.json_files import json_text
 from pu_nnunet.robustness.corruptions import corrupt, intensity_model
 from pu_nnunet.robustness.errors import RobustnessError
 from pu_nnunet.user_files import damaged_file_problem
@@ -157,7 +158,7 @@ def check_output_folder(out: Path, settings: dict, overwrite: bool) -> None:
         saved = json.loads(saved_path.read_text())
     except json.JSONDecodeError as error:
         raise RobustnessError(f"{saved_path}: not valid JSON ({error.msg}, line {error.lineno})") from None
-    if saved != json.loads(json.dumps(settings)):
+    if saved != json.loads(json_text(settings)):
         raise RobustnessError(f"{saved_path}: the folder holds a sweep with other settings; pass --overwrite "
                               "to replace it or choose another folder")
     if (out / RESULT_FILE).is_file():

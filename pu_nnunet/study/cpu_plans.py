@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pu_nnunet.json_files import NNUNET_INDENT, write_json
+
 SOURCE_PLANS = "nnUNetPlans"
 CPU_PLANS = "nnUNetPlansCPU"
 # nnU-Net starts at 32 features and caps 2d networks at 512; half of both keeps the demo's two
@@ -28,8 +30,4 @@ def write_cpu_plans(preprocessed_dataset: Path, configuration: str = "2d") -> Pa
     arch = config["architecture"]["arch_kwargs"]
     arch["features_per_stage"] = [min(CPU_BASE_FEATURES * 2 ** s, CPU_MAX_FEATURES) for s in range(arch["n_stages"])]
     config["batch_size"] = min(config["batch_size"], CPU_BATCH_SIZE)
-    target = preprocessed_dataset / f"{CPU_PLANS}.json"
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(plans, indent=4))
-    tmp.replace(target)
-    return target
+    return write_json(preprocessed_dataset / f"{CPU_PLANS}.json", plans, indent=NNUNET_INDENT)

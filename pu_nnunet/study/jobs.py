@@ -25,7 +25,8 @@ from typing import Any, Iterator, Optional
 
 from pu_nnunet.output_lock import OutputLock, is_locked
 from pu_nnunet.study.errors import StudyError
-from pu_nnunet.study.spec import Study, write_atomic_json
+from pu_nnunet.json_files import write_json
+from pu_nnunet.study.spec import Study
 
 JOBS_DIR = "jobs"
 RUNS_DIR = "runs"
@@ -89,7 +90,7 @@ def update_state(study_dir: Path, job: Job, change) -> dict[str, Any]:
             state = read_state(study_dir, job)
             change(state)
             state.update(job=job.name, trainer=job.trainer, fold=job.fold, repeat=job.repeat)
-            write_atomic_json(path, state)
+            write_json(path, state)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return state

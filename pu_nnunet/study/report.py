@@ -29,7 +29,8 @@ from pu_nnunet.study import convergence_section, operating_points_section, robus
 from pu_nnunet.study.protocol_section import mean_sd as _pm, protocol_section, published_fpr_section
 from pu_nnunet.study.run_pooling import pooled_evaluation as _pooled_evaluation, spread as _spread
 from pu_nnunet.study.jobs import DONE, Job, finished_metrics, job_states
-from pu_nnunet.study.spec import Study, write_atomic_json
+from pu_nnunet.json_files import write_json
+from pu_nnunet.study.spec import Study
 
 REPORT_FILE, SUMMARY_FILE, PLOTS_DIR, COMPARISONS_DIR = "report.md", "summary.json", "plots", "comparisons"
 SUMMARY_FORMAT = "pu-nnunet-study-summary/1"
@@ -333,8 +334,8 @@ def write_study_report(study: Study) -> Optional[dict[str, Any]]:
     if summary["robustness"]:
         robustness_report.plot(summary["robustness"], study.study_dir / PLOTS_DIR / robustness_report.PLOT_FILE,
                                short_name)
-    write_atomic_json(study.study_dir / SUMMARY_FILE, summary)
-    write_atomic_json(study.study_dir / RUN_RECORD_FILE, {**summary["provenance"], "runs": {
+    write_json(study.study_dir / SUMMARY_FILE, summary)
+    write_json(study.study_dir / RUN_RECORD_FILE, {**summary["provenance"], "runs": {
         job.name: evaluations[job].get("provenance") for job in evaluations}})
     report = study.study_dir / REPORT_FILE
     tmp = report.with_name(f".{REPORT_FILE}.tmp")

@@ -32,7 +32,8 @@ from pu_nnunet.provenance import model_record, same_model
 from pu_nnunet.study.errors import StudyError
 from pu_nnunet.study.jobs import DONE, FAILED, RUNNING, Job, relative_to_study, run_folder, update_state
 from pu_nnunet.study.robustness_settings import measured
-from pu_nnunet.study.spec import Study, write_atomic_json
+from pu_nnunet.json_files import write_json
+from pu_nnunet.study.spec import Study
 
 log = logging.getLogger("pu_nnunet.study")
 
@@ -100,7 +101,7 @@ def _prepare_folder(folder: Path, settings: dict[str, Any]) -> None:
         same = False
     if not same:  # another sweep's (or a damaged) folder: its conditions are not this sweep's
         shutil.rmtree(folder, ignore_errors=True)
-    write_atomic_json(saved, settings)
+    write_json(saved, settings)
 
 
 def run_sweep(study: Study, job: Job, device: str, images: Path, cases: Optional[list[str]],
@@ -166,7 +167,7 @@ def check_evaluated_model(study: Study, job: Job, model: dict[str, Any]) -> None
 def write_sweep_result(study: Study, job: Job, description: dict[str, Any], evaluations: dict[str, str]) -> Path:
     """robustness.json, atomically: its presence (with the study's settings) marks the finished sweep."""
     path = sweep_folder(study.study_dir, job) / SWEEP_FILE
-    write_atomic_json(path, {"format": SWEEP_FORMAT, "job": job.name, "settings": measured(study.robustness),
+    write_json(path, {"format": SWEEP_FORMAT, "job": job.name, "settings": measured(study.robustness),
                              "description": description,
                              "conditions": [{"name": c.name, "corruption": c.corruption, "strength": c.strength,
                                              "evaluation": evaluations[c.name]} for c in conditions(study)]})

@@ -24,6 +24,7 @@ from typing import Any, Optional
 
 from pu_nnunet.evaluation.metrics.run_stats import DEFAULT_EQUIVALENCE_MARGIN, DEFAULT_MID
 from pu_nnunet.study.errors import StudyError
+from pu_nnunet.json_files import write_json
 
 STUDY_FILE = "study.json"
 STUDY_FORMAT = "pu-nnunet-study/1"
@@ -182,17 +183,9 @@ def rebased_paths(paths: dict, study_dir: Path) -> dict:
     return rebased
 
 
-def write_atomic_json(path: Path, content: Any) -> None:
-    """Writes JSON through a temporary file and a rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(content, indent=2))
-    tmp.replace(path)
-
-
 def save_study(study: Study) -> Path:
     path = study.study_dir / STUDY_FILE
-    write_atomic_json(path, study.to_json())
+    write_json(path, study.to_json())
     return path
 
 

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from pu_nnunet.json_files import NNUNET_INDENT, write_json
 from pu_nnunet.nnunet_validation import validation_problem
 from pu_nnunet.provenance import MODEL_RECORD_FILE, model_record
 from pu_nnunet.study.cpu_plans import CPU_PLANS, SOURCE_PLANS, write_cpu_plans
@@ -195,7 +196,7 @@ def _write_nnunet_split(study: Study, target: Path) -> None:
     identifiers = get_identifiers_from_splitted_dataset_folder(str(study.raw_dataset() / "imagesTr"),
                                                                dataset_json["file_ending"])
     splits = generate_crossval_split(sorted(identifiers), seed=12345, n_splits=5)
-    target.write_text(json.dumps(splits, indent=4))
+    write_json(target, splits, indent=NNUNET_INDENT)
     log.info("wrote nnU-Net's 5-fold split to %s", target)
 
 

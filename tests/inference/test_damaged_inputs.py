@@ -161,7 +161,7 @@ def test_negative_fold_and_continue_with_overwrite(tmp_path, model_stub, capsys,
         main(["predict", "-i", str(image), "-o", str(tmp_path / "out"), "-m", str(model_stub), "--overwrite",
               "--continue"])
     assert stop.value.code == 2
-    assert "argument --continue: not allowed with argument --overwrite" in capsys.readouterr().err
+    assert "argument --continue/--continue_prediction/--c: not allowed with argument --overwrite" in capsys.readouterr().err
 
 
 def test_record_of_another_model_is_not_replaced_by_continue(tmp_path, model_stub, capsys, volume_writer):

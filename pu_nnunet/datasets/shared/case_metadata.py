@@ -8,9 +8,10 @@ The evaluation reads it (``pu_nnunet.evaluation.case_io.read_meta``, ``pu-nnunet
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from pu_nnunet.json_files import write_json
 
 CASES_FILE_NAME = "cases.json"
 TRAIN_SPLIT = "train"
@@ -23,6 +24,4 @@ def write_cases_json(dataset_folder: Path, cases: dict[str, dict[str, Any]]) -> 
         if not isinstance(entry, dict) or "class" not in entry or entry.get("split") not in (TRAIN_SPLIT, TEST_SPLIT):
             raise ValueError(f"cases[{case!r}] must be an object with \"class\" and \"split\" "
                              f"({TRAIN_SPLIT!r} or {TEST_SPLIT!r}), got {entry!r}")
-    path = Path(dataset_folder) / CASES_FILE_NAME
-    path.write_text(json.dumps(dict(sorted(cases.items())), indent=1))
-    return path
+    return write_json(Path(dataset_folder) / CASES_FILE_NAME, dict(sorted(cases.items())))

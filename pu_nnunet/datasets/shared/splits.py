@@ -8,7 +8,6 @@ nnU-Net reads custom splits from ``nnUNet_preprocessed/DatasetIII_Name/splits_fi
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 from pu_nnunet.datasets.errors import DatasetError, SourceLayoutError
 from pu_nnunet.datasets.shared.raw_folder import (NNUNET_PREPROCESSED_ENV, dataset_id_prefix,
                                                   folder_from_environment, raw_root_from_environment)
+from pu_nnunet.json_files import NNUNET_INDENT, write_json
 from pu_nnunet.user_files import read_splits, read_user_json
 
 SPLITS_FILE_NAME = "splits_final.json"
@@ -152,9 +152,8 @@ def stratified_group_folds(identifiers: list[str], classes: dict[str, str], seed
 
 
 def write_splits(dataset_folder: Path, splits: list[Split]) -> Path:
-    path = Path(dataset_folder) / SPLITS_FILE_NAME
-    path.write_text(json.dumps(splits, indent=1))
-    return path
+    # nnU-Net reads it: its indent
+    return write_json(Path(dataset_folder) / SPLITS_FILE_NAME, splits, indent=NNUNET_INDENT)
 
 
 def install_command(dataset_folder: Path) -> str:
