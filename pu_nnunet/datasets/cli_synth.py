@@ -70,11 +70,10 @@ def run(args: argparse.Namespace) -> int:
         from pu_nnunet.datasets.synthetic.ultrasound import generate_synthetic_ultrasound
 
         folder = generate_synthetic_ultrasound(**common)
-    import json
-
     from pu_nnunet.datasets.shared.conversion import ConversionSummary
+    from pu_nnunet.user_files import read_user_json
 
-    dataset_json = json.loads((folder / "dataset.json").read_text())
+    dataset_json = read_user_json(folder / "dataset.json", "dataset.json", dict)
     print(ConversionSummary(args.dataset_id, folder, dataset_json["numTraining"], dataset_json["numTest"],
                             time.perf_counter() - start).format())
     return 0

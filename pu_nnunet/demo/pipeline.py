@@ -9,13 +9,13 @@ settings and reads the results for its closing table. Progress goes to the
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pu_nnunet.datasets.shared.raw_folder import dataset_folder_name
+from pu_nnunet.evaluation.compare import load_evaluation
 from pu_nnunet.study.jobs import DONE, JOBS_DIR, Job, LOCK_FILE, RUNS_DIR, read_state, run_folder
 from pu_nnunet.study.nnunet_commands import StepFailed
 from pu_nnunet.study.presets import DEMO_DATASET_ID, DEMO_SYNTHETIC, PRESETS
@@ -100,7 +100,7 @@ class Demo:
         for name in self.s.runs:
             job = self.job(name)
             state = read_state(self.workdir, job)
-            evaluations[name] = json.loads((run_folder(self.workdir, job) / "evaluation" / "metrics.json").read_text())
+            evaluations[name] = load_evaluation(run_folder(self.workdir, job) / "evaluation")[0]
             for step in ("train", "predict"):
                 if state.get(f"{step}_s") is not None:
                     timings[f"{step}_{name}"] = state[f"{step}_s"]

@@ -135,7 +135,9 @@ def predict_condition(inputs: Path, folder: Path, model_folder: Path, folds, dev
                       use_mirroring=use_mirroring, overwrite=True, log=lambda _: None)
         evaluate(folder / "predictions", folder / "evaluation")
         log(f"{label}: {len(run.outputs)} cases in {sum(run.case_seconds):.0f} s")
-    return json.loads(metrics_file.read_text())
+    from pu_nnunet.evaluation.compare import load_evaluation
+
+    return load_evaluation(metrics_file)[0]
 
 
 def check_output_folder(out: Path, settings: dict, overwrite: bool) -> None:

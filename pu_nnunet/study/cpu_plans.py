@@ -7,10 +7,10 @@ entries; keeping each configuration's ``data_identifier`` lets the copy reuse th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pu_nnunet.json_files import NNUNET_INDENT, write_json
+from pu_nnunet.user_files import read_user_json
 
 SOURCE_PLANS = "nnUNetPlans"
 CPU_PLANS = "nnUNetPlansCPU"
@@ -24,7 +24,7 @@ CPU_BATCH_SIZE = 8
 
 def write_cpu_plans(preprocessed_dataset: Path, configuration: str = "2d") -> Path:
     """Writes nnUNetPlansCPU.json beside nnUNetPlans.json and returns its path."""
-    plans = json.loads((preprocessed_dataset / f"{SOURCE_PLANS}.json").read_text())
+    plans = read_user_json(preprocessed_dataset / f"{SOURCE_PLANS}.json", "nnU-Net plans", dict, allow_nan=True)
     plans["plans_name"] = CPU_PLANS
     config = plans["configurations"][configuration]
     arch = config["architecture"]["arch_kwargs"]

@@ -13,10 +13,10 @@ time (``study report``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
+from pu_nnunet.evaluation.compare import load_evaluation
 from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND, aggregate_cases
 from pu_nnunet.evaluation.metrics.flag_rates import (PAIRED_FLAG_HEADER, flag_rate, paired_flag_cells, rate_text,
                                                     split_run_tag)
@@ -47,7 +47,7 @@ def _finished_runs(study: Study) -> tuple[dict[Job, dict], dict[Job, dict], list
     for job, state in job_states(study):
         metrics = finished_metrics(study.study_dir, job, state)
         if metrics is not None:
-            evaluations[job] = json.loads(metrics.read_text())
+            evaluations[job] = load_evaluation(metrics)[0]
             states[job] = {**state, "evaluation": str(metrics.parent)}
         else:
             shown = "evaluation missing" if state["state"] == DONE else state["state"]

@@ -13,10 +13,10 @@ over images across runs), runs paired by fold and repeat as in the clean section
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
+from pu_nnunet.evaluation.compare import load_evaluation
 from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND
 from pu_nnunet.evaluation.metrics.flag_rates import PAIRED_FLAG_HEADER, paired_flag_cells, rate_text
 from pu_nnunet.evaluation.metrics.paired_stats import CONFIDENCE_LEVEL
@@ -46,7 +46,7 @@ def _load_sweeps(study: Study, jobs) -> dict[Job, dict[str, Any]]:
         if result is None:
             continue
         sweeps[job] = {"result": result, "metrics": {
-            c["name"]: json.loads((in_study(study.study_dir, c["evaluation"]) / "metrics.json").read_text())
+            c["name"]: load_evaluation(in_study(study.study_dir, c["evaluation"]))[0]
             for c in result["conditions"]}}
     return sweeps
 

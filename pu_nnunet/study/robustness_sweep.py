@@ -34,6 +34,8 @@ from pu_nnunet.study.jobs import DONE, FAILED, RUNNING, Job, relative_to_study, 
 from pu_nnunet.study.robustness_settings import measured
 from pu_nnunet.json_files import write_json
 from pu_nnunet.study.spec import Study
+from pu_nnunet.user_errors import UserInputError
+from pu_nnunet.user_files import read_user_json
 
 log = logging.getLogger("pu_nnunet.study")
 
@@ -68,7 +70,7 @@ def dataset_channel(study: Study) -> str:
     """Channel 0's name in dataset.json (its intensity model: "CT" or any other); the sweep reads
     NIfTI, as pu-nnunet predict and pu-nnunet robustness do."""
     path = study.raw_dataset() / "dataset.json"
-    dataset = json.loads(path.read_text())
+    dataset = study.dataset_json()
     if dataset.get("file_ending") != NIFTI:
         raise StudyError(f"--robustness: {path} has file_ending {dataset.get('file_ending')!r}; the sweep reads "
                          f"NIfTI ({NIFTI}); convert a PNG dataset with benchmarks/png_dataset_to_nifti.py")
@@ -152,8 +154,8 @@ def check_evaluated_model(study: Study, job: Job, model: dict[str, Any]) -> None
     corrupted ones)."""
     metrics = run_folder(study.study_dir, job) / "evaluation" / "metrics.json"
     try:
-        evaluated = (json.loads(metrics.read_text()).get("provenance") or {}).get("model")
-    except (OSError, ValueError):
+        evaluated = (read_user_json(metrics, "evaluation metrics", dict).get("provenance") or {}).get("model")
+    except UserInputError:
         evaluated = None
     differing = same_model(evaluated, model) if evaluated else []
     if differing:

@@ -94,6 +94,15 @@ class Study:
     def preprocessed_dataset(self) -> Path:
         return Path(self.paths["nnUNet_preprocessed"]) / self.dataset_folder_name()
 
+    def dataset_json(self) -> dict[str, Any]:
+        """The raw dataset's dataset.json (a user file: read strictly, a problem names it)."""
+        from pu_nnunet.user_files import read_user_json
+
+        content = read_user_json(self.raw_dataset() / "dataset.json", "dataset.json", dict, StudyError)
+        if not isinstance(content.get("file_ending"), str):
+            raise StudyError(f"{self.raw_dataset() / 'dataset.json'}: no file_ending (nnU-Net's dataset.json names it)")
+        return content
+
     def model_folder(self, trainer: str, repeat: int) -> Path:
         return (self.results_root(repeat) / self.dataset_folder_name()
                 / f"{trainer}__{self.plans}__{self.configuration}")

@@ -15,7 +15,6 @@ validation cases), then ``evaluate``; with ``--robustness``, then the job's robu
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -32,6 +31,7 @@ from pu_nnunet.study.jobs import (INTERRUPTED_ERROR, QUEUED, Job, count, epoch_r
                                   mark_finished, mark_started, read_state, relative_to_study, run_folder)
 from pu_nnunet.study.nnunet_commands import StoppedOnSignal, nnunet_environment, run_logged
 from pu_nnunet.study.spec import Study, load_study
+from pu_nnunet.user_files import read_splits, read_user_json
 
 log = logging.getLogger("pu_nnunet.study")
 
@@ -127,7 +127,7 @@ def _has_preprocessed_data(study: Study, plans: str) -> bool:
     path = _plans_file(study, plans)
     if not path.is_file():
         return False
-    configurations = json.loads(path.read_text()).get("configurations", {})
+    configurations = read_user_json(path, "plans", dict, StudyError, allow_nan=True).get("configurations", {})
     if study.configuration not in configurations:
         raise StudyError(f"{path} has no configuration {study.configuration!r} "
                          f"(it has {sorted(configurations)})")
@@ -176,12 +176,7 @@ def install_split(study: Study) -> None:
 
 
 def check_folds(study: Study, split: Path) -> None:
-    try:
-        splits = json.loads(split.read_text())
-    except ValueError as error:
-        raise StudyError(f"{split} is not valid JSON: {error}") from None
-    if not isinstance(splits, list):
-        raise StudyError(f"{split} is not a list of folds (nnU-Net's splits_final.json)")
+    splits = read_splits(split, StudyError)
     missing = [fold for fold in study.folds if fold >= len(splits)]
     if missing:
         raise StudyError(f"{split} has {len(splits)} folds; the study asks for fold(s) {missing}")
@@ -192,7 +187,7 @@ def _write_nnunet_split(study: Study, target: Path) -> None:
     from nnunetv2.utilities.crossval_split import generate_crossval_split
     from nnunetv2.utilities.utils import get_identifiers_from_splitted_dataset_folder
 
-    dataset_json = json.loads((study.raw_dataset() / "dataset.json").read_text())
+    dataset_json = study.dataset_json()
     identifiers = get_identifiers_from_splitted_dataset_folder(str(study.raw_dataset() / "imagesTr"),
                                                                dataset_json["file_ending"])
     splits = generate_crossval_split(sorted(identifiers), seed=12345, n_splits=5)
@@ -204,7 +199,7 @@ def held_out_mode(study: Study) -> str:
     """"test" (imagesTs/labelsTs) or "validation" (each fold's validation cases): as the study
     says, or with "auto", test when the dataset has labelled test images."""
     raw = study.raw_dataset()
-    ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
+    ending = study.dataset_json()["file_ending"]
     has_test = any((raw / "imagesTs").glob(f"*_0000{ending}")) and any((raw / "labelsTs").glob(f"*{ending}"))
     if study.held_out == HELD_OUT_TEST and not has_test:
         raise StudyError(f"--held-out test: {raw} has no labelled test images (imagesTs/*_0000{ending} and labelsTs)")
@@ -257,7 +252,7 @@ def train(study: Study, job: Job, device: str, env: dict, log_path: Path) -> Opt
 def predict_test_cases(study: Study, job: Job, device: str, env: dict, out: Path,
                        log_path: Path) -> Optional[float]:
     images = study.raw_dataset() / "imagesTs"
-    ending = json.loads((study.raw_dataset() / "dataset.json").read_text())["file_ending"]
+    ending = study.dataset_json()["file_ending"]
     n_cases = len(list(images.glob(f"*_0000{ending}")))
     if out.is_dir() and len(list(out.glob(f"*{ending}"))) == n_cases:
         log.info("%s: predictions reused from %s", job.name, out)

@@ -54,7 +54,7 @@ def test_folds_are_checked_against_the_split(tmp_path):
     with pytest.raises(StudyError, match=r"splits_final.json has 2 folds; the study asks for fold\(s\) \[4\]"):
         check_folds(_study(tmp_path, folds=[0, 4]), split)
     split.write_text("[{")
-    with pytest.raises(StudyError, match="splits_final.json is not valid JSON"):
+    with pytest.raises(StudyError, match="splits_final.json: split file is not valid JSON"):
         check_folds(_study(tmp_path), split)
 
 

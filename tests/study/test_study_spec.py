@@ -123,7 +123,7 @@ def test_job_states_and_status_say_what_happened(tmp_path):
         mark_started(tmp_path, job, "cpu", tmp_path / job.name / "train.log")
     metrics = tmp_path / "runs" / done.name / "evaluation" / "metrics.json"
     metrics.parent.mkdir(parents=True)
-    metrics.write_text("{}")
+    metrics.write_text('{"cases": [], "labels": [], "missing_predictions": [], "label_names": {}, "settings": {"min_size": 1}}')
     mark_finished(tmp_path, done, foreground_dice=0.91, evaluation="runs/" + done.name + "/evaluation")
     mark_finished(tmp_path, failed, error="StepFailed: train failed (exit code 1)")
     assert read_state(tmp_path, done)["state"] == DONE and read_state(tmp_path, done)["duration_s"] >= 0
