@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from pu_nnunet.devices import add_device_argument
-from pu_nnunet.robustness.corruptions import CORRUPTIONS, DEFAULT_STRENGTHS, seed_problem, strength_problem
+from pu_nnunet.robustness.corruptions import CORRUPTIONS, DEFAULT_STRENGTHS, parse_strengths, seed_problem
 
 # a --model NAME: it names a folder under OUT_DIR/runs
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+.-]*")
@@ -116,34 +116,6 @@ def check_paired_folds(models, folders: dict, baseline: str | None) -> None:
                 f"--model {model.name}={model.folder}: folds {list(folders[model.label].folds)}, but its pair "
                 f"{other.name}={other.folder} has folds {list(folders[other.label].folds)}; pass -f to choose the "
                 "same folds")
-
-
-def parse_strengths(corruptions: list[str], overrides: list[str],
-                    option: str = "--strengths") -> dict[str, tuple[float, ...]]:
-    """The strengths of each corruption: the defaults, replaced by ``CORRUPTION=S1,S2`` overrides
-    (``option`` names where they came from in the error message)."""
-    from pu_nnunet.robustness.errors import RobustnessError
-
-    unknown = [name for name in corruptions if name not in DEFAULT_STRENGTHS]
-    if unknown:
-        raise RobustnessError(f"{option}: unknown corruption(s) {unknown}; choose from {', '.join(CORRUPTIONS)}")
-    strengths = {name: DEFAULT_STRENGTHS[name] for name in corruptions}
-    for value in overrides:
-        name, sep, numbers = value.partition("=")
-        if not sep or name not in strengths:
-            raise RobustnessError(f"{option} {value}: expected CORRUPTION=S1,S2,... with CORRUPTION one of "
-                                  f"{', '.join(corruptions)}")
-        try:
-            strengths[name] = tuple(float(number) for number in numbers.split(","))
-        except ValueError:
-            raise RobustnessError(f"{option} {value}: {numbers!r} is not a comma-separated list of numbers") from None
-        for strength in strengths[name]:
-            problem = strength_problem(name, strength)
-            if problem:
-                raise RobustnessError(f"{option} {value}: {problem}")
-        if len(set(strengths[name])) < len(strengths[name]):
-            raise RobustnessError(f"{option} {value}: a strength is given twice")
-    return strengths
 
 
 def output_paths(args: argparse.Namespace) -> list:

@@ -87,6 +87,34 @@ def seed_problem(seed) -> str | None:
     return None
 
 
+def parse_strengths(corruptions: list[str], overrides: list[str],
+                    option: str = "--strengths") -> dict[str, tuple[float, ...]]:
+    """The strengths of each corruption: the defaults, replaced by ``CORRUPTION=S1,S2`` overrides
+    (``option`` names where they came from in the error message)."""
+    from pu_nnunet.robustness.errors import RobustnessError
+
+    unknown = [name for name in corruptions if name not in DEFAULT_STRENGTHS]
+    if unknown:
+        raise RobustnessError(f"{option}: unknown corruption(s) {unknown}; choose from {', '.join(CORRUPTIONS)}")
+    strengths = {name: DEFAULT_STRENGTHS[name] for name in corruptions}
+    for value in overrides:
+        name, sep, numbers = value.partition("=")
+        if not sep or name not in strengths:
+            raise RobustnessError(f"{option} {value}: expected CORRUPTION=S1,S2,... with CORRUPTION one of "
+                                  f"{', '.join(corruptions)}")
+        try:
+            strengths[name] = tuple(float(number) for number in numbers.split(","))
+        except ValueError:
+            raise RobustnessError(f"{option} {value}: {numbers!r} is not a comma-separated list of numbers") from None
+        for strength in strengths[name]:
+            problem = strength_problem(name, strength)
+            if problem:
+                raise RobustnessError(f"{option} {value}: {problem}")
+        if len(set(strengths[name])) < len(strengths[name]):
+            raise RobustnessError(f"{option} {value}: a strength is given twice")
+    return strengths
+
+
 @dataclass(frozen=True)
 class IntensityModel:
     """Where the signal is zero and what counts as a reference signal; ``scale`` None = the case maximum."""

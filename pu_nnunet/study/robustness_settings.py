@@ -29,7 +29,7 @@ def sweep_settings(corruptions: Optional[list[str]] = None, strengths: Optional[
     """The settings from the flags' values: ``corruptions`` (default all), ``strengths`` as
     ``CORRUPTION=S1,S2`` overrides of pu-nnunet robustness's defaults."""
     from pu_nnunet.robustness import CORRUPTIONS
-    from pu_nnunet.robustness.cli_robustness import parse_strengths
+    from pu_nnunet.robustness.corruptions import parse_strengths
     from pu_nnunet.robustness.errors import RobustnessError
 
     try:

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pu_nnunet.datasets.shared.conversion import CaseJob, ConversionSummary, require_source, run_cases, timer
+from pu_nnunet.datasets.shared.conversion import (CaseJob, ConversionSummary, orphan_job, require_source, run_cases,
+                                                  timer)
 from pu_nnunet.datasets.errors import BadCaseError, SourceLayoutError
 from pu_nnunet.datasets.shared.raw_folder import (atomic_dataset_folder, dataset_folder_name, make_raw_layout,
                                            raw_root_from_environment)
-from pu_nnunet.datasets.shared.source_files import SkippedFiles, list_folder, orphan_job
+from pu_nnunet.datasets.shared.source_files import SkippedFiles, list_folder
 from pu_nnunet.datasets.shared.splits import cross_validation_splits, write_splits
 from pu_nnunet.user_files import damaged_file_problem, read_user_json
 

@@ -12,6 +12,7 @@ with exactly the same pixels are reported and kept on the same side of every spl
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from collections import defaultdict
@@ -20,12 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from pu_nnunet.datasets.shared.case_metadata import TEST_SPLIT, TRAIN_SPLIT, write_cases_json
-from pu_nnunet.datasets.shared.conversion import CaseJob, ConversionSummary, require_source, run_cases, timer
+from pu_nnunet.datasets.shared.conversion import (CaseJob, ConversionSummary, orphan_job, require_source, run_cases,
+                                                  timer)
 from pu_nnunet.datasets.errors import BadCaseError, SourceLayoutError
 from pu_nnunet.datasets.shared.images_2d import (check_same_orientation, check_same_size, pixel_hash,
                                                  read_binary_jpeg_mask, read_binary_png_mask, read_grayscale,
                                                  write_png)
-from pu_nnunet.datasets.shared.source_files import SkippedFiles, is_lossy, list_folder, orientation_notes, orphan_job
+from pu_nnunet.datasets.shared.source_files import SkippedFiles, is_lossy, list_folder, orientation_notes
 from pu_nnunet.datasets.shared.raw_folder import (atomic_dataset_folder, dataset_folder_name, make_raw_layout,
                                            raw_root_from_environment)
 from pu_nnunet.datasets.shared.splits import check_seed, stratified_group_folds, stratified_holdout, write_splits
@@ -70,7 +72,7 @@ def _find_cases(source: Path) -> tuple[list[CaseJob], SkippedFiles]:
             # a mask without its image: reported as a bad case so --skip-bad can pass over it
             expected = source / cls / f"{cls} ({number}){PNG}"
             orphan = orphan_job(case_identifier(cls, number), "", masks[number][0], expected, "mask")
-            jobs.append(CaseJob(orphan.case_id, "", orphan.sources, {**orphan.extra, "class": cls}))
+            jobs.append(dataclasses.replace(orphan, extra={**orphan.extra, "class": cls}))
         for number, image in sorted(images.items()):
             jobs.append(CaseJob(case_identifier(cls, number), "", (str(image), *map(str, masks[number])),
                                 {"class": cls}))

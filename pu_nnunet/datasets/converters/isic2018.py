@@ -16,12 +16,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pu_nnunet.datasets.shared.conversion import ConversionSummary, require_source, run_cases, timer
+from pu_nnunet.datasets.shared.conversion import ConversionSummary, orphan_job, require_source, run_cases, timer
 from pu_nnunet.datasets.errors import SourceLayoutError
 from pu_nnunet.datasets.shared.raw_folder import (atomic_dataset_folder, dataset_folder_name, make_raw_layout,
                                            raw_root_from_environment)
 from pu_nnunet.datasets.converters.rgb_pairs import RGB_CHANNEL_NAMES, convert_rgb_pair, pair_job, write_binary_dataset_json
-from pu_nnunet.datasets.shared.source_files import SkippedFiles, images_by_stem, orientation_notes, orphan_job
+from pu_nnunet.datasets.shared.source_files import SkippedFiles, images_by_stem, orientation_notes
 from pu_nnunet.datasets.shared.splits import cross_validation_splits, write_splits
 
 PARTS = ("Training", "Validation", "Test")

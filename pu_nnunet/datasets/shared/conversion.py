@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pu_nnunet.datasets.errors import DatasetError, SourceLayoutError
+from pu_nnunet.datasets.errors import BadCaseError, DatasetError, SourceLayoutError
 from pu_nnunet.datasets.shared.splits import install_command
 from pu_nnunet.user_errors import worker_pool
 
@@ -19,12 +19,28 @@ MAX_LISTED_BAD_FILES = 10
 
 @dataclass(frozen=True)
 class CaseJob:
-    """One case to convert: everything a worker process needs (plain data, so it pickles)."""
+    """One case to convert: everything a worker process needs (plain data, so it pickles).
+
+    ``missing_image``: set for an annotation (``sources[0]``, a ``annotation_kind``) whose image
+    is not there: every converter reports such a job as a bad case (:func:`orphan_job`)."""
 
     case_id: str
     part: str  # "Tr" (training) or "Ts" (test)
     sources: tuple[str, ...]
     extra: dict[str, Any] = field(default_factory=dict)
+    missing_image: str | None = None
+    annotation_kind: str = "annotation"
+
+
+def orphan_job(case_id: str, part: str, orphan: Path, expected_image: Path, kind: str) -> CaseJob:
+    """A job that reports ``orphan`` (a ``kind``: mask, label) whose image is missing as a bad case."""
+    return CaseJob(case_id, part, (str(orphan),), missing_image=str(expected_image), annotation_kind=kind)
+
+
+def orphan_problem(job: CaseJob) -> None:
+    """Raises the bad case of an orphan job; nothing for any other job."""
+    if job.missing_image is not None:
+        raise BadCaseError(job.sources[0], f"{job.annotation_kind} without its image {job.missing_image}")
 
 
 @dataclass
@@ -54,8 +70,6 @@ class ConversionSummary:
 
 def _run_one(worker: Callable[[CaseJob, Path], Any], job: CaseJob, out_folder: Path) -> tuple[str, Any, str | None]:
     # errors travel back as text: the pool would otherwise stop at the first one
-    from pu_nnunet.datasets.shared.source_files import orphan_problem
-
     try:
         orphan_problem(job)  # an annotation without its image: a bad case for every converter
         return job.case_id, worker(job, out_folder), None

@@ -13,8 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pu_nnunet.datasets.errors import BadCaseError, SourceLayoutError
-from pu_nnunet.datasets.shared.conversion import CaseJob
+from pu_nnunet.datasets.errors import SourceLayoutError
 from pu_nnunet.user_files import check_no_broken_links
 
 # the 2D formats PIL decodes losslessly or as JPEG, every spelling accepted (compared lower-cased)
@@ -23,8 +22,6 @@ IMAGE_ENDINGS_2D = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LOSSY_ENDINGS = (".jpg", ".jpeg")
 # the summary names at most this many skipped files per reason
 MAX_NAMED_SKIPPED = 5
-# CaseJob.extra key of an orphan: the image file it was expected beside
-MISSING_IMAGE = "missing_image"
 
 
 def image_ending(name: str) -> str | None:
@@ -90,18 +87,6 @@ def images_by_stem(folder: Path, source: Path, skipped: SkippedFiles, suffix: st
                                         "rename one of them")
             found[stem] = path
     return found
-
-
-def orphan_job(case_id: str, part: str, orphan: Path, expected_image: Path, kind: str) -> CaseJob:
-    """A job that reports ``orphan`` (a ``kind``: mask, label) whose image is missing as a bad case."""
-    return CaseJob(case_id, part, (str(orphan),), {MISSING_IMAGE: str(expected_image), "kind": kind})
-
-
-def orphan_problem(job: CaseJob) -> None:
-    """Raises the bad case of an orphan job; nothing for any other job."""
-    if MISSING_IMAGE in job.extra:
-        raise BadCaseError(job.sources[0], f"{job.extra.get('kind', 'annotation')} without its image "
-                                           f"{job.extra[MISSING_IMAGE]}")
 
 
 def orientation_notes(results: dict[str, dict]) -> list[str]:
