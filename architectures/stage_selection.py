@@ -31,7 +31,8 @@ def resolve_pu_stages(spec: StageSpec, n_stages: int) -> tuple[int, ...]:
     """Stage indices for a placement name or an explicit list, validated against n_stages.
 
     ``deepest_half``: the last n_stages // 2 stages (at least one);
-    ``shallowest_half``: all the others, the high-resolution stages (the ablation).
+    ``shallowest_half``: all the others, the high-resolution stages (the ablation);
+    a list: stage indices, negative ones from the bottleneck (-1 = the deepest stage).
     """
     if isinstance(n_stages, bool) or not isinstance(n_stages, numbers.Integral) or n_stages < 1:
         raise ValueError(f"n_stages must be an int of at least 1, got {n_stages!r}")
@@ -52,8 +53,10 @@ def resolve_pu_stages(spec: StageSpec, n_stages: int) -> tuple[int, ...]:
     not_indices = [s for s in spec if isinstance(s, bool) or not isinstance(s, numbers.Integral)]
     if not_indices:
         raise TypeError(f"pu_stages must list int stage indices, got {not_indices}")
-    stages = tuple(sorted({int(s) for s in spec}))
-    bad = [s for s in stages if not 0 <= s < n_stages]
+    # negative indices count from the bottleneck, as Python's do: -1 is the deepest stage, so
+    # "bottleneck only" is (-1,) whatever the plans' number of stages
+    bad = [int(s) for s in spec if not -n_stages <= int(s) < n_stages]
     if bad:
-        raise ValueError(f"pu_stages {bad} out of range for a network with {n_stages} stages (0..{n_stages - 1})")
-    return stages
+        raise ValueError(f"pu_stages {bad} out of range for a network with {n_stages} stages "
+                         f"(0..{n_stages - 1}, or -{n_stages}..-1 from the bottleneck)")
+    return tuple(sorted({int(s) % n_stages for s in spec}))

@@ -26,7 +26,7 @@ def test_per_stage_rejects_a_list_of_the_wrong_length():
 @pytest.mark.parametrize("spec, n_stages, error, match", [
     ("lowres", 7, ValueError, "pu_stages must be one of .* got 'lowres'"),
     ([0, 7], 7, ValueError, r"pu_stages \[7\] out of range .* 7 stages"),
-    ([-1], 7, ValueError, r"pu_stages \[-1\] out of range"),
+    ([-8], 7, ValueError, r"pu_stages \[-8\] out of range .* -7..-1 from the bottleneck"),
     (3, 7, TypeError, "pu_stages must be one of .* got int 3"),
     ({1, 2}, 7, TypeError, "got set"),
     ([1.0, 2], 7, TypeError, r"pu_stages must list int stage indices, got \[1.0\]"),
@@ -36,6 +36,13 @@ def test_per_stage_rejects_a_list_of_the_wrong_length():
 def test_resolve_pu_stages_rejects_bad_arguments(spec, n_stages, error, match):
     with pytest.raises(error, match=match):
         resolve_pu_stages(spec, n_stages)
+
+
+def test_negative_indices_count_from_the_bottleneck():
+    """Issue 28: "bottleneck only" is (-1,) whatever the number of stages."""
+    assert resolve_pu_stages((-1,), 7) == (6,) and resolve_pu_stages([-1], 5) == (4,)
+    assert resolve_pu_stages([0, -1, 6], 7) == (0, 6)
+    assert resolve_pu_stages([-2, -1], 4) == resolve_pu_stages("deepest_half", 4)
 
 
 @pytest.mark.parametrize("changes, match", [
