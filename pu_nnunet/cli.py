@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "synth": "pu_nnunet.datasets.cli_synth",
     "convert": "pu_nnunet.datasets.cli_convert",
     "trainer-path": "pu_nnunet.trainers.cli_trainer_path",
+    "plans": "pu_nnunet.trainers.cli_plans",
     "transfer-weights": "pu_nnunet.trainers.cli_transfer_weights",
     "demo": "pu_nnunet.demo.cli_demo",
     "study": "pu_nnunet.study.cli_study",

@@ -36,16 +36,11 @@ def blocks_for_plain_stage(n_conv: int) -> int:
     return max(1, math.ceil(n_conv / 2))
 
 
-def residual_unet_kwargs(network_arch_class_name: str, arch_kwargs: dict, arch_kwargs_req_import) -> dict:
-    """ResidualEncoderUNet keyword arguments (classes imported) for the architecture in the plans."""
+def residual_unet_plans_kwargs(network_arch_class_name: str, arch_kwargs: dict) -> dict:
+    """ResidualEncoderUNet keyword arguments as plans store them (class names as strings) for the
+    architecture in the plans: a ResidualEncoderUNet's as they are, a PlainConvUNet's stages as
+    residual blocks."""
     kwargs = dict(arch_kwargs)
-    for key in arch_kwargs_req_import:
-        if kwargs.get(key) is not None:
-            located = pydoc.locate(kwargs[key])
-            if located is None:
-                raise UnsupportedPlansError(f"plans name {key}={kwargs[key]!r}, which cannot be imported")
-            kwargs[key] = located
-
     class_name = network_arch_class_name.rsplit(".", 1)[-1]
     if class_name == PLAIN_CONV_UNET:
         n_conv = per_stage(kwargs.pop("n_conv_per_stage"), kwargs["n_stages"], "n_conv_per_stage")
@@ -55,3 +50,15 @@ def residual_unet_kwargs(network_arch_class_name: str, arch_kwargs: dict, arch_k
             f"plans use {network_arch_class_name}; the PU trainers build from PlainConvUNet plans (nnUNetPlans) "
             f"or ResidualEncoderUNet plans (nnUNetResEncUNet{{M,L,XL}}Plans)")
     return {k: v for k, v in kwargs.items() if k in _RESENC_KWARGS}
+
+
+def residual_unet_kwargs(network_arch_class_name: str, arch_kwargs: dict, arch_kwargs_req_import) -> dict:
+    """ResidualEncoderUNet keyword arguments (classes imported) for the architecture in the plans."""
+    kwargs = residual_unet_plans_kwargs(network_arch_class_name, arch_kwargs)
+    for key in arch_kwargs_req_import:
+        if kwargs.get(key) is not None:
+            located = pydoc.locate(kwargs[key])
+            if located is None:
+                raise UnsupportedPlansError(f"plans name {key}={kwargs[key]!r}, which cannot be imported")
+            kwargs[key] = located
+    return kwargs
