@@ -6,6 +6,7 @@ held-out imagesTs with pu-nnunet predict."""
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +48,11 @@ def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen) -> No
 def resumed_study(tiny_trained_model, tmp_path_factory):
     study_dir = tmp_path_factory.mktemp("study") / "tiny"
     env = study_env(tiny_trained_model, study_dir)
+    # the first job (PURe_tiny, fold 0) is the tiny model's own training: its finished model is
+    # reused, as a study reuses any finished training; the other three train (one is interrupted)
+    model = tiny_trained_model["fold"].parent
+    shutil.copytree(model, study_dir / "nnUNet_results" / tiny_trained_model["dataset"].name / model.name,
+                    ignore=shutil.ignore_patterns("fold_[1-9]*"))
     argv = ["run", "-d", str(TINY_DATASET_ID), "-c", "2d", "--trainers", *TRAINERS, "--folds", "0", "1",
             "--held-out", "validation", "--devices", "cpu", "--cpu-threads", "1", "-o", str(study_dir)]
     first_log = study_dir.parent / "first_run.log"
