@@ -40,6 +40,7 @@ def _argv(command: str, tmp) -> list[str]:
         "synth": ["synth", "ultrasound", "-d", "7"],
         "convert": ["convert", "busi", str(tmp / "download"), "-d", "8"],
         "demo": ["demo", "--workdir", out],
+        "plans": ["plans", "-d", "9", "-o", "PUPlans"],
     }[command]
 
 
@@ -56,25 +57,28 @@ def test_every_command_but_the_listed_ones_declares_its_outputs():
     assert declared == set(WRITING_COMMANDS)
 
 
-def _target(argv: list[str]):
+def _targets(argv: list[str]) -> list:
     args = cli.build_parser(cli.COMMANDS, only=argv[0]).parse_args(argv)
-    [target] = args._outputs(args)
-    return target
+    return args._outputs(args)
 
 
 @pytest.mark.parametrize("command", WRITING_COMMANDS)
 def test_a_second_run_into_a_held_output_is_refused_naming_the_holder(command, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "preprocessed"))
+    (tmp_path / "preprocessed" / "Dataset009_Held").mkdir(parents=True)  # plans finds its dataset first
     argv = _argv(command, tmp_path)
-    target = _target(argv)
+    # the first output is held; a command writing several (plans) is refused on any one of them
+    target, *others = _targets(argv)
     with OutputLock(lock_file_beside(target), target, command="pu-nnunet first run"):
         assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"pu-nnunet {command}: error: ")
     assert "another run is writing here" in err
     assert f"pid {os.getpid()}" in err and "`pu-nnunet first run`" in err and "started 20" in err
-    assert not os.path.exists(target)  # refused before any work
-    assert not lock_file_beside(target).exists()  # released with the lock
+    for path in (target, *others):
+        assert not os.path.exists(path)  # refused before any work
+        assert not lock_file_beside(path).exists()  # released with the lock
 
 
 def test_a_released_lock_lets_the_next_run_in(tmp_path, capsys):
