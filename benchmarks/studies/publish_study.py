@@ -20,7 +20,17 @@ from pathlib import Path
 TOP_FILES = ("report.md", "summary.json", "study.json", "provenance.json", "run_level.json", "status.txt")
 TOP_FOLDERS = ("plots", "comparisons", "jobs")
 RUN_EVALUATION_FILES = ("per_case.csv", "operating_points.csv", "operating_points.json", "provenance.json", "report.md")
-MODEL_FILES = ("training_stability.json", "progress.png")
+# nnU-Net's progress.png is left out (0.6 MB a run): plots/learning_curves.png draws every run's curve
+# from the training logs copied here
+MODEL_FILES = ("training_stability.json",)
+
+
+def _left_out(folder: str, names: list[str]) -> set[str]:
+    """Job locks (hidden files), and the robustness comparisons' per-case pairing (0.65 MB a
+    condition; rebuilt from the runs' robustness per_case.csv files copied here)."""
+    hidden = {name for name in names if name.startswith(".")}
+    paired = {"per_case_paired.csv"} if "robustness" in Path(folder).parts else set()
+    return hidden | (paired & set(names))
 
 
 def model_fold(study_dir: Path, state: dict) -> Path | None:
@@ -42,7 +52,7 @@ def publish(study_dir: Path, target: Path) -> None:
             shutil.copy2(study_dir / name, target / name)
     for name in TOP_FOLDERS:
         if (study_dir / name).is_dir():
-            shutil.copytree(study_dir / name, target / name, dirs_exist_ok=True)
+            shutil.copytree(study_dir / name, target / name, dirs_exist_ok=True, ignore=_left_out)
     for job_file in sorted((study_dir / "jobs").glob("*.json")):
         state = json.loads(job_file.read_text())
         run = study_dir / "runs" / job_file.stem

@@ -167,8 +167,8 @@ def markdown(section: Optional[dict[str, Any]], held_out: Optional[str], short_n
     if section["paired"]:
         lines += [f"Against the baseline {short_name(section['baseline'])}, per condition (trainer - baseline, "
                   "runs paired by fold and repeat): run-level, one difference of mean Dice per paired run, its "
-                  f"{RUN_CONFIDENCE:.0%} t-interval (new runs on these images; from {run_level.MIN_RUNS_FOR_INTERVAL} "
-                  "paired runs), the sign-flip p (Holm over this table) and the conclusion (different / "
+                  f"{RUN_CONFIDENCE:.0%} t-interval (new runs on these images; shown from {run_level.MIN_RUNS_FOR_INTERVAL} "
+                  "paired runs up), the sign-flip p (Holm over this table) and the conclusion (different / "
                   "equivalent within the margin by TOST / inconclusive; methods as in the run-level section); "
                   "pooled cases, `compare`'s paired bootstrap CI (optimistic: a case appears once per run); false "
                   "positives of each on the reference-empty case-runs, tested with the images as the sample.", ""]

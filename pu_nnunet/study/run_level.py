@@ -35,7 +35,12 @@ RunPairs = dict[str, dict[str, RunScores]]
 DEFAULT_METRIC = "dice"
 # per-case metrics analysed beside Dice where metrics.json holds them (evaluate's boundary metrics)
 OTHER_METRICS = ("nsd",)
-METRIC_TITLES = {"dice": "Dice", "nsd": "NSD", "hd95": "HD95"}
+# the image-level false-positive rate as a per-case score: 1 where a case whose reference lacks
+# the label has it predicted, 0 where not; a run's mean is its FPR, so the same run-level machinery
+# (t-interval, two-way bootstrap, sign flip, TOST, power) tests the FPR difference
+FALSE_POSITIVE = "false_positive"
+METRIC_TITLES = {"dice": "Dice", "nsd": "NSD", "hd95": "HD95",
+                 FALSE_POSITIVE: "image-level FPR (reference-empty cases)"}
 
 
 def run_id(fold: int, repeat: int) -> str:
@@ -52,7 +57,9 @@ def pairs_from_evaluations(evaluations: Mapping[Any, dict], baseline: str, train
                            label_keys: list[str], metric: str = DEFAULT_METRIC) -> RunPairs:
     """From finished runs (objects with .trainer, .fold, .repeat -> metrics.json content). Label
     records without ``metric`` (an older metrics.json) are left out; a label none of whose records
-    hold it has no entry."""
+    hold it has no entry. ``metric`` :data:`FALSE_POSITIVE` scores the cases whose reference lacks
+    the label (1 predicted, 0 not); every other metric the cases whose reference has it."""
+    scores_empty_cases = metric == FALSE_POSITIVE
     baseline_runs = {(job.fold, job.repeat): job for job in evaluations if job.trainer == baseline}
     pairs: RunPairs = {}
     for trainer in trainers:
@@ -66,8 +73,10 @@ def pairs_from_evaluations(evaluations: Mapping[Any, dict], baseline: str, train
             shared = [c for c in evaluations[job]["cases"] if c["case"] in base]
             for key in label_keys:
                 scored = [(c["case"], base[c["case"]]["labels"][key][metric], c["labels"][key][metric])
-                          for c in shared if not c["labels"][key]["ref_empty"]
+                          for c in shared if c["labels"][key]["ref_empty"] == scores_empty_cases
                           and metric in c["labels"][key] and metric in base[c["case"]]["labels"][key]]
+                if scores_empty_cases:
+                    scored = [(case, float(a), float(b)) for case, a, b in scored]
                 if scored:
                     entry.setdefault(key, {})[run_id(job.fold, job.repeat)] = (
                         [c for c, _, _ in scored], [a for _, a, _ in scored], [b for _, _, b in scored])
@@ -182,9 +191,11 @@ def method_text(analysis: dict[str, Any], metric: str = DEFAULT_METRIC) -> str:
     plan = next((e["power"] for e in entries if e.get("power")), None)
     margin = next((e["margin"] for e in entries), DEFAULT_EQUIVALENCE_MARGIN)
     title = METRIC_TITLES.get(metric, metric)
-    text = (f"One difference of mean {title} per paired run (same fold and repeat; cases whose reference has the "
-            f"label); mean and sd over runs. Intervals ({RUN_CONFIDENCE:.0%}), from {MIN_RUNS_FOR_INTERVAL} paired "
-            "runs (below, not informative): the t-interval on the run differences (df = runs - 1), which "
+    cases = ("cases whose reference lacks the label, each 1 if predicted, 0 if not: a run's mean is its FPR"
+             if metric == FALSE_POSITIVE else "cases whose reference has the label")
+    text = (f"One difference of mean {title} per paired run (same fold and repeat; {cases}); mean and sd over "
+            f"runs. Intervals ({RUN_CONFIDENCE:.0%}; shown from {MIN_RUNS_FOR_INTERVAL} paired runs up, fewer give "
+            "no informative interval): the t-interval on the run differences (df = runs - 1), which "
             "generalises over new runs on this test set; and the two-way (pigeonhole, Owen 2007) bootstrap, one "
             "case resample shared by all runs and the runs resampled independently, its standard error times the "
             f"same t quantile ({TWO_WAY_RESAMPLES} resamples, seed {RUN_BOOTSTRAP_SEED}), which generalises over "

@@ -175,3 +175,43 @@ def test_pairs_take_a_metric_and_skip_records_without_it():
     assert nsd["T"]["foreground"] == {"fold 0, repeat 0": (["c0"], [0.7], [0.75])}  # repeat 1 holds no NSD
     assert run_level.pairs_from_evaluations({Job("B", 0, 1): metrics(0.8), Job("T", 0, 1): metrics(0.85)},
                                             "B", ["T"], ["foreground"], metric="nsd") == {}
+
+
+def test_the_false_positive_rate_is_a_run_level_difference_over_the_empty_cases():
+    """A run's FPR is the mean of its empty cases' flags, so the run-level machinery tests the FPR
+    difference: a trainer flagging fewer normal images than the baseline in every run gets a
+    negative difference, the lesion images are not part of it, and the power plan is for the
+    paper's 0.077."""
+    from collections import namedtuple
+
+    from pu_nnunet.evaluation.published import PUBLISHED_NORMAL_FPR_DIFFERENCE
+
+    Job = namedtuple("Job", "trainer fold repeat")
+
+    def metrics(flags):
+        empty = [{"case": f"normal_{i}", "labels": {"foreground": {"ref_empty": True, "false_positive": flag,
+                                                                    "dice": None}}}
+                 for i, flag in enumerate(flags)]
+        lesion = [{"case": "lesion", "labels": {"foreground": {"ref_empty": False, "false_positive": None,
+                                                                "dice": 0.9}}}]
+        return {"cases": empty + lesion}
+
+    baseline_flags = [[True, True, False, False], [True, False, True, False], [True, True, True, False]]
+    trainer_flags = [[False, True, False, False], [False, False, False, False], [True, False, False, False]]
+    evaluations = {}
+    for repeat, (b, t) in enumerate(zip(baseline_flags, trainer_flags)):
+        evaluations[Job("B", 0, repeat)] = metrics(b)
+        evaluations[Job("T", 0, repeat)] = metrics(t)
+    pairs = run_level.pairs_from_evaluations(evaluations, "B", ["T"], ["foreground"], metric=run_level.FALSE_POSITIVE)
+    cases, base, trainer = pairs["T"]["foreground"]["fold 0, repeat 0"]
+    assert cases == ["normal_0", "normal_1", "normal_2", "normal_3"]  # the lesion image is not scored
+    assert base == [1.0, 1.0, 0.0, 0.0] and trainer == [0.0, 1.0, 0.0, 0.0]
+    analysis = run_level.run_level_analysis(pairs, mid=PUBLISHED_NORMAL_FPR_DIFFERENCE,
+                                            margin=PUBLISHED_NORMAL_FPR_DIFFERENCE)
+    entry = analysis["T"]["foreground"]
+    # FPR per run: baseline 0.5, 0.5, 0.75; trainer 0.25, 0, 0.25
+    assert [run["difference"] for run in entry["runs"]] == pytest.approx([-0.25, -0.5, -0.5])
+    assert entry["mean_difference"] == pytest.approx(-5 / 12)
+    assert entry["power"]["mid"] == pytest.approx(0.077) and entry["margin"] == pytest.approx(0.077)
+    text = "\n".join(run_level.markdown(analysis, "B", {"foreground": "foreground"}, str, run_level.FALSE_POSITIVE))
+    assert "image-level FPR" in text and "a run's mean is its FPR" in text and "±0.077" in text
