@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND
 from pu_nnunet.evaluation.metrics.flag_rates import split_run_tag
-from pu_nnunet.evaluation.metrics.run_stats import (ALPHA, DEFAULT_EQUIVALENCE_MARGIN, DEFAULT_MID,
+from pu_nnunet.evaluation.metrics.run_stats import (ALPHA, TARGET_POWER, DEFAULT_EQUIVALENCE_MARGIN, DEFAULT_MID,
                                                     EXACT_SIGN_FLIP_MAX_RUNS, MAX_RUNS_SEARCHED, MIN_RUNS_FOR_INTERVAL,
                                                     RUN_BOOTSTRAP_SEED, RUN_CONFIDENCE, SIGN_FLIP_RESAMPLES,
                                                     SIGN_FLIP_SEED, TWO_WAY_RESAMPLES, DIFFERENT,
@@ -176,6 +176,9 @@ def verdict(trainer_name: str, baseline_name: str, entry: dict[str, Any], metric
         tost = ("TOST undefined with sd 0" if entry.get("tost_p") is None
                 else f"TOST p {p_value(entry['tost_p'])}")
         head += f": inconclusive, neither a difference nor equivalence within ±{margin:g} is shown ({tost})"
+        if entry.get("detectable_difference") is not None:
+            head += (f"; the smallest true difference {n} paired runs detect with {TARGET_POWER:.0%} power at "
+                     f"the observed sd is ±{entry['detectable_difference']:.3g}")
     plan = entry.get("power")
     if plan:
         rows = plan["by_sd"]

@@ -259,6 +259,28 @@ def plausible_sds(sd: float, n_runs: int) -> list[tuple[str, float]]:
     return values
 
 
+def detectable_difference(n_runs: int, sd: float, family_size: int = 1, alpha: float = ALPHA,
+                          power: float = TARGET_POWER) -> Optional[float]:
+    """The smallest true difference that ``n_runs`` paired runs with between-run sd ``sd`` detect
+    with ``power`` by the sign-flip test at the Holm worst-case level alpha / family_size: what an
+    inconclusive result could have found. None where the runs cannot reach the level at all;
+    0 with sd 0. Bisection on the effect in sds (the power simulation's draws are shared, so the
+    power grows with the effect), to 1/1000 of the bracket."""
+    level = alpha / family_size
+    if n_runs < min_runs_for_level(level) or not math.isfinite(sd):
+        return None
+    if sd <= SD_TOLERANCE:
+        return 0.0
+    achieved = lambda effect: sign_flip_power(effect, n_runs, level) >= power  # noqa: E731
+    low, high = 0.0, 1.0
+    while not achieved(high):
+        low, high = high, 2 * high
+    while high - low > high / 1000:
+        middle = (low + high) / 2
+        low, high = (low, middle) if achieved(middle) else (middle, high)
+    return high * sd
+
+
 def power_plan(mid: float, sds: Sequence[tuple[str, float]], family_size: int, alpha: float = ALPHA
                ) -> dict[str, Any]:
     """Runs needed for each plausible sd (label, value), with the level and its attainable floor."""
@@ -348,11 +370,15 @@ def conclusion(entry: Mapping[str, Any], alpha: float = ALPHA) -> str:
 
 
 def add_family_results(entries: Sequence[dict[str, Any]], mid: float = DEFAULT_MID, alpha: float = ALPHA) -> None:
-    """Holm over the entries' sign-flip p (the report's family), each entry's conclusion, and the
-    runs for 80 % power at the family's worst-case level alpha / m for plausible sds."""
+    """Holm over the entries' sign-flip p (the report's family), each entry's conclusion, the
+    runs for 80 % power at the family's worst-case level alpha / m for plausible sds, and the
+    smallest difference the runs at hand detect with that power at the observed sd."""
     family = max(1, sum(1 for e in entries if e.get("sign_flip_p") is not None))
     for entry, adjusted in zip(entries, holm([e.get("sign_flip_p") for e in entries])):
         entry["sign_flip_p_holm"] = adjusted
         entry["conclusion"] = conclusion(entry, alpha)
         entry["power"] = (power_plan(mid, plausible_sds(entry["sd"], entry["n_runs"]), family, alpha)
                           if entry.get("sd") is not None else None)
+        # what an inconclusive result could have detected (80 % power at the observed sd)
+        entry["detectable_difference"] = (detectable_difference(entry["n_runs"], entry["sd"], family, alpha)
+                                           if entry.get("sd") is not None else None)

@@ -215,3 +215,18 @@ def test_the_false_positive_rate_is_a_run_level_difference_over_the_empty_cases(
     assert entry["power"]["mid"] == pytest.approx(0.077) and entry["margin"] == pytest.approx(0.077)
     text = "\n".join(run_level.markdown(analysis, "B", {"foreground": "foreground"}, str, run_level.FALSE_POSITIVE))
     assert "image-level FPR" in text and "a run's mean is its FPR" in text and "±0.077" in text
+
+
+def test_the_detectable_difference_is_the_inverse_of_the_runs_for_power():
+    """An inconclusive result says what it could have found: the difference n runs detect with 80 %
+    power is the one at which runs_for_power asks for n runs (no fewer), it shrinks with more runs,
+    and it does not exist where the runs cannot reach the level."""
+    from pu_nnunet.evaluation.metrics.run_stats import detectable_difference, runs_for_power
+
+    sd = 0.017
+    at_8, at_16 = detectable_difference(8, sd, family_size=2), detectable_difference(16, sd, family_size=2)
+    assert 0 < at_16 < at_8
+    assert runs_for_power(at_8, sd, family_size=2) == 8
+    assert runs_for_power(at_8 * 0.9, sd, family_size=2) > 8
+    assert detectable_difference(3, sd, family_size=2) is None  # 3 runs cannot reach p 0.025
+    assert detectable_difference(8, 0.0, family_size=2) == 0.0
