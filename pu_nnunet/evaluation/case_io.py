@@ -212,11 +212,35 @@ def _read(reader_class: type, path: Path, case: str, role: str, info: DatasetInf
 
 def _geometry(properties: dict) -> dict[str, np.ndarray]:
     geometry = {"spacing": np.asarray(properties["spacing"], dtype=float)}
+    nibabel_stuff = properties.get("nibabel_stuff", {})
     for key in ("sitk_stuff", "nibabel_stuff"):
         for name, value in properties.get(key, {}).items():
-            if name != "spacing":
-                geometry[name] = np.asarray(value, dtype=float)
+            # NibabelIOWithReorient returns the arrays on the reoriented (RAS) grid: the voxel order
+            # each file stores (its original_affine) is undone already and need not agree
+            if name == "spacing" or (name == "original_affine" and "reoriented_affine" in nibabel_stuff):
+                continue
+            geometry[name] = np.asarray(value, dtype=float)
     return geometry
+
+
+def _voxel_grid(properties: dict) -> dict | None:
+    """The grid of the array as read, as ITK states it (spacing, origin, direction of the x, y, z
+    index axes): SimpleITKIO's ``sitk_stuff``, or NibabelIO's affine (the array's grid: the
+    reoriented affine where the reader reoriented) split the same way. The two readers' world
+    frames differ (LPS, RAS), so only grids read by one reader are compared."""
+    if "sitk_stuff" in properties:
+        return properties["sitk_stuff"]
+    nibabel_stuff = properties.get("nibabel_stuff", {})
+    affine = nibabel_stuff.get("reoriented_affine", nibabel_stuff.get("original_affine"))
+    if affine is None:
+        return None
+    affine = np.asarray(affine, dtype=float)
+    if affine.shape != (4, 4):
+        return None
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if not (spacing > 0).all():
+        return None
+    return {"spacing": spacing, "origin": affine[:3, 3], "direction": (affine[:3, :3] / spacing).reshape(-1)}
 
 
 def _geometry_difference(ref_props: dict, pred_props: dict, ref_shape, pred_shape) -> str | None:
@@ -246,7 +270,7 @@ def align_voxel_order(labels: np.ndarray, geometry: dict | None, target_shape, t
     """``labels`` (z, y, x) moved onto ``target``'s voxel grid when both grids are the same points
     in another voxel order (axes permuted or flipped, the origin at another corner), with the
     change in words; None when they are not (a resampling would be needed, which evaluation does
-    not do) or the geometry is not ITK's (3D ``sitk_stuff`` from nnU-Net's SimpleITKIO).
+    not do) or a grid is unknown (``_voxel_grid``: SimpleITKIO's or NibabelIO's 3D geometry).
 
     Lossless: only a transpose and flips. The moved grid's geometry must then equal the target's
     within the tolerance used for equal grids."""
@@ -293,7 +317,7 @@ def read_case(case: str, pred_dir: Path | None, ref_dir: Path, info: DatasetInfo
         pred, pred_props = _read(info.reader_class, pred_path, case, "prediction", info)
         difference = _geometry_difference(ref_props, pred_props, ref.shape, pred.shape)
         if difference is not None:
-            aligned = align_voxel_order(ref, ref_props.get("sitk_stuff"), pred.shape, pred_props.get("sitk_stuff"))
+            aligned = align_voxel_order(ref, _voxel_grid(ref_props), pred.shape, _voxel_grid(pred_props))
             if aligned is None:
                 raise EvaluationError(f"case {case}: {difference}; not the same voxel grid in another axis order "
                                       "either (resample one onto the other's grid)")

@@ -106,3 +106,27 @@ def test_a_truly_different_grid_is_still_refused(real_ct, tmp_path, capsys):
                              sitk.GetArrayFromImage(prediction).shape,
                              {"spacing": prediction.GetSpacing(), "origin": prediction.GetOrigin(),
                               "direction": prediction.GetDirection()}) is None
+
+
+@pytest.mark.parametrize("reader, warned", [("NibabelIOWithReorient", False), ("NibabelIO", True)])
+def test_nibabel_readers_score_a_reference_stored_in_another_voxel_order(tmp_path, capsys, reader, warned):
+    """A dataset read with nnU-Net's nibabel readers (AMOS: NibabelIOWithReorient, as `convert amos`
+    writes): the reference flipped in y and x. With reorientation both arrays arrive on the same RAS
+    grid (the files' own affines differ, which is no mismatch); without it, evaluate aligns the
+    reference as for SimpleITKIO. On main before this, both were refused (the files' affines
+    differ) although they are one grid."""
+    prediction = small_labels()
+    prediction.SetDirection(IDENTITY)  # nibabel stores an axis-aligned affine as given
+    reference = sitk.Flip(prediction, [True, True, False])
+    pred, ref = write_pair(tmp_path, reference, prediction)
+    dataset_json = tmp_path / "dataset.json"
+    dataset_json.write_text(json.dumps({"labels": {"background": 0, "a": 1, "b": 2}, "channel_names": {"0": "CT"},
+                                        "file_ending": ".nii.gz", "numTraining": 1,
+                                        "overwrite_image_reader_writer": reader}))
+    code = main(["evaluate", str(pred), str(ref), "-o", str(tmp_path / "out"), "--no-plots", "--device", "cpu",
+                 "--dataset-json", str(dataset_json)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert ("stores the prediction's physical grid in another voxel order (its x axis reversed, its y axis "
+            "reversed)" in err) == warned, err
+    assert dice_per_label(tmp_path / "out") == {"1": 1.0, "2": 1.0, "foreground": 1.0}
