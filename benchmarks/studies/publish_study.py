@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 TOP_FILES = ("report.md", "summary.json", "study.json", "provenance.json", "run_level.json", "status.txt")
-TOP_FOLDERS = ("plots", "comparisons", "jobs")
+# dicom_series: real_ct_slices.py's evaluations of the DICOM series predictions
+TOP_FOLDERS = ("plots", "comparisons", "jobs", "dicom_series")
 RUN_EVALUATION_FILES = ("per_case.csv", "operating_points.csv", "operating_points.json", "provenance.json", "report.md")
 # nnU-Net's progress.png is left out (0.6 MB a run): plots/learning_curves.png draws every run's curve
 # from the training logs copied here

@@ -97,6 +97,38 @@ def dicom_reference(real_ct: Path, target: Path) -> Path:
     return path
 
 
+def check_dicom_seg(predictions: Path, series: Path, target: Path) -> dict:
+    """The DICOM SEG beside the NIfTI: its segments, and per label its voxels rebuilt from the SEG's
+    frames (each frame placed by the slice it references) against the NIfTI's; written as
+    ``dicom_seg_check.json``."""
+    import highdicom
+    import pydicom
+    import SimpleITK as sitk
+
+    seg = highdicom.seg.segread(predictions / "dicom_series_seg.dcm")
+    nifti = sitk.GetArrayFromImage(sitk.ReadImage(str(predictions / "dicom_series.nii.gz")))
+    slices = [pydicom.dcmread(path, stop_before_pixels=True) for path in sorted(series.iterdir()) if path.is_file()]
+    position_of = {s.file_meta.MediaStorageSOPInstanceUID: float(s.ImagePositionPatient[2]) for s in slices}
+    order = {z: index for index, z in enumerate(sorted(set(position_of.values())))}
+    labels = json.loads((predictions / "dataset.json").read_text())["labels"]
+    label_of_segment = {s.SegmentNumber: labels[s.SegmentLabel] for s in seg.SegmentSequence}
+    rebuilt = np.zeros_like(nifti)
+    pixels = seg.pixel_array
+    for frame, groups in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        source = groups.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        segment = groups.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+        rebuilt[order[position_of[source]]][pixels[frame] > 0] = label_of_segment[segment]
+    # the NIfTI's slice order is the series' order along z (SimpleITK's reader sorts by position)
+    check = {"segments": [f"{s.SegmentNumber}: {s.SegmentLabel}" for s in seg.SegmentSequence],
+             "frames": int(seg.NumberOfFrames), "series_slices": len(slices),
+             "voxels_per_label_nifti": {int(v): int((nifti == v).sum()) for v in np.unique(nifti) if v},
+             "voxels_per_label_seg": {int(v): int((rebuilt == v).sum()) for v in np.unique(rebuilt) if v},
+             "seg_equals_nifti": bool(np.array_equal(rebuilt, nifti))}
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "dicom_seg_check.json").write_text(json.dumps(check, indent=2) + "\n")
+    return check
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", required=True, type=Path, help="scratch: nnU-Net folders, models, predictions")
@@ -130,6 +162,9 @@ def main() -> int:
         out = study / "dicom_series" / trainer
         run([pu, "evaluate", str(predictions), str(reference.parent), "-o", str(out), "--device", "cpu",
              "--overwrite"], env, log)
+        check = check_dicom_seg(predictions, args.real_ct / "dicom_series", out)
+        print(f"{trainer}: DICOM SEG {check['frames']} frames, segments {check['segments']}, "
+              f"voxels equal to the NIfTI: {check['seg_equals_nifti']}")
     print(f"study report: {study / 'report.md'}; DICOM series: {study / 'dicom_series'}")
     return 0
 
