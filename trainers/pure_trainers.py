@@ -151,6 +151,11 @@ class nnUNetTrainerPURe_HighResStages_demo(_DemoSchedule, nnUNetTrainerPURe_High
     pass
 
 
+class nnUNetTrainerPURe_Unstabilised_demo(_DemoSchedule, nnUNetTrainerPURe_Unstabilised):
+    """The unstabilised PU at the demo schedule: training under CPU bf16 autocast (about 7x slower
+    than float32 on 2 cores) fits a session only this short (issue 27)."""
+
+
 # --- stabilisation ablations (issue 20) ----------------------------------------------------
 # PU-UNet stabilises PURe's PU with two parts: a smooth positivity mapping and log-domain
 # clipping. With nnUNetTrainerPURe (both) and nnUNetTrainerPURe_Unstabilised (neither), these
