@@ -76,6 +76,7 @@ def test_wheel_holds_every_module_under_pu_nnunet_only(wheel):
     assert {t for t in top_level if not t.endswith(".dist-info")} == {"pu_nnunet"}
 
 
+@pytest.mark.slow  # over 8 s on 2 cores: the full suite runs it, the quick lane does not
 def test_installed_wheel_finds_trainer_folder_and_adds_no_bare_modules(wheel, tmp_path):
     site = tmp_path / "site"
     result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
@@ -89,6 +90,7 @@ def test_installed_wheel_finds_trainer_folder_and_adds_no_bare_modules(wheel, tm
     assert no_bare == "True True"
 
 
+@pytest.mark.slow  # over 8 s on 2 cores: the full suite runs it, the quick lane does not
 def test_editable_install_maps_root_folders(tmp_path):
     # run outside the checkout, so nothing is imported from the working directory
     ext_dir, has_module, no_bare = _probe(sys.executable, cwd=tmp_path)[:3]

@@ -151,6 +151,7 @@ def test_cuda_equal_to_cpu(tmp_path, synth):
     assert cuda["cases"] == cpu["cases"] and cuda["aggregates"] == cpu["aggregates"]
 
 
+@pytest.mark.slow  # over 8 s on 2 cores: the full suite runs it, the quick lane does not
 def test_two_processes_equal_one(tmp_path, synth):
     refs, preds = synth.random_pairs(synth.SHAPE_3D, n_cases=3, n_labels=2, seed=7)
     synth.write_cases(tmp_path / "ref", refs, ".nii.gz")

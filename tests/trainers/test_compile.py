@@ -107,6 +107,7 @@ def test_compiled_forward_and_gradients_equal_eager(small_plans, one_torch_threa
     assert_same_values(_output_and_gradients(network, compiled, x), eager)
 
 
+@pytest.mark.slow  # over 8 s on 2 cores: the full suite runs it, the quick lane does not
 def test_inductor_compiles_a_pu_layer_to_the_eager_values(tmp_path, monkeypatch, one_torch_thread):
     """A real inductor compile (generated C++ built with gcc) of a PU layer, forward and backward."""
     # a fresh kernel cache: the test compiles whatever an earlier run left on the machine

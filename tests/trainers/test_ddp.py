@@ -18,6 +18,7 @@ from pu_nnunet.trainers.pure_trainers import nnUNetTrainerPURe
 SCRIPT = Path(__file__).with_name("ddp_train_steps.py")
 
 
+@pytest.mark.slow  # over 8 s on 2 cores: the full suite runs it, the quick lane does not
 def test_ddp_with_gloo_keeps_ranks_identical_and_every_parameter_gets_a_gradient(small_plans, tmp_path):
     plans = small_plans("2d")
     (tmp_path / "plans.json").write_text(json.dumps(plans))
