@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pu_nnunet.architectures.stage_selection import DEFAULT_PLACEMENT, PLACEMENTS
+from pu_nnunet.product_units.positivity import positivity_choices
 
 HELP = ("write plans that build the PU residual-encoder U-Net (and the matched baseline's) beside nnU-Net's plans, "
         "so that any trainer (stock nnUNetTrainer, schedule variants, your own) trains it with -p NAME")
@@ -42,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pu-stages", type=_stages, default=DEFAULT_PLACEMENT, metavar="STAGES",
                         help=f"where the PU blocks go: {', '.join(PLACEMENTS)} or stage indices (3,4; -1 = the "
                              f"bottleneck); default {DEFAULT_PLACEMENT}")
-    parser.add_argument("--pu-positivity", choices=("softplus", "threshold"), default="softplus",
-                        help="softplus (stable, default) or threshold (PURe's)")
+    parser.add_argument("--pu-positivity", choices=positivity_choices(), default="softplus",
+                        help="a registered positivity mapping: softplus (stable, default), threshold (PURe's), or "
+                             "one registered with pu_nnunet.product_units.register_positivity")
     parser.add_argument("--pu-log-input-clip", type=_clip, default="6.0", metavar="C",
                         help="clamp of log(pos(x)) to [-C, C]; none switches it off (default 6)")
     parser.add_argument("--pu-log-output-clip", type=_clip, default="10.0", metavar="C",

@@ -22,8 +22,6 @@ EXPONENT_INIT_A = 5.0
 # Initial threshold of PURe's hard positivity floor: softplus(0) = log 2 ~ 0.693.
 THRESHOLD_INIT = 0.0
 
-POSITIVITY_CHOICES = ("softplus", "threshold")
-
 # "fused": the autograd Function of fused.py (saves x, y and a bool mask; the default, tested equal
 # to the reference); "reference": autograd on the plain composition of functional.py.
 IMPLEMENTATION_CHOICES = ("fused", "reference")

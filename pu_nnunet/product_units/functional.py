@@ -14,7 +14,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from pu_nnunet.product_units.constants import POSITIVITY_CHOICES, POSITIVITY_EPS
+from pu_nnunet.product_units.constants import POSITIVITY_EPS
+from pu_nnunet.product_units.positivity import PositivityMapping, positivity_mapping
 
 _CONV_BY_DIM = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -27,23 +28,20 @@ def as_tuple(value: Sequence[int] | int, ndim: int, name: str) -> tuple[int, ...
     return values
 
 
-def check_positivity(positivity: str, theta: Optional[torch.Tensor]) -> None:
-    if positivity not in POSITIVITY_CHOICES:
-        raise ValueError(f"positivity must be one of {POSITIVITY_CHOICES}, got {positivity!r}")
-    if positivity == "threshold" and theta is None:
-        raise ValueError("positivity='threshold' needs the trainable threshold theta")
+def check_positivity(positivity: str, theta: Optional[torch.Tensor]) -> PositivityMapping:
+    """The registered mapping called ``positivity`` (pu_nnunet/product_units/positivity.py), with
+    the threshold it learns where it learns one."""
+    mapping = positivity_mapping(positivity)
+    if mapping.learns_threshold and theta is None:
+        raise ValueError(f"positivity={positivity!r} needs the trainable threshold theta")
+    return mapping
 
 
 def positive(x: torch.Tensor, positivity: str, eps: float, theta: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Maps any real input to (0, inf).
-
-    ``softplus``: smooth, every input keeps a non-zero gradient (the stable choice).
-    ``threshold``: PURe's floor, max(x, softplus(theta) + eps); inputs below it get no gradient.
-    """
-    check_positivity(positivity, theta)
-    if positivity == "softplus":
-        return F.softplus(x) + eps
-    return torch.maximum(x, F.softplus(theta) + eps)
+    """Maps any real input to (0, inf) with the registered mapping ``positivity``: ``softplus``
+    (smooth, every input keeps a non-zero gradient: the stable choice), ``threshold`` (PURe's floor
+    max(x, softplus(theta) + eps); inputs below it get no gradient), or any other registered one."""
+    return check_positivity(positivity, theta).forward(x, eps, theta)
 
 
 def _clip(z: torch.Tensor, bound: Optional[float]) -> torch.Tensor:

@@ -8,9 +8,11 @@ backward recomputes the log-domain input from x, elementwise work that is cheap 
 convolution it feeds. Forward does its elementwise steps in place on one buffer.
 
 Each step is the reference's torch op on the same values, and backward applies each op's own
-derivative formula in the reference's order (softplus_backward with softplus's threshold,
-grad / p for the log, torch's clamp and maximum rules at ties), so the results equal the
-reference's bit for bit wherever the convolution kernels agree with themselves.
+derivative formula in the reference's order (the positivity mapping's own backward: softplus_backward
+with softplus's threshold, torch.maximum's rule at ties; grad / p for the log; torch's clamp rule),
+so the results equal the reference's bit for bit wherever the convolution kernels agree with
+themselves. A registered mapping without a hand-written backward is differentiated by autograd
+there (pu_nnunet/product_units/positivity.py).
 """
 
 from __future__ import annotations
@@ -19,17 +21,12 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from pu_nnunet.product_units.clamp_rule import clamp_backward_, clamp_blocked
 from pu_nnunet.product_units.constants import POSITIVITY_EPS
 from pu_nnunet.product_units.functional import _CONV_BY_DIM, as_tuple, check_positivity
-
-# F.softplus's defaults: beta = 1, and above x * beta = 20 it returns x (gradient 1); the
-# recomputed gradient must apply the same rule to equal the reference's.
-_SOFTPLUS_BETA = 1.0
-_SOFTPLUS_THRESHOLD = 20.0
+from pu_nnunet.product_units.positivity import positivity_mapping
 
 
 @dataclass(frozen=True)
@@ -49,15 +46,9 @@ def _clip_(t: torch.Tensor, bound: Optional[float]) -> torch.Tensor:
     return t if bound is None else t.clamp_(-bound, bound)
 
 
-def _floor(theta: torch.Tensor, eps: float) -> torch.Tensor:
-    return F.softplus(theta) + eps
-
-
 def _positive(x: torch.Tensor, spec: _Spec, theta: Optional[torch.Tensor]) -> torch.Tensor:
     """pos(x) as a new tensor (the reference's ``positive``); x already in the compute dtype."""
-    if spec.positivity == "softplus":
-        return F.softplus(x).add_(spec.eps)
-    return torch.maximum(x, _floor(theta, spec.eps))
+    return positivity_mapping(spec.positivity).forward_no_grad(x, spec.eps, theta)
 
 
 def _conv(z: torch.Tensor, weight: torch.Tensor, spec: _Spec) -> torch.Tensor:
@@ -126,23 +117,8 @@ class _FusedProductUnitConv(torch.autograd.Function):
             del log_p
             grad_p = grad_z.div_(p)
             del p
-            if spec.positivity == "softplus":
-                grad_x = torch.ops.aten.softplus_backward.grad_input(
-                    grad_p, x, _SOFTPLUS_BETA, _SOFTPLUS_THRESHOLD, grad_input=grad_p)
-                return grad_x.to(saved_x.dtype), grad_weight, None, None
-            grad_x, grad_theta = _maximum_backward(grad_p, x, theta, spec.eps, need_theta)
+            grad_x, grad_theta = positivity_mapping(spec.positivity).backward(grad_p, x, spec.eps, theta, need_theta)
         return grad_x.to(saved_x.dtype) if need_x else None, grad_weight, grad_theta, None
-
-
-def _maximum_backward(grad_p: torch.Tensor, x: torch.Tensor, theta: torch.Tensor, eps: float, need_theta: bool):
-    """Gradients of max(x, softplus(theta) + eps) with torch.maximum's rule: ties split evenly."""
-    floor = _floor(theta, eps)
-    shared = torch.where(x == floor, grad_p / 2, grad_p)
-    grad_theta = None
-    if need_theta:
-        grad_floor = shared.masked_fill(x > floor, 0).sum().reshape(floor.shape)
-        grad_theta = torch.ops.aten.softplus_backward(grad_floor, theta, _SOFTPLUS_BETA, _SOFTPLUS_THRESHOLD)
-    return shared.masked_fill_(x < floor, 0), grad_theta
 
 
 def fused_product_unit_conv(x: torch.Tensor, weight: torch.Tensor, *, stride: Sequence[int] | int = 1,
@@ -154,12 +130,12 @@ def fused_product_unit_conv(x: torch.Tensor, weight: torch.Tensor, *, stride: Se
 
     Computes in the dtype of ``weight``; a lower-precision ``x`` is saved as it is and cast on use.
     """
-    check_positivity(positivity, theta)
+    mapping = check_positivity(positivity, theta)
     ndim = weight.dim() - 2
     spec = _Spec(as_tuple(stride, ndim, "stride"), as_tuple(padding, ndim, "padding"),
                  as_tuple(dilation, ndim, "dilation"), int(groups),
                  positivity, float(eps), log_input_clip, log_output_clip)
-    theta = theta if positivity == "threshold" else None
+    theta = theta if mapping.learns_threshold else None
     inputs = (x, weight) if theta is None else (x, weight, theta)
     if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
         return _FusedProductUnitConv.apply(x, weight, theta, spec)

@@ -10,6 +10,7 @@ from torch import nn
 from pu_nnunet.product_units import constants as C
 from pu_nnunet.product_units.functional import as_tuple, product_unit_conv
 from pu_nnunet.product_units.fused import fused_product_unit_conv
+from pu_nnunet.product_units.positivity import positivity_mapping
 
 _DIM_BY_CONV_OP = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
 _FUNCTION_BY_IMPLEMENTATION = {"fused": fused_product_unit_conv, "reference": product_unit_conv}
@@ -39,8 +40,9 @@ class ProductUnitConv(nn.Module):
         in_channels, out_channels, kernel_size, stride, dilation, groups: as for ``conv_op``.
         padding: ``None`` pads to keep the size for odd kernels; pads with x = 1, the
             multiplicative identity (0 in the log domain).
-        positivity: ``"softplus"`` (smooth, default) or ``"threshold"`` (PURe's floor
-            softplus(theta) + eps with a trainable theta, initialised to 0).
+        positivity: a registered mapping (pu_nnunet/product_units/positivity.py): ``"softplus"``
+            (smooth, default), ``"threshold"`` (PURe's floor softplus(theta) + eps with a trainable
+            theta, initialised to 0), or one of your own.
         log_input_clip: bound c of clamp(log p, -c, c); ``None`` switches the clip off.
         log_output_clip: bound of the aggregate before exp; ``None`` switches it off.
         eps: added to the positive input before the log.
@@ -61,8 +63,7 @@ class ProductUnitConv(nn.Module):
         if conv_op not in _DIM_BY_CONV_OP:
             raise ValueError(f"conv_op must be nn.Conv1d, nn.Conv2d or nn.Conv3d, got {conv_op!r}")
         ndim = _DIM_BY_CONV_OP[conv_op]
-        if positivity not in C.POSITIVITY_CHOICES:
-            raise ValueError(f"positivity must be one of {C.POSITIVITY_CHOICES}, got {positivity!r}")
+        mapping = positivity_mapping(positivity)  # a ValueError naming the registered choices
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
             if not (isinstance(value, int) and value > 0):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -94,7 +95,7 @@ class ProductUnitConv(nn.Module):
 
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
         # PURe learns one threshold per PU layer; the smooth mapping has nothing to learn
-        self.theta = nn.Parameter(torch.empty(1)) if positivity == "threshold" else None
+        self.theta = nn.Parameter(torch.empty(1)) if mapping.learns_threshold else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
