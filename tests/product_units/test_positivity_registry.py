@@ -57,13 +57,13 @@ def elu_plus_one():
 
     @register_positivity
     class EluPlusOne(PositivityMapping):
-        name = "elu_plus_one"
+        name = "user_elu_plus_one"
 
         def forward(self, x, eps, theta):
             return F.elu(x) + (1 + eps)
 
-    yield "elu_plus_one"
-    POSITIVITY_MAPPINGS.pop("elu_plus_one")
+    yield "user_elu_plus_one"
+    POSITIVITY_MAPPINGS.pop("user_elu_plus_one")
 
 
 def test_a_mapping_registered_outside_the_package_trains_through_both_paths(elu_plus_one):
