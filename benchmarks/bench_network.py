@@ -56,6 +56,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager  # noqa
 
 from pu_nnunet.product_units import ProductUnitConv  # noqa: E402
 from pu_nnunet.product_units.autograd_memory import SavedTensorMeter  # noqa: E402
+from pu_nnunet.product_units.positivity import positivity_mapping  # noqa: E402
 from pu_nnunet.trainers.pure_trainers import nnUNetTrainerPURe, nnUNetTrainerPUReBaseline  # noqa: E402
 
 TRAINERS = {"baseline": nnUNetTrainerPUReBaseline, "pure": nnUNetTrainerPURe}
@@ -134,7 +135,8 @@ def _targets(spec: dict, batch: int, device: torch.device) -> List[torch.Tensor]
 
 def pu_elementwise_flops(module: ProductUnitConv, in_numel: int, out_numel: int) -> int:
     """The PU's elementwise ops, 1 FLOP per element per op (see the module docstring)."""
-    per_input = (3 if module.positivity == "softplus" else 2) + (module.log_input_clip is not None)
+    # pos(x) (its registered cost), the log, the input clip
+    per_input = positivity_mapping(module.positivity).elementwise_ops + 1 + (module.log_input_clip is not None)
     per_output = 1 + (module.log_output_clip is not None)
     return per_input * in_numel + per_output * out_numel
 

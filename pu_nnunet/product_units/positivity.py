@@ -27,6 +27,8 @@ class PositivityMapping:
 
     name: ClassVar[str]
     learns_threshold: ClassVar[bool] = False
+    # elementwise ops pos(x) costs per input element, for the FLOP count (benchmarks/bench_network.py)
+    elementwise_ops: ClassVar[int] = 2
 
     def forward(self, x: torch.Tensor, eps: float, theta: Optional[torch.Tensor]) -> torch.Tensor:
         """pos(x) as a new tensor, differentiable by autograd (the reference path)."""
@@ -80,6 +82,7 @@ class Softplus(PositivityMapping):
     """softplus(x) + eps: smooth, every input keeps a non-zero gradient (PU-UNet's stable choice)."""
 
     name = "softplus"
+    elementwise_ops = 2  # softplus, + eps
 
     def forward(self, x, eps, theta):
         return F.softplus(x) + eps
@@ -99,6 +102,7 @@ class Threshold(PositivityMapping):
 
     name = "threshold"
     learns_threshold = True
+    elementwise_ops = 1  # the maximum (the floor is one number)
 
     def forward(self, x, eps, theta):
         return torch.maximum(x, _floor(theta, eps))
