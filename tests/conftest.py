@@ -202,6 +202,8 @@ SHARED_MODEL_GROUPS = {"tiny_trained_model": "tiny_model_2d", "tiny_trained_mode
 SECOND_2D_GROUP_FOLDERS = ("tests/trainers/", "tests/robustness/", "tests/study/")
 
 
+# tryfirst: the marks must exist before pytest-xdist reads them (its own hook, which otherwise runs first)
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.nodeid.split("::")[0]
