@@ -264,6 +264,10 @@ def plausible_sds(sd: float, n_runs: int) -> list[tuple[str, float]]:
     return values
 
 
+# effects (in sds) the detectable-difference search goes up to; far past any power target
+MAX_EFFECT_SEARCHED = 1024.0
+
+
 def detectable_difference(n_runs: int, sd: float, family_size: int = 1, alpha: float = ALPHA,
                           power: float = TARGET_POWER) -> Optional[float]:
     """The smallest true difference that ``n_runs`` paired runs with between-run sd ``sd`` detect
@@ -279,6 +283,8 @@ def detectable_difference(n_runs: int, sd: float, family_size: int = 1, alpha: f
     achieved = lambda effect: sign_flip_power(effect, n_runs, level) >= power  # noqa: E731
     low, high = 0.0, 1.0
     while not achieved(high):
+        if high >= MAX_EFFECT_SEARCHED:  # the runs reach the level, but not with this power
+            return None
         low, high = high, 2 * high
     while high - low > high / 1000:
         middle = (low + high) / 2
