@@ -10,4 +10,6 @@ export nnUNet_def_n_proc="${nnUNet_def_n_proc:-1}"
 # oversubscribe the cores); nnUNetv2_train of this package's trainers honours PU_NNUNET_CPU_THREADS
 workers="${PU_NNUNET_TEST_WORKERS:-$(nproc)}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" PU_NNUNET_CPU_THREADS="${PU_NNUNET_CPU_THREADS:-1}"
-exec python -m pytest -n "$workers" --dist loadgroup "$@"
+# --no-loadscope-reorder: keep the longest-first order of tests/conftest.py (xdist would sort groups by
+# their number of tests, which puts the few-test, minutes-long modules last)
+exec python -m pytest -n "$workers" --dist loadgroup --no-loadscope-reorder "$@"

@@ -1,7 +1,9 @@
 """Shared fixtures: nnU-Net plans as nnU-Net's planners write them, and a tiny trained model."""
 
 import copy
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,14 +135,34 @@ def train_until_epoch_1_starts(env: dict) -> str:
     return output
 
 
-@pytest.fixture(scope="session")
-def tiny_trained_model(tmp_path_factory):
-    """A 2-epoch nnUNetTrainerPURe_tiny model on a generated CT dataset, trained through nnU-Net's
-    console scripts (interrupted after epoch 0 and resumed with --c), with nnUNetv2_predict's
-    predictions (default settings, mirroring TTA) of the held-out volumes. ~3 min on 2 cores."""
+def _shared_root(tmp_path_factory) -> Path:
+    """The folder every pytest-xdist worker of this run sees (each worker's basetemp lies inside it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(tmp_path_factory, name: str, build) -> tuple[Path, dict]:
+    """``build(root) -> dict`` run once for the whole test run, whichever worker asks first (the
+    others wait on a file lock), then copied into this worker's own folder, so that tests in two
+    workers never write into one model folder. Returns the copy's root and what ``build`` returned.
+    A build that raised leaves no record and is tried again by the next worker that asks."""
+    from filelock import FileLock  # a dependency of torch
+
+    shared = _shared_root(tmp_path_factory) / name
+    record_file = shared.with_name(f"{name}.json")
+    with FileLock(str(shared.with_name(f"{name}.lock"))):
+        if not record_file.is_file():
+            shutil.rmtree(shared, ignore_errors=True)  # a build that failed half-way
+            record = build(shared)
+            record_file.write_text(json.dumps(record))
+    own = tmp_path_factory.mktemp(name) / "root"
+    shutil.copytree(shared, own, symlinks=True)
+    return own, json.loads(record_file.read_text())
+
+
+def _build_tiny_model(root: Path) -> dict:
     from pu_nnunet.datasets.synthetic.ct import generate_synthetic_ct
 
-    root = tmp_path_factory.mktemp("nnunet")
     dataset = generate_synthetic_ct(root / "raw", TINY_DATASET_ID, num_cases=8, num_test=2, shape=(16, 48, 48),
                                     num_organs=2, seed=0)
     env = nnunet_env(root)
@@ -148,15 +170,27 @@ def tiny_trained_model(tmp_path_factory):
          "--verify_dataset_integrity"], env)
     train_env = nnunet_env(root, nnUNet_n_proc_DA="0")
     first_run = train_until_epoch_1_starts(train_env)
-    fold = root / "results" / f"Dataset{TINY_DATASET_ID:03d}_SynthCT" / f"{TINY_TRAINER}__nnUNetPlans__2d" / "fold_0"
+    fold = root / "results" / dataset.name / f"{TINY_TRAINER}__nnUNetPlans__2d" / "fold_0"
     assert (fold / "checkpoint_latest.pth").is_file() and not (fold / "checkpoint_final.pth").exists()
     resumed = run(["nnUNetv2_train", str(TINY_DATASET_ID), "2d", "0", "-tr", TINY_TRAINER, "-device", "cpu", "--c"],
                   train_env).stdout
-    predictions = root / "predictions"
-    run(["nnUNetv2_predict", "-i", str(dataset / "imagesTs"), "-o", str(predictions), "-d", str(TINY_DATASET_ID),
-         "-c", "2d", "-f", "0", "-tr", TINY_TRAINER, "-device", "cpu", "-npp", "1", "-nps", "1"], env)
-    return dict(root=root, dataset=dataset, dataset_id=TINY_DATASET_ID, trainer=TINY_TRAINER, fold=fold,
-                first_run=first_run, resumed=resumed, predictions=predictions, env=env, bin=NNUNET_BIN)
+    run(["nnUNetv2_predict", "-i", str(dataset / "imagesTs"), "-o", str(root / "predictions"), "-d",
+         str(TINY_DATASET_ID), "-c", "2d", "-f", "0", "-tr", TINY_TRAINER, "-device", "cpu", "-npp", "1", "-nps", "1"],
+        env)
+    return dict(dataset=dataset.name, first_run=first_run, resumed=resumed)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_model(tmp_path_factory):
+    """A 2-epoch nnUNetTrainerPURe_tiny model on a generated CT dataset, trained through nnU-Net's
+    console scripts (interrupted after epoch 0 and resumed with --c), with nnUNetv2_predict's
+    predictions (default settings, mirroring TTA) of the held-out volumes. Built once per test run
+    (~2 min on one core), each worker holding its own copy."""
+    root, built = built_once(tmp_path_factory, "tiny_model_2d", _build_tiny_model)
+    fold = root / "results" / built["dataset"] / f"{TINY_TRAINER}__nnUNetPlans__2d" / "fold_0"
+    return dict(root=root, dataset=root / "raw" / built["dataset"], dataset_id=TINY_DATASET_ID, trainer=TINY_TRAINER,
+                fold=fold, first_run=built["first_run"], resumed=built["resumed"], predictions=root / "predictions",
+                env=nnunet_env(root), bin=NNUNET_BIN)
 
 
 # the tiny 3d_fullres model: nnU-Net's most used configuration, shared by the 3d tests
@@ -164,15 +198,10 @@ TINY_3D_DATASET_ID = 991
 TINY_3D_CONFIGURATION = "3d_fullres"
 
 
-@pytest.fixture(scope="session")
-def tiny_trained_model_3d(tmp_path_factory):
-    """nnUNetTrainerPURe_tiny trained on ``3d_fullres`` plans of a generated CT dataset (16x32x32
-    volumes; nnU-Net's plans with the demo's CPU features) through nnU-Net's console scripts, with nnUNetv2_predict's predictions (default
-    settings, mirroring TTA) of the held-out volumes."""
+def _build_tiny_model_3d(root: Path) -> dict:
     from pu_nnunet.datasets.synthetic.ct import generate_synthetic_ct
     from pu_nnunet.study.cpu_plans import CPU_PLANS, write_cpu_plans
 
-    root = tmp_path_factory.mktemp("nnunet_3d")
     dataset = generate_synthetic_ct(root / "raw", TINY_3D_DATASET_ID, num_cases=7, num_test=2, shape=(16, 32, 32),
                                     num_organs=2, seed=0)
     env = nnunet_env(root)
@@ -182,32 +211,53 @@ def tiny_trained_model_3d(tmp_path_factory):
     write_cpu_plans(root / "preprocessed" / dataset.name, TINY_3D_CONFIGURATION)
     training = run(["nnUNetv2_train", str(TINY_3D_DATASET_ID), TINY_3D_CONFIGURATION, "0", "-tr", TINY_TRAINER,
                     "-p", CPU_PLANS, "-device", "cpu"], nnunet_env(root, nnUNet_n_proc_DA="0")).stdout
-    model_dir = (root / "results" / dataset.name / f"{TINY_TRAINER}__{CPU_PLANS}__{TINY_3D_CONFIGURATION}")
-    predictions = root / "predictions"
-    run(["nnUNetv2_predict", "-i", str(dataset / "imagesTs"), "-o", str(predictions), "-d", str(TINY_3D_DATASET_ID),
-         "-c", TINY_3D_CONFIGURATION, "-p", CPU_PLANS, "-f", "0", "-tr", TINY_TRAINER, "-device", "cpu", "-npp", "1",
-         "-nps", "1"], env)
-    return dict(root=root, dataset=dataset, dataset_id=TINY_3D_DATASET_ID, trainer=TINY_TRAINER,
-                configuration=TINY_3D_CONFIGURATION, fold=model_dir / "fold_0", training=training,
-                predictions=predictions, env=env, bin=NNUNET_BIN)
+    run(["nnUNetv2_predict", "-i", str(dataset / "imagesTs"), "-o", str(root / "predictions"), "-d",
+         str(TINY_3D_DATASET_ID), "-c", TINY_3D_CONFIGURATION, "-p", CPU_PLANS, "-f", "0", "-tr", TINY_TRAINER,
+         "-device", "cpu", "-npp", "1", "-nps", "1"], env)
+    return dict(dataset=dataset.name, plans=CPU_PLANS, training=training)
 
 
-# The suite runs on both cores (pytest-xdist, --dist loadgroup; see scripts/test.sh): a trained
-# model fixture is built once per group, so the tests that share it run in one worker, and every
-# other module stays whole in one worker, so module-scoped fixtures are built once too. The tests
-# of the 2d model take longer than the rest of the suite together, so they form two groups, each
-# building the model once (about 2 minutes) and running beside the other on its own core.
-SHARED_MODEL_GROUPS = {"tiny_trained_model": "tiny_model_2d", "tiny_trained_model_3d": "tiny_model_3d"}
-# test folders whose 2d-model tests form the second group
-SECOND_2D_GROUP_FOLDERS = ("tests/trainers/", "tests/robustness/", "tests/study/")
+@pytest.fixture(scope="session")
+def tiny_trained_model_3d(tmp_path_factory):
+    """nnUNetTrainerPURe_tiny trained on ``3d_fullres`` plans of a generated CT dataset (16x32x32
+    volumes; nnU-Net's plans with the demo's CPU features) through nnU-Net's console scripts, with
+    nnUNetv2_predict's predictions (default settings, mirroring TTA) of the held-out volumes."""
+    root, built = built_once(tmp_path_factory, "tiny_model_3d", _build_tiny_model_3d)
+    model_dir = root / "results" / built["dataset"] / f"{TINY_TRAINER}__{built['plans']}__{TINY_3D_CONFIGURATION}"
+    return dict(root=root, dataset=root / "raw" / built["dataset"], dataset_id=TINY_3D_DATASET_ID,
+                trainer=TINY_TRAINER, configuration=TINY_3D_CONFIGURATION, fold=model_dir / "fold_0",
+                training=built["training"], predictions=root / "predictions", env=nnunet_env(root), bin=NNUNET_BIN)
+
+
+# The suite runs on both cores (pytest-xdist, --dist loadgroup --no-loadscope-reorder; see
+# scripts/test.sh). Each module is one group, run whole in one worker, so module-scoped fixtures are
+# built once; the trained models are built once for the run (built_once above). xdist hands a worker
+# the next group whenever it is nearly idle, in the order below: the longest modules first (their
+# durations on 2 cores in the comments, model builds excluded), so that no long module starts last
+# and the two workers end together. The 2d model's first user and the demo (which needs no model)
+# come first, so one worker builds the model while the other runs the demo.
+LONGEST_MODULES_FIRST = (
+    "tests/study/test_study_run.py",                      # ~230 s: a study interrupted and resumed
+    "tests/demo/test_demo.py",                            # ~190 s: the demo pipeline end to end
+    "tests/trainers/test_save_on_signal.py",              # ~170 s: trainings signalled and resumed
+    "tests/inference/test_onnx_export.py",                # ~110 s
+    "tests/study/test_study_robustness_run.py",           # ~90 s
+    "tests/trainers/test_pu_plans.py",                    # ~90 s
+    "tests/study/test_study_requeue.py",                  # ~90 s
+    "tests/inference/test_predict_trained_model.py",      # builds the 3d model (~95 s)
+    "tests/evaluation/test_nnunet_column.py",             # ~50 s
+    "tests/datasets/converters/test_amos_real_ct.py",     # ~40 s
+    "tests/sharing/test_export_model.py",
+    "tests/trainers/test_end_to_end.py",
+    "tests/trainers/test_transfer_weights_training.py",
+)
 
 
 # tryfirst: the marks must exist before pytest-xdist reads them (its own hook, which otherwise runs first)
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    rank = {module: index for index, module in enumerate(LONGEST_MODULES_FIRST)}
+    # a stable sort: the other modules keep pytest's order, after the longest
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
     for item in items:
-        module = item.nodeid.split("::")[0]
-        group = next((g for fixture, g in SHARED_MODEL_GROUPS.items() if fixture in item.fixturenames), module)
-        if group == "tiny_model_2d" and module.startswith(SECOND_2D_GROUP_FOLDERS):
-            group = "tiny_model_2d_b"
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))

@@ -1,7 +1,8 @@
-"""The suite's speed rests on pytest-xdist's ``--dist loadgroup`` (scripts/test.sh): tests that share
-a trained model carry one ``xdist_group`` mark (tests/conftest.py) and must run in one worker,
-which builds the model once. Two things broke it silently, each costing minutes of the suite (every
-shared model and module fixture built again in each worker):
+"""The suite's speed rests on pytest-xdist's ``--dist loadgroup --no-loadscope-reorder``
+(scripts/test.sh): each module carries one ``xdist_group`` mark (tests/conftest.py) and runs whole in
+one worker, which builds its module fixtures once, and the longest modules are handed out first.
+Two things broke the marks silently, each costing minutes of the suite (every module fixture built
+again in each worker):
 
 - tests/conftest.py added the marks in a hook that ran after pytest-xdist had read them (now
   ``tryfirst``);
@@ -9,7 +10,7 @@ shared model and module fixture built again in each worker):
   (pyproject.toml keeps pytest below 9).
 
 This asks xdist's workers, as scripts/test.sh starts them, for the ids they schedule by: every test
-of the tiny 2d model in tests/study/ must carry its group."""
+of a module must carry its module's group, and the longest module must come first."""
 
 import os
 import subprocess
@@ -33,16 +34,21 @@ RECORDER = textwrap.dedent('''
 
 
 @pytest.mark.slow  # starts two workers that import the suite (about 15 s on 2 cores)
-def test_the_workers_schedule_a_shared_models_tests_as_one_group(tmp_path):
+def test_the_workers_schedule_a_module_as_one_group_longest_first(tmp_path):
     (tmp_path / "record_ids.py").write_text(RECORDER)
     ids_folder = tmp_path / "ids"
     ids_folder.mkdir()
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "IDS_FOLDER": str(ids_folder)}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "--setup-plan", "-q",
-                             "-p", "record_ids", "-p", "no:cacheprovider", "tests/study/test_study_run.py"],
+    result = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "--no-loadscope-reorder",
+                             "--setup-plan", "-q", "-p", "record_ids", "-p", "no:cacheprovider",
+                             "tests/study/test_study_report.py", "tests/study/test_study_run.py"],
                             cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode in (0, 5), result.stdout[-2000:] + result.stderr[-2000:]
-    ids = [line for worker in ids_folder.iterdir() for line in worker.read_text().splitlines()]
-    shared = [nodeid for nodeid in ids if "test_the_resumed_run" in nodeid or "test_sigterm_stops" in nodeid]
-    assert shared and all(nodeid.endswith("@tiny_model_2d_b") for nodeid in shared), shared
+    workers = [worker.read_text().splitlines() for worker in sorted(ids_folder.iterdir())]
+    assert len(workers) == 2 and workers[0] == workers[1]  # xdist schedules only when both collected the same
+    ids = workers[0]
+    modules = [nodeid.split("::")[0] for nodeid in ids]
+    assert len(ids) > 5 and all(nodeid.endswith(f"@{module}") for nodeid, module in zip(ids, modules)), ids
+    # the study run (minutes) before the report tests (seconds), although pytest collects it second
+    assert modules[0] == "tests/study/test_study_run.py" and modules[-1] == "tests/study/test_study_report.py"
