@@ -335,6 +335,15 @@ def format_status(study) -> str:
     return "\n".join(lines)
 
 
+def _sweep(study_dir: Path) -> None:
+    """The temporaries that killed runs of this machine left in the study folder and its job states."""
+    from pu_nnunet.study.jobs import JOBS_DIR
+    from pu_nnunet.user_files import sweep_stale_temporaries
+
+    for folder in (Path(study_dir), Path(study_dir) / JOBS_DIR):
+        sweep_stale_temporaries(folder)
+
+
 def _run(args: argparse.Namespace) -> int:
     from pu_nnunet.study.report import REPORT_FILE, SUMMARY_HEADER, summary_rows
     from pu_nnunet.study.runner import run_study
@@ -344,6 +353,7 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging("pu-nnunet study")
     study, executor_settings = resolve_study(args)
     executor = make_executor(args, executor_settings)
+    _sweep(study.study_dir)
     try:
         outcome = run_study(study, executor, report=not args.no_report)
     except Interrupted as signal_name:
@@ -382,6 +392,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             setattr(study, name, getattr(args, name))
     check_study(study)
+    _sweep(study.study_dir)
     if write_study_report(study) is None:
         print(f"pu-nnunet study: no finished run in {study.study_dir} yet", file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ from pu_nnunet.datasets.errors import DatasetError, SourceLayoutError
 from pu_nnunet.datasets.shared.raw_folder import (NNUNET_PREPROCESSED_ENV, dataset_id_prefix,
                                                   folder_from_environment, raw_root_from_environment)
 from pu_nnunet.json_files import NNUNET_INDENT, write_json
-from pu_nnunet.user_files import read_splits, read_user_json
+from pu_nnunet.user_files import atomic_write_path, read_splits, read_user_json, sweep_stale_temporaries
 
 SPLITS_FILE_NAME = "splits_final.json"
 # the seed nnU-Net itself uses for its default 5-fold split (nnUNetTrainer.do_split)
@@ -201,5 +201,7 @@ def install_splits(dataset_id: int, raw_root: str | Path | None = None,
         raise DatasetError(f"{source} names cases that are not in {raw_folder / 'labelsTr'}: "
                            f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
     target = target_folder / SPLITS_FILE_NAME
-    shutil.copyfile(source, target)
+    sweep_stale_temporaries(target_folder)
+    with atomic_write_path(target) as temporary:  # a training starting now reads the old file or the new
+        shutil.copyfile(source, temporary)
     return target
