@@ -427,8 +427,8 @@ def temporary_name(path: str | Path) -> Path:
 
 
 def work_names(folder: Path, stem: str) -> tuple[Path, Path]:
-    """Names for a run writing into ``folder``: (work, set_aside), ``.STEM.partial-PID-TOKEN`` for
-    what is being written and ``.STEM.replaced-PID-TOKEN`` for an old version moved aside. First
+    """Names for a run writing into ``folder``: (work, set_aside), ``.STEM.partial-PID-HOST-TOKEN`` for
+    what is being written and ``.STEM.replaced-PID-HOST-TOKEN`` for an old version moved aside. First
     removes, with a warning, such entries left by runs that were killed."""
     sweep_stale_temporaries(folder)
     token = _run_token()
