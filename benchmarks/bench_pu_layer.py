@@ -33,7 +33,6 @@ under fp16 autocast, with torch.cuda.max_memory_allocated as well.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -133,8 +132,10 @@ def elementwise_op_latency_ms(threads: int, numel: int = 3 * 512 * 8 * 8, calls:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    # the package's one writer: strict (NaN -> null) and atomic (an interrupted run leaves the old file)
+    from pu_nnunet.json_files import write_json as write_strict_json
+
+    write_strict_json(path, payload)
 
 
 def add_timing_arguments(parser, warmup_help: str = "untimed rounds first") -> None:

@@ -20,6 +20,9 @@ import numpy as np
 import SimpleITK as sitk
 from PIL import Image
 
+from pu_nnunet.json_files import NNUNET_INDENT, write_json
+from pu_nnunet.user_files import work_names
+
 # nnU-Net's NaturalImage2DIO spacing of a 2D image, (z, y, x): a huge z keeps the slices apart
 NNUNET_2D_SPACING = (999.0, 1.0, 1.0)
 PNG, NIFTI = ".png", ".nii.gz"
@@ -34,8 +37,7 @@ def convert(source: Path, dataset_id: int) -> Path:
     target = source.parent / f"Dataset{dataset_id:03d}_{name}"
     if target.exists():
         raise SystemExit(f"{target}: exists; remove it first")
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial, _ = work_names(target.parent, target.name)  # the package's temporary name, swept when a run was killed
     for folder in FOLDERS:
         if not (source / folder).is_dir():
             continue
@@ -48,7 +50,7 @@ def convert(source: Path, dataset_id: int) -> Path:
     for extra in ("cases.json", "splits_final.json"):
         if (source / extra).is_file():
             shutil.copy2(source / extra, partial / extra)
-    (partial / "dataset.json").write_text(json.dumps({**dataset, "file_ending": NIFTI, "name": name}, indent=4))
+    write_json(partial / "dataset.json", {**dataset, "file_ending": NIFTI, "name": name}, indent=NNUNET_INDENT)
     partial.rename(target)
     return target
 

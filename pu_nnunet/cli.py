@@ -13,7 +13,8 @@ the command line) shows the traceback.
 A subcommand that writes output folders or files also exposes ``output_paths(args) -> list`` (its
 outputs; ``OUTPUTS_ARE_FILES = True`` when they are files, not folders); the dispatcher holds the
 lock of each (pu_nnunet/output_lock.py) while the subcommand runs, so a second run into the same
-output is refused, naming the first.
+output is refused, naming the first; it then removes the temporaries (``.NAME.partial-PID-HOST-TOKEN``,
+:mod:`pu_nnunet.user_files`) that killed runs of this machine left where the command writes.
 """
 
 from __future__ import annotations
@@ -109,7 +110,15 @@ def main(argv: list[str] | None = None) -> int:
 def _run_locked(args: argparse.Namespace) -> int | None:
     from pu_nnunet.output_lock import locked_outputs
 
-    with locked_outputs(args._outputs(args) if args._outputs else [], files=args._output_files):
+    from pathlib import Path
+
+    from pu_nnunet.user_files import sweep_stale_temporaries
+
+    outputs = args._outputs(args) if args._outputs else []
+    with locked_outputs(outputs, files=args._output_files):
+        # where the command writes its temporaries: beside an output file, inside an output folder
+        for folder in dict.fromkeys(Path(p).parent if args._output_files else Path(p) for p in outputs):
+            sweep_stale_temporaries(folder)
         return args._run(args)
 
 

@@ -4,12 +4,17 @@
 ``cuda:N``: GPU N of those torch sees (numbered from 0 after ``CUDA_VISIBLE_DEVICES``).
 A name outside the rule, or a GPU this machine does not have, is a :class:`DeviceError` that
 names the option and the value.
+
+``--devices`` (``study run``: one job per device at a time) is a list of names of the same rule,
+each checked by it; there ``auto`` means every GPU torch sees (``cuda:0 ... cuda:N-1``), else the
+CPU, and ``cuda`` means ``cuda:0`` (:func:`resolve_device_list`).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pu_nnunet.user_errors import UserInputError
@@ -74,18 +79,66 @@ def resolve_device(value: object, option: str = "--device", allow_index: bool = 
     return torch.device(CUDA, index)
 
 
+def resolve_device_list(values: Sequence[str] | str | None, option: str = "--devices") -> list[str]:
+    """Several devices, each a name of the rule, as explicit names (``cpu``, ``cuda:N``).
+
+    ``auto`` (also when ``values`` is empty or None) is every GPU torch sees, else ``cpu``; ``cuda``
+    is ``cuda:0``; a GPU torch does not see is a :class:`DeviceError`, as for :func:`resolve_device`.
+    The order is kept; what a list may combine is the caller's rule."""
+    if isinstance(values, str):
+        values = [values]
+    names: list[str] = []
+    for value in values or [AUTO]:
+        device = resolve_device(check_device_name(value, option), option)
+        if value == AUTO:
+            import torch
+
+            count = torch.cuda.device_count() if device.type == CUDA else 0
+            names.extend([f"{CUDA}:{index}" for index in range(count)] or [CPU])
+        else:
+            names.append(CPU if device.type == CPU else f"{CUDA}:{device.index or 0}")
+    return names
+
+
+def visible_devices_for(index: int, environment: Mapping[str, str]) -> str:
+    """The ``CUDA_VISIBLE_DEVICES`` value that shows a child process GPU ``index`` as this process
+    numbers it: the index-th entry of this process's own CUDA_VISIBLE_DEVICES when it sets one
+    (torch numbers the GPUs it lists from 0), else the index itself."""
+    listed = [entry.strip() for entry in environment.get("CUDA_VISIBLE_DEVICES", "").split(",") if entry.strip()]
+    if not listed:
+        return str(index)
+    if index >= len(listed):
+        raise DeviceError(f"cuda:{index}: CUDA_VISIBLE_DEVICES={environment['CUDA_VISIBLE_DEVICES']} shows "
+                          f"{len(listed)} GPU(s), numbered 0 to {len(listed) - 1}")
+    return listed[index]
+
+
+def _argument_name(value: str) -> str:
+    """argparse ``type`` of ``--device`` and ``--devices``: the spelling only (argparse prefixes
+    "argument --device:")."""
+    if _follows_rule(value):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} {_RULE}")
+
+
+def _gpu_help(allow_index: bool) -> str:
+    return "cuda:N = GPU N" if allow_index else "pick the GPU with CUDA_VISIBLE_DEVICES=N and --device cuda"
+
+
 def add_device_argument(parser: argparse.ArgumentParser, purpose: str, allow_index: bool = True) -> None:
     """``--device``, its spelling checked when the arguments are parsed (availability later, by
     :func:`resolve_device`); ``allow_index`` as there."""
-
-    def device_name(value: str) -> str:
-        if _follows_rule(value):
-            return value
-        # argparse prefixes "argument --device:"
-        raise argparse.ArgumentTypeError(f"{value!r} {_RULE}")
-
-    gpu = "cuda:N = GPU N" if allow_index else "pick the GPU with CUDA_VISIBLE_DEVICES=N and --device cuda"
-    parser.add_argument("--device", type=device_name, default=AUTO, metavar=DEVICE_METAVAR,
-                        help=f"{purpose}: auto = CUDA when torch sees a GPU, else the CPU (default); {gpu}")
+    parser.add_argument("--device", type=_argument_name, default=AUTO, metavar=DEVICE_METAVAR,
+                        help=f"{purpose}: auto = CUDA when torch sees a GPU, else the CPU (default); "
+                             f"{_gpu_help(allow_index)}")
     # nnU-Net's spelling (nnUNetv2_train/predict -device), accepted; kept out of the help and messages
-    parser.add_argument("-device", dest="device", type=device_name, default=AUTO, help=argparse.SUPPRESS)
+    parser.add_argument("-device", dest="device", type=_argument_name, default=AUTO, help=argparse.SUPPRESS)
+
+
+def add_devices_argument(parser, purpose: str) -> None:
+    """``--devices``: names of the same rule (spelling checked when parsed, availability and the
+    list's meaning by :func:`resolve_device_list`); default None, which is auto. ``parser`` may be
+    an argument group."""
+    parser.add_argument("--devices", nargs="+", type=_argument_name, metavar=DEVICE_METAVAR,
+                        help=f"{purpose}: auto = every GPU torch sees, else the CPU (default); "
+                             f"{_gpu_help(True)}, cuda = cuda:0")

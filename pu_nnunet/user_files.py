@@ -11,6 +11,9 @@ silently wrong result.
 - :func:`dicom_file_problem`: whether a DICOM file holds all of its pixel data, in any transfer
   syntax (native, deflated, or encapsulated JPEG / JPEG-LS / JPEG 2000 / RLE).
 - :func:`atomic_write_path`: a temporary name beside a file, renamed into place when complete.
+  Every temporary this package writes beside a user's file is named by :func:`temporary_name`
+  (``.NAME.partial-PID-HOST-TOKEN``) and swept by :func:`sweep_stale_temporaries` when a later
+  command starts writing into that folder.
 
 Each part passes its own error class (``DatasetError``, ``EvaluationError``, ``PredictionError``).
 """
@@ -18,8 +21,10 @@ Each part passes its own error class (``DatasetError``, ``EvaluationError``, ``P
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
+import socket
 import struct
 import warnings
 import uuid
@@ -57,6 +62,9 @@ BITS_PER_BYTE = 8
 # old version moved aside while a new one replaces it; both are followed by PID-TOKEN
 PARTIAL_MARKER = ".partial-"
 REPLACED_MARKER = ".replaced-"
+# hex digits of the host name's hash in a temporary name: 2**32 values, so two machines sharing a
+# folder are told apart unless their names collide by chance
+HOST_TAG_CHARS = 8
 
 _JSON_TYPE_NAMES = {dict: "an object ({...})", list: "a list ([...])"}
 
@@ -400,9 +408,16 @@ def dicom_file_problem(path: str | Path) -> str | None:
     return None
 
 
+def _host_tag() -> str:
+    """This machine's name, hashed to HOST_TAG_CHARS hex digits (a name may be long or hold '-')."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:HOST_TAG_CHARS]
+
+
 def _run_token() -> str:
-    # the PID lets a later run tell a killed run's leftovers from a running one's
-    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    # PID-HOST-RANDOM: the PID lets a later run tell a killed run's leftovers from a running one's,
+    # the host keeps a run on another machine sharing the folder (a SLURM node) from taking a live
+    # writer's PID for a dead one
+    return f"{os.getpid()}-{_host_tag()}-{uuid.uuid4().hex[:8]}"
 
 
 def temporary_name(path: str | Path) -> Path:
@@ -412,13 +427,10 @@ def temporary_name(path: str | Path) -> Path:
 
 
 def work_names(folder: Path, stem: str) -> tuple[Path, Path]:
-    """Names for a run writing into ``folder``: (work, set_aside), ``.STEM.partial-PID-TOKEN`` for
-    what is being written and ``.STEM.replaced-PID-TOKEN`` for an old version moved aside. First
+    """Names for a run writing into ``folder``: (work, set_aside), ``.STEM.partial-PID-HOST-TOKEN`` for
+    what is being written and ``.STEM.replaced-PID-HOST-TOKEN`` for an old version moved aside. First
     removes, with a warning, such entries left by runs that were killed."""
-    import warnings
-
-    for entry in remove_stale_partial_entries(folder):
-        warnings.warn(f"{entry}: removed a temporary folder left behind by an earlier run that was killed")
+    sweep_stale_temporaries(folder)
     token = _run_token()
     return folder / f".{stem}{PARTIAL_MARKER}{token}", folder / f".{stem}{REPLACED_MARKER}{token}"
 
@@ -447,9 +459,19 @@ def process_is_alive(pid: int) -> bool:
     return True
 
 
+def temporaries_of(path: str | Path) -> list[Path]:
+    """Every temporary name of ``path`` (``.NAME.partial-*``) that exists, whoever wrote it."""
+    path = Path(path)
+    prefix = f".{path.name}{PARTIAL_MARKER}"
+    folder = path.parent if str(path.parent) else Path(".")
+    return sorted(entry for entry in folder.iterdir() if entry.name.startswith(prefix)) if folder.is_dir() else []
+
+
 def stale_partial_entries(folder: str | Path) -> list[Path]:
-    """Temporary files/folders (``*.partial-PID-TOKEN``) in ``folder`` whose writing process has
-    ended: left behind by a run that was killed (SIGKILL, power loss) before it could clean up."""
+    """Temporary files/folders (``.*.partial-PID-HOST-TOKEN``, or ``-PID-TOKEN`` from before hosts
+    were recorded) in ``folder`` whose writing process on this machine has ended: left behind by a
+    run that was killed (SIGKILL, power loss) before it could clean up. Another machine's are left
+    alone: its PIDs mean nothing here."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -459,8 +481,9 @@ def stale_partial_entries(folder: str | Path) -> list[Path]:
             position = entry.name.rfind(marker)
             if not entry.name.startswith(".") or position < 0:
                 continue
-            pid_text = entry.name[position + len(marker):].split("-")[0]
-            if pid_text.isdigit() and not process_is_alive(int(pid_text)):
+            fields = entry.name[position + len(marker):].split("-")
+            host = fields[1] if len(fields) > 2 else _host_tag()
+            if fields[0].isdigit() and host == _host_tag() and not process_is_alive(int(fields[0])):
                 stale.append(entry)
                 break
     return sorted(stale)
@@ -468,14 +491,30 @@ def stale_partial_entries(folder: str | Path) -> list[Path]:
 
 def remove_stale_partial_entries(folder: str | Path) -> list[Path]:
     """Removes :func:`stale_partial_entries`; returns what was removed (callers warn about it)."""
+    return _remove_entries(stale_partial_entries(folder))
+
+
+def _remove_entries(entries: list[Path]) -> list[Path]:
     import shutil
 
     removed = []
-    for entry in stale_partial_entries(folder):
+    for entry in entries:
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
         if not entry.exists():
+            removed.append(entry)
+    return removed
+
+
+def sweep_stale_temporaries(folder: str | Path) -> list[Path]:
+    """What a command that writes into ``folder`` does first: removes, with a warning each, the
+    temporaries that killed runs left there (:func:`stale_partial_entries`)."""
+    removed = []
+    for entry in stale_partial_entries(folder):
+        kind = "folder" if entry.is_dir() and not entry.is_symlink() else "file"
+        if _remove_entries([entry]):
+            warnings.warn(f"{entry}: removed a temporary {kind} left behind by an earlier run that was killed")
             removed.append(entry)
     return removed

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from pu_nnunet.cli import main
-from pu_nnunet.devices import DeviceError, add_device_argument, check_device_name, resolve_device
+from pu_nnunet.devices import (DeviceError, add_device_argument, add_devices_argument, check_device_name,
+                               resolve_device, resolve_device_list, visible_devices_for)
 from pu_nnunet.user_errors import UserInputError
 
 
@@ -101,3 +102,52 @@ def test_demo_refuses_a_gpu_index_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("pu-nnunet demo: error: --device 'cuda:1'") and "CUDA_VISIBLE_DEVICES=1" in err
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize("n_gpus, names, expected", [
+    (0, None, ["cpu"]),
+    (0, ["auto"], ["cpu"]),
+    (3, None, ["cuda:0", "cuda:1", "cuda:2"]),
+    (3, "auto", ["cuda:0", "cuda:1", "cuda:2"]),
+    (2, ["cuda"], ["cuda:0"]),
+    (2, ["cuda:1", "cpu"], ["cuda:1", "cpu"]),  # what a list may combine is its command's rule
+])
+def test_device_lists_follow_the_same_rule(gpus, n_gpus, names, expected):
+    gpus(n_gpus)
+    assert resolve_device_list(names) == expected
+
+
+@pytest.mark.parametrize("n_gpus, name", [(2, "gpu"), (2, "CUDA"), (2, "cuda:"), (2, ""), (0, "cuda:0"), (2, "cuda:2")])
+def test_a_bad_name_gets_the_same_message_in_a_list(gpus, n_gpus, name):
+    gpus(n_gpus)
+    with pytest.raises(DeviceError) as single:
+        resolve_device(name)
+    with pytest.raises(DeviceError) as listed:
+        resolve_device_list(["cpu" if n_gpus == 0 else "cuda:0", name])
+    assert str(single.value).startswith(f"--device {name!r}")
+    assert str(listed.value) == str(single.value).replace("--device ", "--devices ")
+
+
+def test_device_and_devices_share_the_spelling_check_and_help(capsys):
+    parser = argparse.ArgumentParser(prog="x")
+    add_device_argument(parser, "where it runs")
+    add_devices_argument(parser, "where the jobs run")
+    assert parser.parse_args(["--devices", "auto", "cuda:3"]).devices == ["auto", "cuda:3"]
+    assert parser.parse_args([]).devices is None  # auto
+    errors = []
+    for option in ("--device", "--devices"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([option, "mps"])
+        errors.append(capsys.readouterr().err.strip().splitlines()[-1])
+    assert errors[0] == "x: error: argument --device: 'mps' is not a device: use auto, cpu, cuda or cuda:N (N = 0, 1, ...)"
+    assert errors[1] == errors[0].replace("--device:", "--devices:")
+    usage = parser.format_help()
+    assert "--device {auto,cpu,cuda,cuda:N}" in usage and "--devices {auto,cpu,cuda,cuda:N}" in usage
+
+
+def test_a_gpu_index_is_passed_on_through_cuda_visible_devices():
+    assert visible_devices_for(1, {}) == "1"
+    assert visible_devices_for(1, {"CUDA_VISIBLE_DEVICES": "2, 3"}) == "3"
+    assert visible_devices_for(0, {"CUDA_VISIBLE_DEVICES": ""}) == "0"
+    with pytest.raises(DeviceError, match="cuda:2: CUDA_VISIBLE_DEVICES=2,3 shows 2 GPU"):
+        visible_devices_for(2, {"CUDA_VISIBLE_DEVICES": "2,3"})

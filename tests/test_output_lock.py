@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +145,35 @@ def test_a_name_at_the_file_system_limit_gets_a_lock_name_that_fits(tmp_path):
     lock = lock_file_beside(long_target)
     assert lock.parent == tmp_path and len(lock.name.encode()) <= MAX_NAME_BYTES
     assert lock == lock_file_beside(long_target) != lock_file_beside(tmp_path / ("y" * 250))
+
+
+def _dead_pid() -> int:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(finished.stdout)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export-onnx", "transfer-weights", "plans"])
+def test_a_command_first_sweeps_the_temporaries_killed_runs_left_where_it_writes(command, tmp_path, monkeypatch,
+                                                                                 capsys):
+    """Issue 28: one temporary-name scheme, swept at start: where each command writes (inside an
+    output folder, beside an output file), a dead process's temporaries of this machine go, with
+    a warning; a live one's and another machine's (its PIDs mean nothing here) stay."""
+    from pu_nnunet.user_files import PARTIAL_MARKER, _host_tag
+
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "preprocessed"))
+    (tmp_path / "preprocessed" / "Dataset009_Held").mkdir(parents=True)
+    argv = _argv(command, tmp_path)
+    args = cli.build_parser(cli.COMMANDS, only=argv[0]).parse_args(argv)
+    target = Path(_targets(argv)[0])
+    folder = target.parent if args._output_files else target
+    folder.mkdir(parents=True, exist_ok=True)
+    dead = folder / f".x.json{PARTIAL_MARKER}{_dead_pid()}-{_host_tag()}-0123abcd"
+    legacy = folder / f".y.nii.gz{PARTIAL_MARKER}{_dead_pid()}-0123abcd.nii.gz"  # PID-TOKEN, before hosts
+    kept = [folder / f".x.json{PARTIAL_MARKER}{os.getpid()}-{_host_tag()}-0123abcd",
+            folder / f".x.json{PARTIAL_MARKER}{_dead_pid()}-{'0' * 8 if _host_tag() != '0' * 8 else '1' * 8}-0123abcd"]
+    for path in (dead, legacy, *kept):
+        path.write_text("{")
+    assert cli.main(argv) == 1  # the inputs do not exist: refused after the sweep
+    err = capsys.readouterr().err
+    assert not dead.exists() and not legacy.exists() and all(path.exists() for path in kept)
+    assert f"pu-nnunet {command}: warning: {dead}: removed a temporary file left behind by an earlier run" in err

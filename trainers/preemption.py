@@ -34,7 +34,6 @@ writes (nnU-Net's ``save_checkpoint`` checks the rank) and every rank exits with
 from __future__ import annotations
 
 import gc
-import glob
 import os
 import signal
 import sys
@@ -67,15 +66,18 @@ class TrainingStopped(BaseException):
 def atomic_torch_save(save, filename: str) -> None:
     """Calls ``save(temporary_name)`` and renames the result to ``filename``: readers (and a
     resumed run) see the old file or the complete new one, never half a file."""
-    folder, name = os.path.split(filename)
-    partial = os.path.join(folder, f".{name}.{os.getpid()}.partial")
+    from pu_nnunet.user_files import temporaries_of, temporary_name
+
+    partial = str(temporary_name(filename))  # the package's one scheme: .NAME.partial-PID-HOST-TOKEN
     try:
         save(partial)
         if not os.path.isfile(partial):  # not rank 0, or checkpointing disabled: nothing written
             return
-        for stale in glob.glob(os.path.join(glob.escape(folder or "."), f".{glob.escape(name)}.*.partial")):
-            if stale != partial:
-                os.remove(stale)  # left by a writer killed mid-write (SIGKILL runs no cleanup)
+        for stale in temporaries_of(filename):
+            # left by a writer killed mid-write (SIGKILL runs no cleanup), here or on the node that
+            # ran this training before a requeue: one training at a time writes a fold's checkpoints
+            if stale.name != os.path.basename(partial):
+                stale.unlink(missing_ok=True)
         with open(partial, "rb") as handle:
             os.fsync(handle.fileno())  # on disk before the rename makes it the checkpoint
         os.replace(partial, filename)

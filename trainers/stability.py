@@ -28,12 +28,14 @@ precision; validation stays float32. The record says which (``autocast``).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any, Optional
 
 import numpy as np
+
+from pu_nnunet.user_errors import UserInputError
+from pu_nnunet.user_files import read_user_json
 
 STABILITY_FILE = "training_stability.json"
 STABILITY_FORMAT = "pu-nnunet-training-stability/1"
@@ -142,12 +144,17 @@ def write_record(path: str, content: dict[str, Any]) -> None:
     write_json(path, content)
 
 
+class StabilityRecordError(UserInputError, ValueError):
+    """A stability record that is not readable JSON holding an object; the message names the file."""
+
+
 def read_record(path: str) -> Optional[dict[str, Any]]:
     """The record in a fold folder, or None when there is none (a run trained before it existed)."""
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    # the one reader of user JSON (a fold folder may have been copied or received); bare NaN accepted
+    # as in nnU-Net's own files of that folder
+    return read_user_json(path, "stability record", dict, StabilityRecordError, allow_nan=True)
 
 
 class RecordsStability:

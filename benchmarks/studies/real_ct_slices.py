@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +36,8 @@ import nibabel
 import numpy as np
 
 from pu_nnunet.datasets.converters.amos import AMOS_LABEL_NAMES, amos_labels_from_totalsegmentator
+from pu_nnunet.json_files import write_json
+from pu_nnunet.user_files import work_names
 
 REAL_CT = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-ct"
 DATASET_ID, DATASET_NAME = 953, "RealCTSlabs"
@@ -61,8 +62,7 @@ def write_amos_folder(real_ct: Path, target: Path) -> Path:
     """amos22/ with the 3 mm CT as 5 slabs (AMOS ids), written once."""
     if (target / "dataset.json").is_file():
         return target
-    work = target.with_name(target.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
+    work, _ = work_names(target.parent, target.name)  # the package's temporary name, swept when a run was killed
     image = nibabel.load(real_ct / "ct_abdomen_3mm.nii.gz")
     labels = nibabel.load(real_ct / "ct_abdomen_3mm_totalseg.nii.gz")
     mapped = nibabel.Nifti1Image(amos_labels_from_totalsegmentator(np.asanyarray(labels.dataobj),
@@ -79,7 +79,7 @@ def write_amos_folder(real_ct: Path, target: Path) -> Path:
         # nibabel's slicer moves the affine's origin with the cut: each slab keeps its place in space
         nibabel.save(image.slicer[:, :, z], work / f"images{part}" / f"amos_{slab:04d}.nii.gz")
         nibabel.save(mapped.slicer[:, :, z], work / f"labels{part}" / f"amos_{slab:04d}.nii.gz")
-    (work / "dataset.json").write_text(json.dumps({"labels": dict(enumerate(AMOS_LABEL_NAMES))}))
+    write_json(work / "dataset.json", {"labels": dict(enumerate(AMOS_LABEL_NAMES))})
     work.rename(target)
     return target
 
@@ -125,7 +125,7 @@ def check_dicom_seg(predictions: Path, series: Path, target: Path) -> dict:
              "voxels_per_label_seg": {int(v): int((rebuilt == v).sum()) for v in np.unique(rebuilt) if v},
              "seg_equals_nifti": bool(np.array_equal(rebuilt, nifti))}
     target.mkdir(parents=True, exist_ok=True)
-    (target / "dicom_seg_check.json").write_text(json.dumps(check, indent=2) + "\n")
+    write_json(target / "dicom_seg_check.json", check)
     return check
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Collection, Sequence
 from pu_nnunet.json_files import json_text
 from pu_nnunet.robustness.corruptions import corrupt, intensity_model
 from pu_nnunet.robustness.errors import RobustnessError
-from pu_nnunet.user_files import damaged_file_problem
+from pu_nnunet.user_files import damaged_file_problem, read_user_json
 
 CLEAN = "clean"
 SETTINGS_FILE = "settings.json"
@@ -156,10 +156,7 @@ def check_output_folder(out: Path, settings: dict, overwrite: bool) -> None:
         for name in (RESULT_FILE, "report.md", "provenance.json", SETTINGS_FILE, MODELS_FILE):
             (out / name).unlink(missing_ok=True)
         return
-    try:
-        saved = json.loads(saved_path.read_text())
-    except json.JSONDecodeError as error:
-        raise RobustnessError(f"{saved_path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+    saved = read_user_json(saved_path, "sweep settings", dict, RobustnessError)
     if saved != json.loads(json_text(settings)):
         raise RobustnessError(f"{saved_path}: the folder holds a sweep with other settings; pass --overwrite "
                               "to replace it or choose another folder")
@@ -179,10 +176,7 @@ def check_resumed_models(out: Path, records: dict[str, dict]) -> None:
         raise RobustnessError(f"{out}: the sweep there recorded no model checkpoints ({MODELS_FILE}; begun by an "
                               "earlier pu-nnunet), so its results cannot be checked against the models; pass "
                               "--overwrite to run it again")
-    try:
-        earlier = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise RobustnessError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+    earlier = read_user_json(path, "record of the sweep's models", dict, RobustnessError)
     for label, record in records.items():
         differing = same_model(earlier.get(label) or {}, record)
         if differing:

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from pu_nnunet.devices import add_devices_argument
 from pu_nnunet.study.logs import configure_logging
 
 HELP = ("run a study: several trainers (default PURe and its baseline) over folds and repeats through "
@@ -149,9 +150,8 @@ def _robustness_value(args: argparse.Namespace) -> tuple[bool, dict | None]:
 def _add_executor_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("where the jobs run")
     group.add_argument("--executor", choices=("local", "slurm"), help="default local")
-    group.add_argument("--devices", nargs="+", metavar="DEVICE",
-                       help="local: cpu (one job at a time) or cuda:0 cuda:1 ... (one job per GPU at a time); "
-                            "default cuda:0 with a GPU, else cpu")
+    add_devices_argument(group, "local: where the jobs run, one job per GPU at a time (cpu alone: one at a time, "
+                                "--cpu-jobs N for N)")
     group.add_argument("--cpu-threads", type=int, metavar="N",
                        help="local, cpu: torch threads of each job (its prediction and, with this package's "
                             "trainers, its training: nnU-Net uses every logical CPU); 1 is much faster on a "
@@ -257,7 +257,10 @@ def make_executor(args: argparse.Namespace, executor_settings: dict):
     pick = lambda flag, key, default: flag if flag is not None else settings.get(key, default)  # noqa: E731
     max_attempts = pick(args.max_attempts, "max_attempts", DEFAULT_MAX_ATTEMPTS)
     if kind == "local":
-        return LocalExecutor(parse_devices(args.devices or settings.get("devices")),
+        from_file = not args.devices and settings.get("devices") is not None
+        devices = parse_devices(settings.get("devices") if from_file else args.devices,
+                                f"{args.config}: [executor] devices" if from_file else "--devices")
+        return LocalExecutor(devices,
                              cpu_threads=pick(args.cpu_threads, "cpu_threads", None), max_attempts=max_attempts,
                              cpu_jobs=pick(args.cpu_jobs, "cpu_jobs", 1))
     if kind != "slurm":
@@ -332,6 +335,15 @@ def format_status(study) -> str:
     return "\n".join(lines)
 
 
+def _sweep(study_dir: Path) -> None:
+    """The temporaries that killed runs of this machine left in the study folder and its job states."""
+    from pu_nnunet.study.jobs import JOBS_DIR
+    from pu_nnunet.user_files import sweep_stale_temporaries
+
+    for folder in (Path(study_dir), Path(study_dir) / JOBS_DIR):
+        sweep_stale_temporaries(folder)
+
+
 def _run(args: argparse.Namespace) -> int:
     from pu_nnunet.study.report import REPORT_FILE, SUMMARY_HEADER, summary_rows
     from pu_nnunet.study.runner import run_study
@@ -341,6 +353,7 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging("pu-nnunet study")
     study, executor_settings = resolve_study(args)
     executor = make_executor(args, executor_settings)
+    _sweep(study.study_dir)
     try:
         outcome = run_study(study, executor, report=not args.no_report)
     except Interrupted as signal_name:
@@ -379,6 +392,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             setattr(study, name, getattr(args, name))
     check_study(study)
+    _sweep(study.study_dir)
     if write_study_report(study) is None:
         print(f"pu-nnunet study: no finished run in {study.study_dir} yet", file=sys.stderr)
         return 1

@@ -2,7 +2,7 @@
 
 - ``LocalExecutor``: on this machine, one job at a time per device: ``["cpu"]`` runs them one
   after another (``cpu_jobs`` at a time with ``cpu_jobs``); ``["cuda:0", "cuda:1"]`` runs two at a time, each process seeing only its GPU
-  (CUDA_VISIBLE_DEVICES). Each job is its own process (``python -m pu_nnunet.study.job``).
+  (CUDA_VISIBLE_DEVICES). The names follow the one device rule (:mod:`pu_nnunet.devices`). Each job is its own process (``python -m pu_nnunet.study.job``).
 - ``SlurmExecutor``: the jobs as one SLURM job array submitted through submitit (partition,
   time limit, GPUs per job, the warning signal, array concurrency and extra sbatch options
   passed through), requeued after a time limit or a preemption; ``backend="local"`` uses
@@ -41,25 +41,23 @@ EXIT_INTERRUPTED = 143
 JOB_STOP_GRACE_S = STOP_GRACE_S + 30
 
 
-def parse_devices(values: Optional[list[str]]) -> list[str]:
-    """``--devices``: "cpu" or "cuda:N" entries ("cuda" = "cuda:0"); default one GPU when torch
-    sees one, else the CPU. (Kept in this one function so a shared device resolver can replace it.)"""
-    if not values:
-        import torch
+def parse_devices(values: Optional[list[str] | str], option: str = "--devices") -> list[str]:
+    """``--devices``: names of the one device rule (:func:`pu_nnunet.devices.resolve_device_list`:
+    auto, the default, = every GPU torch sees, else cpu; cuda = cuda:0); then the study's own rules:
+    each device once, and cpu alone (its jobs run ``cpu_jobs`` at a time, not one per device)."""
+    from pu_nnunet.devices import resolve_device_list
 
-        return ["cuda:0"] if torch.cuda.is_available() else ["cpu"]
-    devices = []
-    for value in values:
-        value = value.strip().lower()
-        if value == "cuda":
-            value = "cuda:0"
-        if value != "cpu" and not (value.startswith("cuda:") and value[5:].isdigit()):
-            raise StudyError(f"--devices: {value!r} is neither 'cpu' nor 'cuda:N'")
-        if value in devices:
-            raise StudyError(f"--devices: {value} is listed twice")
-        devices.append(value)
+    entries = [values] if isinstance(values, str) else values
+    if entries is not None and not (isinstance(entries, (list, tuple)) and all(isinstance(v, str) for v in entries)):
+        # a TOML [executor] devices = 0, or a list holding a number
+        raise StudyError(f"{option} must be a device name or a list of them (auto, cpu, cuda or cuda:N), "
+                         f"got {values!r}")
+    devices = resolve_device_list(values, option)
+    repeated = sorted({device for device in devices if devices.count(device) > 1})
+    if repeated:
+        raise StudyError(f"{option}: {', '.join(repeated)} listed twice (auto stands for every GPU torch sees)")
     if "cpu" in devices and len(devices) > 1:
-        raise StudyError(f"--devices: 'cpu' runs jobs one at a time and cannot be mixed with GPUs: {devices}")
+        raise StudyError(f"{option}: 'cpu' runs jobs one at a time and cannot be mixed with GPUs: {devices}")
     return devices
 
 
@@ -97,7 +95,10 @@ class LocalExecutor:
             env["OMP_NUM_THREADS"] = str(self.cpu_threads)
         nnunet_device = "cpu"
         if device.startswith("cuda:"):
-            env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+            from pu_nnunet.devices import visible_devices_for
+
+            # cuda:N is GPU N of those this process sees: under CUDA_VISIBLE_DEVICES=2,3, cuda:0 is GPU 2
+            env["CUDA_VISIBLE_DEVICES"] = visible_devices_for(int(device.split(":", 1)[1]), os.environ)
             nnunet_device = "cuda"
         folder = run_folder(study.study_dir, job)
         folder.mkdir(parents=True, exist_ok=True)

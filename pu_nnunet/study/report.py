@@ -24,6 +24,7 @@ from pu_nnunet.evaluation.metrics.protocols import DICE_PROTOCOLS
 from pu_nnunet.evaluation.metrics.run_stats import holm
 from pu_nnunet.evaluation.published import PUBLISHED, PUBLISHED_NORMAL_FPR_DIFFERENCE, published_for
 from pu_nnunet.evaluation.report.markdown import number, p_value, table
+from pu_nnunet.user_files import atomic_write_path
 from pu_nnunet.provenance import RUN_RECORD_FILE, run_record, short_form
 from pu_nnunet.study import convergence_section, operating_points_section, robustness_report, run_level
 from pu_nnunet.study.protocol_section import mean_sd as _pm, protocol_section, published_fpr_section
@@ -350,7 +351,6 @@ def write_study_report(study: Study) -> Optional[dict[str, Any]]:
     write_json(study.study_dir / RUN_RECORD_FILE, {**summary["provenance"], "runs": {
         job.name: evaluations[job].get("provenance") for job in evaluations}})
     report = study.study_dir / REPORT_FILE
-    tmp = report.with_name(f".{REPORT_FILE}.tmp")
-    tmp.write_text(report_markdown(summary))
-    tmp.replace(report)
+    with atomic_write_path(report) as temporary:
+        temporary.write_text(report_markdown(summary), encoding="utf-8")
     return summary

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from pu_nnunet.json_files import NNUNET_INDENT, write_json
 from pu_nnunet.nnunet_validation import validation_problem
 from pu_nnunet.provenance import MODEL_RECORD_FILE, model_record
 from pu_nnunet.study.cpu_plans import CPU_PLANS, SOURCE_PLANS, write_cpu_plans
@@ -183,15 +182,15 @@ def check_folds(study: Study, split: Path) -> None:
 
 
 def _write_nnunet_split(study: Study, target: Path) -> None:
-    # what nnUNetTrainer.do_split does on first use: 5 folds of the training cases, seed 12345
-    from nnunetv2.utilities.crossval_split import generate_crossval_split
+    # what nnUNetTrainer.do_split does on first use (5 folds, its seed), by the package's one split writer
     from nnunetv2.utilities.utils import get_identifiers_from_splitted_dataset_folder
+
+    from pu_nnunet.datasets.shared.splits import cross_validation_splits, write_splits
 
     dataset_json = study.dataset_json()
     identifiers = get_identifiers_from_splitted_dataset_folder(str(study.raw_dataset() / "imagesTr"),
                                                                dataset_json["file_ending"])
-    splits = generate_crossval_split(sorted(identifiers), seed=12345, n_splits=5)
-    write_json(target, splits, indent=NNUNET_INDENT)
+    write_splits(target.parent, cross_validation_splits(identifiers))
     log.info("wrote nnU-Net's 5-fold split to %s", target)
 
 

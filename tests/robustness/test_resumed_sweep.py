@@ -38,3 +38,19 @@ def test_a_resumed_sweep_refuses_a_replaced_checkpoint(tmp_path, capsys):
     (out / "models.json").unlink()  # a sweep begun by an earlier pu-nnunet: nothing to check against
     assert main(argv) == 1
     assert "recorded no model checkpoints" in capsys.readouterr().err
+
+
+def test_a_damaged_settings_or_models_file_is_an_error_naming_it(tmp_path):
+    """Issue 28: the sweep's own files in a user's output folder go through the one user-JSON reader."""
+    import pytest
+
+    from pu_nnunet.robustness.errors import RobustnessError
+    from pu_nnunet.robustness.sweep import MODELS_FILE, SETTINGS_FILE, check_output_folder, check_resumed_models
+
+    (tmp_path / SETTINGS_FILE).write_text("")
+    with pytest.raises(RobustnessError, match=f"^{tmp_path / SETTINGS_FILE}: sweep settings is not valid JSON "
+                                              r"\(empty file\)"):
+        check_output_folder(tmp_path, {"seed": 0}, overwrite=False)
+    (tmp_path / MODELS_FILE).write_text('["A"]')
+    with pytest.raises(RobustnessError, match=f"^{tmp_path / MODELS_FILE}: record of the sweep's models must hold"):
+        check_resumed_models(tmp_path, {"A": {}})

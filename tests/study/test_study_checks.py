@@ -111,3 +111,77 @@ def test_slurm_options_are_checked():
                              (dict(signal_delay_s=0), "--signal-delay must be")):
         with pytest.raises(StudyError, match=message):
             SlurmExecutor(**options)
+
+
+@pytest.fixture
+def two_gpus(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+def test_devices_and_device_refuse_a_bad_spelling_with_the_same_message(capsys):
+    """Issue 28: one device grammar: ``study run --devices`` and ``predict --device`` check each name
+    by the one rule of pu_nnunet.devices, before any work."""
+    from pu_nnunet.cli import main
+
+    errors = []
+    for command in (["study", "run", "-d", "302", "--devices", "cpu", "gpu0"],
+                    ["predict", "-i", "in", "-o", "out", "-m", "model", "--device", "gpu0"]):
+        with pytest.raises(SystemExit) as caught:
+            main(command)
+        assert caught.value.code == 2
+        errors.append(capsys.readouterr().err.strip().splitlines()[-1].split(": error: ", 1)[1])
+    assert errors == [f"argument {option}: 'gpu0' is not a device: use auto, cpu, cuda or cuda:N (N = 0, 1, ...)"
+                      for option in ("--devices", "--device")]
+
+
+def test_the_study_rules_on_devices_are_user_errors(two_gpus):
+    from pu_nnunet.devices import DeviceError
+    from pu_nnunet.study.executors import LocalExecutor, parse_devices
+    from pu_nnunet.user_errors import UserInputError
+
+    for devices, error, message in (
+            (["cuda:0", "auto"], StudyError, "^--devices: cuda:0 listed twice"),
+            (["cpu", "cuda:1"], StudyError, "^--devices: 'cpu' runs jobs one at a time and cannot be mixed"),
+            (["cuda:2"], DeviceError, r"^--devices 'cuda:2': torch sees 2 CUDA GPU\(s\), numbered 0 to 1"),
+            ([0], StudyError, r"^--devices must be a device name or a list of them .*got \[0\]")):
+        with pytest.raises(error, match=message) as caught:
+            parse_devices(devices)
+        assert isinstance(caught.value, UserInputError)
+    with pytest.raises(StudyError, match="--cpu-jobs 2: only with --devices cpu"):
+        LocalExecutor(parse_devices(None), cpu_jobs=2)
+    assert LocalExecutor(parse_devices(["cpu"]), cpu_jobs=2).devices == ["cpu", "cpu"]
+
+
+def test_devices_from_a_toml_file_name_the_file(two_gpus, tmp_path):
+    import argparse
+
+    from pu_nnunet.study.cli_study import add_arguments, make_executor
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = tmp_path / "study.toml"
+    args = parser.parse_args(["run", "--config", str(config), "-o", str(tmp_path / "s")])
+    assert make_executor(args, {"devices": "cuda:1"}).devices == ["cuda:1"]
+    assert make_executor(args, {}).devices == ["cuda:0", "cuda:1"]  # auto
+    with pytest.raises(StudyError, match=f"^{config}: \\[executor\\] devices: cpu listed twice"):
+        make_executor(args, {"devices": ["cpu", "cpu"]})
+    args = parser.parse_args(["run", "--devices", "cuda", "-o", str(tmp_path / "s")])
+    assert make_executor(args, {"devices": ["cpu"]}).devices == ["cuda:0"]  # the flag wins
+
+
+def test_a_job_sees_gpu_n_of_those_the_study_sees(tmp_path, monkeypatch):
+    """cuda:N is numbered among the GPUs this process sees: under CUDA_VISIBLE_DEVICES=5,7 the job
+    of cuda:1 must get GPU 7, not the machine's GPU 1."""
+    import subprocess
+
+    from pu_nnunet.study.executors import LocalExecutor
+
+    started = {}
+    monkeypatch.setattr(subprocess, "Popen", lambda command, env, **kw: started.update(command=command, env=env))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    study = _study(tmp_path, trainers=["nnUNetTrainerPURe_tiny"])
+    LocalExecutor(["cuda:1"], echo=True)._start(study, Job("nnUNetTrainerPURe_tiny", 0, 0), "cuda:1")
+    assert started["env"]["CUDA_VISIBLE_DEVICES"] == "7" and started["command"][-1] == "cuda"

@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from pu_nnunet.study.cli_study import add_arguments, format_status, resolve_study
 from pu_nnunet.study.errors import StudyError
@@ -101,11 +102,14 @@ def test_mid_and_equivalence_margin_from_toml_and_flags_are_stored_and_checked(n
         resolve_study(parse("run", "-d", "302", "--equivalence-margin", "0", "-o", str(nnunet_folders / "bad")))
 
 
-def test_devices_are_cpu_or_numbered_gpus():
+def test_devices_are_cpu_or_numbered_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert parse_devices(["cpu"]) == ["cpu"]
-    assert parse_devices(["cuda:0", "CUDA:1"]) == ["cuda:0", "cuda:1"]
+    assert parse_devices(["cuda:0", "cuda:1"]) == ["cuda:0", "cuda:1"]
     assert parse_devices(["cuda"]) == ["cuda:0"]
-    for bad, message in ((["gpu0"], "neither 'cpu' nor 'cuda:N'"), (["cuda:0", "cuda:0"], "listed twice"),
+    assert parse_devices(None) == parse_devices(["auto"]) == ["cuda:0", "cuda:1"]
+    for bad, message in ((["cuda:0", "cuda:0"], "listed twice"), (["auto", "cuda:1"], "cuda:1 listed twice"),
                          (["cpu", "cuda:0"], "cannot be mixed")):
         with pytest.raises(StudyError, match=message):
             parse_devices(bad)

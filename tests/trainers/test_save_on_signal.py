@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from pu_nnunet.trainers.preemption import EXIT_SAVED_ON_SIGNAL, atomic_torch_save
+from pu_nnunet.user_files import PARTIAL_MARKER, _host_tag, stale_partial_entries
 
 HERE = Path(__file__).parent
 TRAINER = "nnUNetTrainerPURe_tiny"
@@ -88,7 +89,7 @@ def _check_stopped_run(stopped: dict, env: dict, signal_name: str) -> dict:
     assert re.search(rf"({signal_name}): stopped in epoch 1", stopped["output"]), stopped["output"][-2000:]
     fold = _fold(env)
     assert not (fold / "checkpoint_final.pth").exists()
-    assert not [p.name for p in fold.iterdir() if p.name.endswith(".partial")]  # no temporary file left
+    assert not [p.name for p in fold.iterdir() if PARTIAL_MARKER in p.name]  # no temporary file left
     saved = torch.load(fold / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
     assert saved["current_epoch"] == 1 and saved["trainer_name"] == TRAINER
     # the logger holds epoch 0 only: the restarted epoch 1 logs as a normal one
@@ -154,7 +155,11 @@ def test_an_atomic_checkpoint_survives_sigkill_while_writing(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.join()
     assert torch.equal(torch.load(path)["weights"], torch.zeros(3))  # the previous checkpoint, whole
-    assert len(list(tmp_path.glob(".checkpoint_latest.pth.*.partial"))) == 1  # the killed writer's
+    # the killed writer's, named by the package's one scheme (so every sweep knows it)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert len(leftovers) == 1
+    assert leftovers[0].startswith(f".checkpoint_latest.pth{PARTIAL_MARKER}{proc.pid}-{_host_tag()}-")
+    assert stale_partial_entries(tmp_path) == [tmp_path / leftovers[0]]
     # the next write replaces it, removes the dead writer's partial file and leaves none of its own
     atomic_torch_save(lambda name: torch.save({"weights": torch.ones(2)}, name), str(path))
     assert torch.equal(torch.load(path)["weights"], torch.ones(2))

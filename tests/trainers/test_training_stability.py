@@ -112,3 +112,21 @@ def test_cpu_bf16_autocast_runs_the_step_in_bfloat16_and_a_misspelt_value_is_ref
     monkeypatch.setenv(CPU_AUTOCAST_VARIABLE, "fp16")
     with pytest.raises(ValueError, match="PU_NNUNET_CPU_AUTOCAST='fp16'"):
         cpu_autocast_dtype()
+
+
+def test_a_damaged_record_is_an_error_naming_it_through_the_one_reader(tmp_path):
+    """Issue 28: read by the one user-JSON reader: the file and the problem in one message, a
+    ValueError too (the study report shows the run without its counts)."""
+    from pu_nnunet.trainers.stability import StabilityRecordError, read_record
+    from pu_nnunet.user_errors import UserInputError
+
+    path = tmp_path / "training_stability.json"
+    assert read_record(str(path)) is None
+    for text, problem in (('{"steps": 3', "stability record is not valid JSON"),
+                          ("[1]", r"stability record must hold an object \(\{...\}\), found list")):
+        path.write_text(text)
+        with pytest.raises(StabilityRecordError, match=f"^{path}: {problem}") as caught:
+            read_record(str(path))
+        assert isinstance(caught.value, UserInputError) and isinstance(caught.value, ValueError)
+    path.write_text('{"steps": 3, "max_grad_norm": NaN}')  # as nnU-Net's own files of a fold folder
+    assert read_record(str(path))["steps"] == 3

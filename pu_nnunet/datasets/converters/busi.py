@@ -30,7 +30,8 @@ from pu_nnunet.datasets.shared.images_2d import (check_same_orientation, check_s
 from pu_nnunet.datasets.shared.source_files import SkippedFiles, is_lossy, list_folder, orientation_notes
 from pu_nnunet.datasets.shared.raw_folder import (atomic_dataset_folder, dataset_folder_name, make_raw_layout,
                                            raw_root_from_environment)
-from pu_nnunet.datasets.shared.splits import check_seed, stratified_group_folds, stratified_holdout, write_splits
+from pu_nnunet.datasets.shared.splits import (NNUNET_SPLIT_SEED, check_seed, stratified_group_folds,
+                                              stratified_holdout, write_splits)
 
 CLASSES = ("benign", "malignant", "normal")
 NORMAL_CLASS = "normal"
@@ -109,7 +110,8 @@ def _duplicate_groups(results: dict[str, dict]) -> list[list[str]]:
 
 
 def convert_busi(source_dir: str | Path, dataset_id: int, name: str = "BUSI", raw_root: str | Path | None = None,
-                 overwrite: bool = False, skip_bad: bool = False, num_processes: int = 1, seed: int = 0,
+                 overwrite: bool = False, skip_bad: bool = False, num_processes: int = 1,
+                 seed: int = NNUNET_SPLIT_SEED,
                  test_fraction: float = DEFAULT_TEST_FRACTION) -> ConversionSummary:
     """Writes ``raw_root/DatasetIII_name`` (raw_root defaults to $nnUNet_raw) from a BUSI folder."""
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json

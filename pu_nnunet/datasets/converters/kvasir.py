@@ -22,5 +22,5 @@ KVASIR = PairedFolderSpec(
     description="Kvasir-SEG polyp segmentation", reference="https://datasets.simula.no/kvasir-seg/")
 
 # convert_kvasir(source_dir, dataset_id, name="KvasirSEG", raw_root=None, overwrite=False,
-#                skip_bad=False, num_processes=1, seed=0, five_fold=False) -> ConversionSummary
+#                skip_bad=False, num_processes=1, seed=NNUNET_SPLIT_SEED, five_fold=False) -> ConversionSummary
 convert_kvasir = partial(convert_paired_folders, KVASIR)

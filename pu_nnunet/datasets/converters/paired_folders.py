@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pu_nnunet.datasets.shared.splits import NNUNET_SPLIT_SEED
+
 
 @dataclass(frozen=True)
 class PairedFolderSpec:
@@ -31,7 +33,7 @@ class PairedFolderSpec:
 
 def convert_paired_folders(spec: PairedFolderSpec, source_dir: str | Path, dataset_id: int, name: str | None = None,
                            raw_root: str | Path | None = None, overwrite: bool = False, skip_bad: bool = False,
-                           num_processes: int = 1, seed: int = 0, five_fold: bool = False):
+                           num_processes: int = 1, seed: int = NNUNET_SPLIT_SEED, five_fold: bool = False):
     """Writes ``raw_root/DatasetIII_name`` (raw_root defaults to $nnUNet_raw) from ``spec``'s layout.
     All cases go to imagesTr/labelsTr; the split file holds the seeded hold-out (or 5 folds): no test
     folder, fold 0's validation cases are the held-out set."""

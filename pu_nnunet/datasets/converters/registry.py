@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from pu_nnunet.datasets.converters.kvasir import KVASIR
 from pu_nnunet.datasets.converters.paired_folders import PairedFolderSpec
+from pu_nnunet.datasets.shared.splits import NNUNET_SPLIT_SEED
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ def _function(module: str, name: str) -> Callable[[], Callable]:
     return lambda: getattr(importlib.import_module(module), name)
 
 
-SEED = Option(("--seed",), dict(type=int, default=0, help="seed of the split (default: 0)"))
+SEED = Option(("--seed",), dict(type=int, default=NNUNET_SPLIT_SEED,
+                                 help=f"seed of the split (default: {NNUNET_SPLIT_SEED}, nnU-Net's own)"))
 FIVE_FOLD = Option(("--five-fold",), dict(action="store_true",
                                           help="write a seeded 5-fold cross-validation instead of the hold-out split"))
 
@@ -55,7 +57,8 @@ def paired_folder_converter(key: str, spec: PairedFolderSpec) -> Converter:
 def _busi_options() -> tuple[Option, ...]:
     from pu_nnunet.datasets.converters.busi import DEFAULT_TEST_FRACTION as test_fraction
 
-    return (Option(("--seed",), dict(type=int, default=0, help="seed of the splits (default: 0)")),
+    return (Option(("--seed",), dict(type=int, default=NNUNET_SPLIT_SEED,
+                                     help=f"seed of the splits (default: {NNUNET_SPLIT_SEED}, nnU-Net's own)")),
             Option(("--test-fraction",), dict(type=float, default=test_fraction,
                                               help=f"share of each class held out as the test set (default: "
                                                    f"{test_fraction})")))

@@ -1,5 +1,10 @@
 """Train/validation splits: building them (seeded), writing ``splits_final.json``, installing it.
 
+The one writer of split files is :func:`write_splits` (strict, atomic, nnU-Net's indent), and every
+split takes its seed from the caller, by default :data:`NNUNET_SPLIT_SEED`. The synthetic
+generators are the exception by design: their ``--seed`` makes the images and (ultrasound) the
+splits, so one number reproduces a whole dataset.
+
 nnU-Net reads custom splits from ``nnUNet_preprocessed/DatasetIII_Name/splits_final.json`` (a list of
 ``{"train": [...], "val": [...]}``, one entry per fold). That folder only exists once
 ``nnUNetv2_plan_and_preprocess`` has run, so converters write the file into the raw dataset folder and
@@ -18,10 +23,12 @@ from pu_nnunet.datasets.errors import DatasetError, SourceLayoutError
 from pu_nnunet.datasets.shared.raw_folder import (NNUNET_PREPROCESSED_ENV, dataset_id_prefix,
                                                   folder_from_environment, raw_root_from_environment)
 from pu_nnunet.json_files import NNUNET_INDENT, write_json
-from pu_nnunet.user_files import read_splits, read_user_json
+from pu_nnunet.user_files import atomic_write_path, read_splits, read_user_json, sweep_stale_temporaries
 
 SPLITS_FILE_NAME = "splits_final.json"
-# the seed nnU-Net itself uses for its default 5-fold split (nnUNetTrainer.do_split)
+# the seed nnU-Net itself uses for its default 5-fold split (nnUNetTrainer.do_split); the one default
+# seed of every split this package writes (converters' --seed, the study's split of a dataset that
+# has none), so a default 5-fold split is the one nnU-Net would make
 NNUNET_SPLIT_SEED = 12345
 DEFAULT_NUM_FOLDS = 5
 
@@ -48,7 +55,7 @@ def cross_validation_splits(identifiers: list[str], num_folds: int = DEFAULT_NUM
     return [{"train": [str(k) for k in s["train"]], "val": [str(k) for k in s["val"]]} for s in splits]
 
 
-def holdout_split(identifiers: list[str], num_val: int, seed: int) -> list[Split]:
+def holdout_split(identifiers: list[str], num_val: int, seed: int = NNUNET_SPLIT_SEED) -> list[Split]:
     """One fold: a seeded random ``num_val`` cases for validation, the rest for training."""
     keys = sorted(identifiers)
     if not 0 < num_val < len(keys):
@@ -94,7 +101,8 @@ def _per_class_targets(class_sizes: dict[str, int], total: int) -> dict[str, int
     return targets
 
 
-def stratified_holdout(identifiers: list[str], classes: dict[str, str], fraction: float, seed: int,
+def stratified_holdout(identifiers: list[str], classes: dict[str, str], fraction: float,
+                       seed: int = NNUNET_SPLIT_SEED,
                        groups: dict[str, str] | None = None,
                        num_held_out: int | None = None) -> tuple[list[str], list[str]]:
     """Seeded (rest, held_out) split holding out ``fraction`` of the cases (or exactly
@@ -124,7 +132,7 @@ def stratified_holdout(identifiers: list[str], classes: dict[str, str], fraction
     return sorted(c for c in identifiers if c not in held), sorted(held)
 
 
-def stratified_group_folds(identifiers: list[str], classes: dict[str, str], seed: int,
+def stratified_group_folds(identifiers: list[str], classes: dict[str, str], seed: int = NNUNET_SPLIT_SEED,
                            num_folds: int = DEFAULT_NUM_FOLDS,
                            groups: dict[str, str] | None = None) -> list[Split]:
     """Seeded k folds with every class spread evenly over the folds and each group in one fold."""
@@ -152,7 +160,8 @@ def stratified_group_folds(identifiers: list[str], classes: dict[str, str], seed
 
 
 def write_splits(dataset_folder: Path, splits: list[Split]) -> Path:
-    # nnU-Net reads it: its indent
+    """The package's one writer of ``splits_final.json`` (into a raw dataset folder, or a
+    preprocessed one: nnU-Net reads it, so its indent)."""
     return write_json(Path(dataset_folder) / SPLITS_FILE_NAME, splits, indent=NNUNET_INDENT)
 
 
@@ -201,5 +210,7 @@ def install_splits(dataset_id: int, raw_root: str | Path | None = None,
         raise DatasetError(f"{source} names cases that are not in {raw_folder / 'labelsTr'}: "
                            f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
     target = target_folder / SPLITS_FILE_NAME
-    shutil.copyfile(source, target)
+    sweep_stale_temporaries(target_folder)
+    with atomic_write_path(target) as temporary:  # a training starting now reads the old file or the new
+        shutil.copyfile(source, temporary)
     return target

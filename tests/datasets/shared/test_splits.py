@@ -65,3 +65,51 @@ def test_install_splits(tmp_path, monkeypatch):
         install_splits(12)
     with pytest.raises(SourceLayoutError, match="no folder named Dataset013_"):
         install_splits(13)
+
+
+def test_one_split_writer_and_one_default_seed(tmp_path):
+    """Issue 28: every split file this package writes comes from write_splits, and every split
+    whose seed the user did not give uses nnU-Net's own seed: the converters' --seed, the split
+    functions and the study's split of a dataset without one (equal to nnUNetTrainer.do_split's)."""
+    import inspect
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import pu_nnunet
+    from pu_nnunet import cli
+    from pu_nnunet.datasets.converters.busi import convert_busi
+    from pu_nnunet.datasets.converters.kvasir import convert_kvasir
+    from pu_nnunet.datasets.converters.registry import CONVERTERS
+    from pu_nnunet.datasets.shared import splits
+    from pu_nnunet.study.steps import _write_nnunet_split
+
+    assert splits.NNUNET_SPLIT_SEED == 12345
+    for function in (splits.cross_validation_splits, splits.holdout_split, splits.stratified_holdout,
+                     splits.stratified_group_folds, convert_busi, convert_kvasir):
+        assert inspect.signature(function).parameters["seed"].default == splits.NNUNET_SPLIT_SEED, function
+    parser = cli.build_parser(cli.COMMANDS, only="convert")
+    seeded = [key for key, converter in CONVERTERS.items() if any("--seed" in o.flags for o in converter.options)]
+    assert seeded and all(parser.parse_args(["convert", key, "src", "-d", "5"]).seed == 12345 for key in seeded)
+
+    # the study's split: the one writer, nnU-Net's own folds
+    raw = tmp_path / "raw"
+    (raw / "imagesTr").mkdir(parents=True)
+    ids = [f"case_{i:02d}" for i in range(7)]
+    for case in ids:
+        (raw / "imagesTr" / f"{case}_0000.nii.gz").touch()
+    target = tmp_path / "pre" / "splits_final.json"
+    target.parent.mkdir()
+    _write_nnunet_split(SimpleNamespace(dataset_json=lambda: {"file_ending": ".nii.gz"}, raw_dataset=lambda: raw),
+                        target)
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    expected = [{"train": list(s["train"]), "val": list(s["val"])} for s in generate_crossval_split(ids, 12345, 5)]
+    assert json.loads(target.read_text()) == expected
+    assert target.read_text().startswith("[\n    {")  # write_splits: nnU-Net's indent of 4
+
+    # nnU-Net's fold builder is called in splits.py only
+    callers = [str(path.relative_to(Path(pu_nnunet.__file__).parents[1]))
+               for root in ("pu_nnunet", "trainers", "architectures", "benchmarks")
+               for path in (Path(pu_nnunet.__file__).parents[1] / root).rglob("*.py")
+               if "generate_crossval_split(" in path.read_text()]
+    assert callers == ["pu_nnunet/datasets/shared/splits.py"]
