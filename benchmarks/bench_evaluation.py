@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import os
 import platform
 import resource
@@ -30,6 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from pu_nnunet.json_files import write_json
 
 # AMOS 2022 CT: 512 x 512 in-plane, typically 100-200 slices, 15 organs + background.
 DEFAULT_CASES = 20
@@ -201,8 +202,7 @@ def main() -> None:
             "peak_memory_gib": {"this_process": peak_rss_gib(resource.RUSAGE_SELF),
                                 "largest_child_process": peak_rss_gib(resource.RUSAGE_CHILDREN)},
         }
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.output, report)
         print(f"wrote {args.output}")
     finally:
         if not args.data_dir:

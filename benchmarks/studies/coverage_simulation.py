@@ -19,11 +19,11 @@ prints the table and writes coverage_simulation.json beside this file.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
+from pu_nnunet.json_files import write_json
 from pu_nnunet.evaluation.metrics.run_stats import t_interval, two_way_bootstrap_ci
 
 # (name, cases, case-effect sd, run-effect sd, noise sd): "ct" fitted to the committed CT study
@@ -83,8 +83,7 @@ def main() -> None:
               f"{r['hierarchical_population']:.3f} | {r['t_half_width_mean']:.4f} / {r['two_way_half_width_mean']:.4f}"
               f" / {r['hierarchical_half_width_mean']:.4f} |")
     out = Path(__file__).with_name("coverage_simulation.json")
-    out.write_text(json.dumps({"simulations": args.simulations, "resamples": args.resamples, "mu": MU,
-                               "rows": rows}, indent=2))
+    write_json(out, {"simulations": args.simulations, "resamples": args.resamples, "mu": MU, "rows": rows})
 
 
 if __name__ == "__main__":
