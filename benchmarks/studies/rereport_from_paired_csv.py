@@ -36,7 +36,7 @@ from pu_nnunet.evaluation.report.markdown import number, p_value, table
 from pu_nnunet.provenance import run_record, short_form
 from pu_nnunet.study import run_level
 from pu_nnunet.study.report import COMPARISONS_DIR, short_name
-from pu_nnunet.study.robustness_report import COMPARISONS_SUBDIR
+from pu_nnunet.robustness.study_report import COMPARISONS_SUBDIR
 
 PAIRED_CSV = "per_case_paired.csv"
 OUTPUT_REPORT, OUTPUT_JSON, OUTPUT_RECORD = "report_run_level.md", "run_level.json", "provenance_rereport.json"

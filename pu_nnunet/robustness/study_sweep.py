@@ -1,6 +1,6 @@
 """A study job's robustness sweep (``study run --robustness``): after the job's clean evaluation,
 its model predicts the job's held-out cases again under each corruption and strength of the
-study's settings (:mod:`pu_nnunet.study.robustness_settings`), through pu_nnunet.robustness's own
+study's settings (:mod:`pu_nnunet.robustness.settings`), through pu_nnunet.robustness's own
 steps (corrupted inputs, ``predict``, ``evaluate``), and evaluates them as the clean run was.
 
 Layout of ``STUDY_DIR/runs/<job>/robustness/``:
@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 from pu_nnunet.provenance import model_record, same_model
 from pu_nnunet.study.errors import StudyError
 from pu_nnunet.study.jobs import DONE, FAILED, RUNNING, Job, relative_to_study, run_folder, update_state
-from pu_nnunet.study.robustness_settings import measured
+from pu_nnunet.robustness.settings import measured
 from pu_nnunet.json_files import write_json
 from pu_nnunet.study.spec import Study
 from pu_nnunet.user_errors import UserInputError

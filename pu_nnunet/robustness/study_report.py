@@ -1,5 +1,5 @@
 """The study report's Robustness section, from the jobs' finished robustness sweeps
-(:mod:`pu_nnunet.study.robustness_sweep`).
+(:mod:`pu_nnunet.robustness.study_sweep`).
 
 Per trainer and condition: the foreground Dice of each run (mean over its cases whose reference
 has foreground), mean ± sd over runs; each run's change from its own clean sweep prediction, mean
@@ -25,8 +25,8 @@ from pu_nnunet.evaluation.report.markdown import number, p_value, table
 from pu_nnunet.study import run_level
 from pu_nnunet.study.jobs import Job, in_study
 from pu_nnunet.study.protocol_section import mean_sd
-from pu_nnunet.study.robustness_settings import measured
-from pu_nnunet.study.robustness_sweep import conditions, finished_sweep
+from pu_nnunet.robustness.settings import measured
+from pu_nnunet.robustness.study_sweep import conditions, finished_sweep
 from pu_nnunet.study.run_pooling import pooled_evaluation, spread
 from pu_nnunet.study.spec import Study
 
