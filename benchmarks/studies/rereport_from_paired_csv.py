@@ -111,7 +111,8 @@ def robustness_lines(study_dir: Path, study: dict, baseline: str) -> tuple[list[
     if not root.is_dir():
         return [], {}
     pairs, flags, csv_files = {}, {}, {}
-    for folder in sorted(root.iterdir()):
+    # <trainer>_vs_<baseline>/ only: <trainer>/<condition>_vs_clean/ compares a trainer with itself
+    for folder in sorted(f for f in root.iterdir() if "_vs_" in f.name):
         trainer = folder.name.split("_vs_")[0]
         order = [c.name for c in sorted(folder.iterdir()) if (c / PAIRED_CSV).is_file()]
         for condition in order:

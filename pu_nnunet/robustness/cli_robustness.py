@@ -129,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     from pu_nnunet.robustness import corruptions as corruption_module
     from pu_nnunet.robustness.errors import RobustnessError
     from pu_nnunet.robustness.settings import sweep_settings
-    from pu_nnunet.robustness.report import PLOT_FILE, plot_dice_vs_strength, report_markdown, summarize
+    from pu_nnunet.robustness.report import PLOT_FILE, report_markdown, summarize
+    from pu_nnunet.robustness.summary import plot_dice_vs_strength
     from pu_nnunet.robustness.sweep import (INPUTS_DIR, MODELS_FILE, RESULT_FILE, SETTINGS_FILE, _image_files,
                                             check_output_folder, check_resumed_models, conditions_of,
                                             run_predictions)
