@@ -37,7 +37,7 @@ def report_markdown(summary: dict[str, Any], settings: dict[str, Any], provenanc
              f"{'on' if settings['mirroring'] else 'off'}; intensity model `{settings['intensity_model']}`.", "",
              "## Per trainer", "", *per_trainer_lines(summary)]
     if summary["paired"]:
-        lines += ["## Against the baseline", "", *paired_lines(summary)]
+        lines += ["## Paired with the baseline", "", *paired_lines(summary)]
     lines += ["## Corruptions", "", settings["corruption_notes"], "", f"![Dice vs strength](plots/{PLOT_FILE})", "",
               "## Provenance", "", *provenance_lines, ""]
     return "\n".join(lines)
