@@ -96,3 +96,16 @@ def test_the_graph_sees_the_package():
     graph = import_graph()
     assert len(graph) > 100
     assert "pu_nnunet.trainers.registry" in graph["pu_nnunet.trainers.transfer_weights"]
+
+
+def test_robustness_is_called_by_the_study_steps_never_calls_them():
+    """Issue 28: the study's steps call the robustness library (its sweep takes the evaluation as
+    a callable and predicts through pu_nnunet.inference); robustness never imports how a study
+    runs its jobs (steps, runner, worker: pu_nnunet.study.execution after the study's split)."""
+    execution = ("pu_nnunet.study.steps", "pu_nnunet.study.runner", "pu_nnunet.study.job", "pu_nnunet.study.execution")
+    graph = import_graph()
+    robustness = [name for name in graph if name.startswith("pu_nnunet.robustness")]
+    assert "pu_nnunet.robustness.study_sweep" in robustness
+    wrong = sorted(f"{a} -> {b}" for a in robustness for b in graph[a]
+                   if any(b == module or b.startswith(module + ".") for module in execution))
+    assert not wrong, "robustness importing the study's execution:\n" + "\n".join(wrong)

@@ -36,7 +36,7 @@ from pu_nnunet.evaluation.report.markdown import number, p_value, table
 from pu_nnunet.provenance import run_record, short_form
 from pu_nnunet.study import run_level
 from pu_nnunet.study.report import COMPARISONS_DIR, short_name
-from pu_nnunet.study.robustness_report import COMPARISONS_SUBDIR
+from pu_nnunet.robustness.study_report import COMPARISONS_SUBDIR
 
 PAIRED_CSV = "per_case_paired.csv"
 OUTPUT_REPORT, OUTPUT_JSON, OUTPUT_RECORD = "report_run_level.md", "run_level.json", "provenance_rereport.json"
@@ -111,7 +111,8 @@ def robustness_lines(study_dir: Path, study: dict, baseline: str) -> tuple[list[
     if not root.is_dir():
         return [], {}
     pairs, flags, csv_files = {}, {}, {}
-    for folder in sorted(root.iterdir()):
+    # <trainer>_vs_<baseline>/ only: <trainer>/<condition>_vs_clean/ compares a trainer with itself
+    for folder in sorted(f for f in root.iterdir() if "_vs_" in f.name):
         trainer = folder.name.split("_vs_")[0]
         order = [c.name for c in sorted(folder.iterdir()) if (c / PAIRED_CSV).is_file()]
         for condition in order:

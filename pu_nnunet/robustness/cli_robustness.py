@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from pu_nnunet.devices import add_device_argument
-from pu_nnunet.robustness.corruptions import CORRUPTIONS, DEFAULT_STRENGTHS, parse_strengths, seed_problem
+from pu_nnunet.robustness.corruptions import CORRUPTIONS, DEFAULT_STRENGTHS
 
 # a --model NAME: it names a folder under OUT_DIR/runs
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+.-]*")
@@ -128,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
     from pu_nnunet.provenance import RUN_RECORD_FILE, model_record, run_record, short_form
     from pu_nnunet.robustness import corruptions as corruption_module
     from pu_nnunet.robustness.errors import RobustnessError
-    from pu_nnunet.robustness.report import PLOT_FILE, plot_dice_vs_strength, report_markdown, summarize
+    from pu_nnunet.robustness.settings import sweep_settings
+    from pu_nnunet.robustness.report import PLOT_FILE, report_markdown, summarize
+    from pu_nnunet.robustness.summary import plot_dice_vs_strength
     from pu_nnunet.robustness.sweep import (INPUTS_DIR, MODELS_FILE, RESULT_FILE, SETTINGS_FILE, _image_files,
                                             check_output_folder, check_resumed_models, conditions_of,
                                             run_predictions)
@@ -137,9 +139,10 @@ def run(args: argparse.Namespace) -> int:
     models = parse_models(args.model)
     names = list(dict.fromkeys(m.name for m in models))
     baseline = choose_baseline(names, args.baseline)
-    strengths = parse_strengths(args.corruptions, args.strengths)
-    if seed_problem(args.seed):
-        raise RobustnessError(f"--seed: {seed_problem(args.seed)}")
+    # the one parser and check of a sweep's settings, as study run --robustness
+    sweep = sweep_settings(args.corruptions, args.strengths, args.seed, mirroring=not args.disable_tta,
+                           keep_inputs=args.keep_inputs, option="--strengths", seed_option="--seed")
+    strengths = sweep["strengths"]
     images, labels, out = Path(args.images), Path(args.labels), Path(args.output)
     _image_files(images)
     if not labels.is_dir():
@@ -154,8 +157,8 @@ def run(args: argparse.Namespace) -> int:
     intensity = corruption_module.intensity_model(channel)
     settings = {"models": {m.label: str(m.folder.resolve()) for m in models}, "images": str(images.resolve()),
                 "labels": str(labels.resolve()), "meta": str(meta.resolve()) if meta else None,
-                "strengths": {k: list(v) for k, v in strengths.items()}, "seed": args.seed, "folds": args.folds,
-                "mirroring": not args.disable_tta, "baseline": baseline, "intensity_model": intensity.name,
+                "strengths": strengths, "seed": sweep["seed"], "folds": args.folds,
+                "mirroring": sweep["mirroring"], "baseline": baseline, "intensity_model": intensity.name,
                 "corruption_notes": "\n\n".join(corruption_module.__doc__.strip().split("\n\n")[1:])}
     records = {m.label: model_record(m.folder, folders[m.label].folds, folders[m.label].checkpoint) for m in models}
     check_output_folder(out, settings, args.overwrite)
@@ -166,8 +169,8 @@ def run(args: argparse.Namespace) -> int:
     conditions = conditions_of(strengths)
     print(f"{len(models)} model(s) x {len(conditions)} conditions x {len(_image_files(images))} cases -> {out}",
           flush=True)
-    metrics = run_predictions(models, images, labels, out, conditions, args.seed, args.folds, args.device,
-                              not args.disable_tta, meta, channel, lambda line: print(line, flush=True))
+    metrics = run_predictions(models, images, labels, out, conditions, sweep["seed"], args.folds, args.device,
+                              sweep["mirroring"], meta, channel, lambda line: print(line, flush=True))
     summary = summarize(models, conditions, metrics, baseline, out)
     plot_dice_vs_strength(summary, out / "plots" / PLOT_FILE)
     # several models: run_record's `model` holds one, so each run's record goes under "models"

@@ -1,4 +1,5 @@
-"""The one exception ``pu-nnunet robustness`` raises for bad input; the command line reports it
+"""The one exception robustness raises for bad input (``pu-nnunet robustness``, and the sweep
+settings of ``study run --robustness``); the command line reports it
 (pu_nnunet.user_errors.run_command) as one line naming the file or option."""
 
 from pu_nnunet.user_errors import UserInputError
@@ -7,4 +8,4 @@ __all__ = ["RobustnessError"]
 
 
 class RobustnessError(UserInputError):
-    """Bad input to ``robustness``: a missing folder, an unknown corruption, an unusable model."""
+    """Bad input to a robustness sweep: a missing folder, an unknown corruption, an unusable model."""

@@ -202,14 +202,3 @@ def run_predictions(models: Sequence[ModelRun], images: Path, labels: Path, out:
                 inputs, out / RUNS_DIR / model.label / condition.name, model.folder, folds, device, use_mirroring,
                 evaluate, log, f"{model.label} {condition.name}")
     return metrics
-
-
-def pooled(evaluations: Sequence[tuple[ModelRun, dict]]) -> dict:
-    """Several runs' evaluations as one for compare, case ids tagged with the run (as a study pools repeats)."""
-    first = evaluations[0][1]
-    cases, missing = [], []
-    for run, evaluation in evaluations:
-        # tagged with the repeat index only: repeat k of one trainer pairs with repeat k of another
-        cases += [{**case, "case": f"{case['case']}|run_{run.index}"} for case in evaluation["cases"]]
-        missing += [f"{case}|run_{run.index}" for case in evaluation["missing_predictions"]]
-    return {**first, "cases": cases, "missing_predictions": missing, "n_reference_cases": len(cases)}

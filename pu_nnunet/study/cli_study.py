@@ -130,7 +130,7 @@ def _add_robustness_flags(parser: argparse.ArgumentParser) -> None:
 def _robustness_value(args: argparse.Namespace) -> tuple[bool, dict | None]:
     """(given, settings) from the robustness flags; the others need --robustness."""
     from pu_nnunet.study.errors import StudyError
-    from pu_nnunet.study.robustness_settings import sweep_settings
+    from pu_nnunet.robustness.settings import sweep_settings
 
     details = {"--robustness-corruptions": args.robustness_corruptions,
                "--robustness-strengths": args.robustness_strengths, "--robustness-seed": args.robustness_seed,
@@ -185,7 +185,7 @@ def _study_values(args: argparse.Namespace) -> tuple[dict, dict]:
     """The study's fields from --preset, then --config, then the flags (later ones win), and the
     TOML file's [executor] table."""
     from pu_nnunet.study.presets import PRESETS
-    from pu_nnunet.study.robustness_settings import settings_from_toml
+    from pu_nnunet.robustness.settings import settings_from_toml
     from pu_nnunet.study.spec import read_toml
 
     values: dict = {}
@@ -214,7 +214,7 @@ def resolve_study(args: argparse.Namespace):
     """The study to run: study.json's, updated by the flags (refused where they contradict it
     unless --reconfigure); a new study needs -d or --preset. The robustness sweep may be added to
     a stored study without --reconfigure (robustness_settings.contradictions)."""
-    from pu_nnunet.study import robustness_settings
+    from pu_nnunet.robustness import settings as robustness_settings
     from pu_nnunet.study.errors import StudyError
     from pu_nnunet.study.spec import (STUDY_FILE, Study, contradictions, default_baseline, load_study, save_study,
                                       study_paths)
@@ -286,7 +286,7 @@ def format_status(study) -> str:
     from pu_nnunet.study.jobs import (DONE, RUNNING, epoch_reached, finished_metrics, in_study, job_states,
                                       run_in_progress)
     from pu_nnunet.study.report import short_name
-    from pu_nnunet.study.robustness_sweep import sweep_pending, sweep_state
+    from pu_nnunet.robustness.study_sweep import sweep_pending, sweep_state
     from pu_nnunet.evaluation.report.markdown import table
 
     active = run_in_progress(study.study_dir)

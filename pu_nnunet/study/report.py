@@ -7,7 +7,7 @@ same fold and repeat of the other trainer), with Holm-adjusted p-values over lab
 then the run-level analysis of :mod:`pu_nnunet.study.run_level` (one difference per paired run,
 t-interval and two-way bootstrap, sign-flip test, equivalence, power), the four Dice protocols per trainer beside the
 published numbers, the Robustness section when jobs have robustness sweeps
-(:mod:`pu_nnunet.study.robustness_report`), and the run record (provenance.json). Rebuilt from the finished runs at any
+(:mod:`pu_nnunet.robustness.study_report`), and the run record (provenance.json). Rebuilt from the finished runs at any
 time (``study report``).
 """
 
@@ -26,7 +26,8 @@ from pu_nnunet.evaluation.published import PUBLISHED, PUBLISHED_NORMAL_FPR_DIFFE
 from pu_nnunet.evaluation.report.markdown import number, p_value, table
 from pu_nnunet.user_files import atomic_write_path
 from pu_nnunet.provenance import RUN_RECORD_FILE, run_record, short_form
-from pu_nnunet.study import convergence_section, operating_points_section, robustness_report, run_level
+from pu_nnunet.robustness import study_report as robustness_report
+from pu_nnunet.study import convergence_section, operating_points_section, run_level
 from pu_nnunet.study.protocol_section import mean_sd as _pm, protocol_section, published_fpr_section
 from pu_nnunet.study.run_pooling import pooled_evaluation as _pooled_evaluation, spread as _spread
 from pu_nnunet.study.jobs import DONE, Job, finished_metrics, job_states

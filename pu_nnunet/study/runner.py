@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from pu_nnunet.study.executors import DEFAULT_MAX_ATTEMPTS
 from pu_nnunet.study.jobs import DONE, FAILED, QUEUED, RUNNING, job_states, run_lock, read_state
-from pu_nnunet.study.robustness_sweep import dataset_channel, sweep_pending, sweep_state
+from pu_nnunet.robustness.study_sweep import dataset_channel, sweep_pending, sweep_state
 from pu_nnunet.study.spec import Study
 from pu_nnunet.study.steps import Interrupted, check_trainers, prepare_dataset
 

@@ -5,7 +5,7 @@ can be resumed (``study run -o STUDY_DIR`` with no other flag), reproduced and s
 whose flags contradict the stored study is refused unless ``--reconfigure`` says so: mixing runs
 of two different studies in one report would be silently wrong. The robustness sweep is stored
 too but is not part of the identity: adding it is no contradiction, changing or removing it is
-(:mod:`pu_nnunet.study.robustness_settings`).
+(:mod:`pu_nnunet.robustness.settings`).
 
 Repeats: repeat 0 trains into ``nnUNet_results`` as any nnU-Net run does; repeat r >= 1 trains
 into its own results root ``STUDY_DIR/results/repeat_r``. The trainer name stays the same (no
@@ -53,7 +53,7 @@ class Study:
     held_out: str = "auto"
     # generator settings of a built-in synthetic dataset (the demo preset), else None
     synthetic: Optional[dict] = None
-    # the robustness sweep after each job (study.robustness_settings), else None; not an
+    # the robustness sweep after each job (robustness.settings), else None; not an
     # identity field: the trainings do not depend on it
     robustness: Optional[dict] = None
     # the report's minimal important difference (power planning) and equivalence margin, in the
@@ -143,7 +143,7 @@ def check_study(study: Study) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
             raise StudyError(f"{name} must be a number between 0 and 1 (in Dice), got {value!r}")
     if study.robustness is not None:
-        from pu_nnunet.study.robustness_settings import check_settings
+        from pu_nnunet.robustness.settings import check_settings
 
         check_settings(study.robustness)
 

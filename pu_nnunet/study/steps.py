@@ -10,7 +10,7 @@ nnU-Net resumes from ``checkpoint_latest.pth`` when there is one and starts fres
 then the held-out cases (``imagesTs``/``labelsTs`` when the dataset has them, predicted with
 ``pu-nnunet predict``; else nnU-Net's own ``fold_F/validation`` predictions of the fold's
 validation cases), then ``evaluate``; with ``--robustness``, then the job's robustness sweep
-(:mod:`pu_nnunet.study.robustness_sweep`).
+(:mod:`pu_nnunet.robustness.study_sweep`).
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ def run_job(study_dir: str | Path, job_name: str, device: str) -> dict[str, Any]
     ``device`` is nnU-Net's ``-device``: "cpu" or "cuda" (which GPU: CUDA_VISIBLE_DEVICES).
     This is the function a SLURM job runs (through submitit) and ``python -m
     pu_nnunet.study.job`` runs locally."""
-    from pu_nnunet.study.robustness_sweep import run_sweep, sweep_pending
+    from pu_nnunet.robustness.study_sweep import run_sweep, sweep_pending
 
     study = load_study(study_dir)
     job = find_job(study, job_name)

@@ -46,16 +46,21 @@ def test_sweep_on_a_trained_model_writes_report_plot_and_paired_results(tiny_tra
     assert conditions == ["clean", "poisson_20", "gamma_3"]
     assert summary["baseline"] == "PUReBaseline" and summary["trainers"] == ["PURe", "PUReBaseline"]
     for condition in conditions:
-        dice = summary["paired"]["PURe"][condition]["overall"]["dice"]
+        dice = summary["paired"]["PURe"][condition]["pooled"]["dice"]
         assert dice["n"] > 0 and dice["mean_difference"] == 0.0
-        entry = summary["per_trainer"]["PURe"][condition]
+        assert summary["paired"]["PURe"][condition]["run_level"]["mean_difference"] == 0.0
+        entry, twin = summary["per_trainer"]["PURe"][condition], summary["per_trainer"]["PUReBaseline"][condition]
         assert 0.0 <= entry["dice_mean"] <= 1.0
-        assert entry == summary["per_trainer"]["PUReBaseline"][condition]
+        # the same model: the same numbers, only compare's folder (vs clean) differs
+        assert {**entry, "vs_clean": None} == {**twin, "vs_clean": None}
+        assert (entry.get("vs_clean") or {}).get("dice") == (twin.get("vs_clean") or {}).get("dice")
     # the corruption reaches the network: strong shot noise changes the segmentations
     assert summary["per_trainer"]["PURe"]["poisson_20"]["dice_mean"] != summary["per_trainer"]["PURe"]["clean"]["dice_mean"]
     assert summary["per_trainer"]["PURe"]["poisson_20"]["vs_clean"]["dice"]["n"] == dice["n"]
     report = (out / "report.md").read_text()
-    assert "PURe - PUReBaseline" in report and "| poisson_20" in report and "dice_vs_strength.png" in report
+    # the tables of a study's Robustness section (pu_nnunet/robustness/summary.py)
+    assert "Against the baseline PUReBaseline" in report and "| PURe    | poisson_20 |" in report
+    assert "change, pooled [95% bootstrap CI]" in report and "dice_vs_strength.png" in report
     record = json.loads((out / "provenance.json").read_text())
     assert set(record["models"]) == {"PURe_0", "PUReBaseline_0"} and record["model"] is None
     assert all(len(r["checkpoint_sha256"]["0"]) == 64 for r in record["models"].values())

@@ -13,7 +13,7 @@ from scipy.stats import binomtest
 from pu_nnunet.evaluation import evaluate_folders
 from pu_nnunet.study.jobs import Job, mark_finished, mark_started
 from pu_nnunet.study.report import write_study_report
-from pu_nnunet.study.robustness_sweep import sweep_folder, write_sweep_result
+from pu_nnunet.robustness.study_sweep import sweep_folder, write_sweep_result
 from pu_nnunet.study.spec import Study
 
 PURE, BASELINE = "nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline"
@@ -146,3 +146,43 @@ def test_a_sweep_with_other_settings_is_not_reported(swept_study):
     assert write_study_report(other)["robustness"] is None
     assert "## Robustness" not in (study.study_dir / "report.md").read_text()
     write_study_report(study)  # leave the module's study as it was
+
+
+def _without(value, keys=("comparison_dir", "run")):
+    """The summary without what names where it was made (folders, run ids)."""
+    if isinstance(value, dict):
+        return {k: _without(v, keys) for k, v in value.items() if k not in keys}
+    if isinstance(value, list):
+        return [_without(v, keys) for v in value]
+    return value
+
+
+def test_pu_nnunet_robustness_reports_the_same_statistics_and_tables(swept_study, tmp_path):
+    """Issue 28: the command's summary of the same evaluations (repeat k of a NAME paired with
+    repeat k of the baseline) holds the study section's numbers, in the same tables."""
+    from pu_nnunet.evaluation.compare import load_evaluation
+    from pu_nnunet.robustness.report import report_markdown, summarize
+    from pu_nnunet.robustness.study_sweep import conditions
+    from pu_nnunet.robustness.sweep import ModelRun
+
+    study, summary = swept_study
+    section = summary["robustness"]
+    models = [ModelRun(trainer, repeat, tmp_path / f"{trainer}_{repeat}") for trainer in (PURE, BASELINE)
+              for repeat in (0, 1)]
+    metrics = {m.label: {c: load_evaluation(sweep_folder(study.study_dir, Job(m.name, 0, m.index)) / c / "evaluation"
+                                            / "metrics.json")[0] for c in ("clean", NOISY)} for m in models}
+    command = summarize(models, conditions(study), metrics, BASELINE, tmp_path / "out")
+    assert _without(command["per_trainer"]) == _without(section["per_trainer"])
+    assert _without(command["paired"]) == _without(section["paired"])
+    assert command["paired"][PURE][NOISY]["run_level"]["mean_difference"] == pytest.approx(
+        np.mean([dice(5) - dice(4), dice(4) - dice(3)]))
+    report = report_markdown(command, {"images": "imagesTs", "seed": 0, "mirroring": False,
+                                       "intensity_model": "intensity", "corruption_notes": ""}, [])
+    study_report = (study.study_dir / "report.md").read_text()
+    def headers(text):
+        return [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()
+                if line.startswith("| trainer ") and "| condition " in line]
+
+    assert headers(report) == headers(study_report[study_report.index("## Robustness"):])
+    assert len(headers(report)) == 2 and "change, pooled [95% bootstrap CI]" in headers(report)[0]
+    assert "95% t-interval" in headers(report)[1]

@@ -9,6 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from pu_nnunet.cli import main
+from pu_nnunet.robustness.errors import RobustnessError
 from pu_nnunet.study.cli_study import add_arguments, resolve_study
 from pu_nnunet.study.errors import StudyError
 from pu_nnunet.study.spec import load_study
@@ -91,13 +92,13 @@ def test_a_toml_robustness_table_sets_the_sweep(study_dir):
     assert len(resolve_study(parse("--config", str(config), "-o", str(study_dir.parent / "b")))[0]
                .robustness["strengths"]) == 5
     config.write_text('dataset = 302\n[robustness]\nstrength = { gaussian = [0.1] }\n')
-    with pytest.raises(StudyError, match=r"study.toml: unknown key\(s\) \['strength'\] in \[robustness\]"):
+    with pytest.raises(RobustnessError, match=r"study.toml: unknown key\(s\) \['strength'\] in \[robustness\]"):
         resolve_study(parse("--config", str(config), "-o", str(study_dir.parent / "c")))
     study_json = study_dir / "study.json"
     content = json.loads(study_json.read_text())
     content["robustness"]["strengths"] = {"blur": [1.0]}
     study_json.write_text(json.dumps(content))
-    with pytest.raises(StudyError, match="robustness: unknown corruption 'blur'"):
+    with pytest.raises(RobustnessError, match="robustness: unknown corruption 'blur'"):
         load_study(study_dir)
 
 

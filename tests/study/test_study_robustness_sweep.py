@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from pu_nnunet.study.jobs import Job, mark_finished, mark_started, read_state
-from pu_nnunet.study.robustness_sweep import finished_sweep, run_sweep, sweep_folder, sweep_pending
+from pu_nnunet.robustness.study_sweep import finished_sweep, run_sweep, sweep_folder, sweep_pending
 from pu_nnunet.study.spec import Study
 
 JOB = Job("nnUNetTrainerPURe", 0, 0)
@@ -68,7 +68,7 @@ def test_a_failed_sweep_leaves_the_job_done_and_counts_a_failure(done_study, mon
 
 def test_a_png_dataset_is_refused_with_the_file_named(done_study):
     from pu_nnunet.study.errors import StudyError
-    from pu_nnunet.study.robustness_sweep import dataset_channel
+    from pu_nnunet.robustness.study_sweep import dataset_channel
 
     study, raw = done_study
     (raw / "dataset.json").write_text(json.dumps({"file_ending": ".png", "channel_names": {"0": "R"}}))

@@ -1,7 +1,10 @@
 """A study job's robustness sweep (``study run --robustness``): after the job's clean evaluation,
 its model predicts the job's held-out cases again under each corruption and strength of the
-study's settings (:mod:`pu_nnunet.study.robustness_settings`), through pu_nnunet.robustness's own
-steps (corrupted inputs, ``predict``, ``evaluate``), and evaluates them as the clean run was.
+study's settings (:mod:`pu_nnunet.robustness.settings`), through pu_nnunet.robustness's own
+steps (corrupted inputs, then :func:`pu_nnunet.robustness.sweep.predict_condition`, which predicts
+with :func:`pu_nnunet.inference.predict.predict`), and evaluates them as the clean run was, by the
+``evaluate`` callable the study's job step hands in: the study calls this module, never the
+other way round.
 
 Layout of ``STUDY_DIR/runs/<job>/robustness/``:
 
@@ -31,7 +34,7 @@ from typing import Any, Callable, Optional
 from pu_nnunet.provenance import model_record, same_model
 from pu_nnunet.study.errors import StudyError
 from pu_nnunet.study.jobs import DONE, FAILED, RUNNING, Job, relative_to_study, run_folder, update_state
-from pu_nnunet.study.robustness_settings import measured
+from pu_nnunet.robustness.settings import measured
 from pu_nnunet.json_files import write_json
 from pu_nnunet.study.spec import Study
 from pu_nnunet.user_errors import UserInputError
@@ -43,7 +46,7 @@ SWEEP_DIR, SWEEP_FILE, SWEEP_SETTINGS_FILE = "robustness", "robustness.json", "s
 SWEEP_FORMAT = "pu-nnunet-study-robustness/1"
 INTERRUPTED = "interrupted"
 NIFTI = ".nii.gz"
-CHECKPOINT = "checkpoint_final.pth"  # the checkpoint a study's jobs predict with (steps.py)
+CHECKPOINT = "checkpoint_final.pth"  # the checkpoint a study's jobs predict with (the job step's)
 
 
 def sweep_folder(study_dir: Path, job: Job) -> Path:
