@@ -35,9 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from pu_nnunet.demo.summary import format_summary
     from pu_nnunet.devices import resolve_device
     from pu_nnunet.study.cli_study import configure_logging
-    from pu_nnunet.study.job import LOG_PREFIX_VARIABLE
-    from pu_nnunet.study.nnunet_commands import StepFailed
-    from pu_nnunet.study.steps import Interrupted
+    from pu_nnunet.study.execution.worker import LOG_PREFIX_VARIABLE
+    from pu_nnunet.study.execution.nnunet_commands import StepFailed
+    from pu_nnunet.study.execution.steps import Interrupted
     from pu_nnunet.user_errors import UserInputError
 
     start = time.perf_counter()

@@ -17,9 +17,9 @@ from pathlib import Path
 from pu_nnunet.datasets.shared.raw_folder import dataset_folder_name
 from pu_nnunet.evaluation.compare import load_evaluation
 from pu_nnunet.study.jobs import DONE, JOBS_DIR, Job, LOCK_FILE, RUNS_DIR, read_state, run_folder
-from pu_nnunet.study.nnunet_commands import StepFailed
+from pu_nnunet.study.execution.nnunet_commands import StepFailed
 from pu_nnunet.study.presets import DEMO_DATASET_ID, DEMO_SYNTHETIC, PRESETS
-from pu_nnunet.study.report import COMPARISONS_DIR, PLOTS_DIR, REPORT_FILE, SUMMARY_FILE
+from pu_nnunet.study.report.study_report import COMPARISONS_DIR, PLOTS_DIR, REPORT_FILE, SUMMARY_FILE
 from pu_nnunet.study.spec import STUDY_FILE, Study, save_study, study_paths
 
 log = logging.getLogger("pu_nnunet.study")
@@ -85,8 +85,8 @@ class Demo:
             (self.workdir / name).unlink(missing_ok=True)
 
     def run(self) -> dict:
-        from pu_nnunet.study.executors import LocalExecutor
-        from pu_nnunet.study.runner import run_study
+        from pu_nnunet.study.execution.local import LocalExecutor
+        from pu_nnunet.study.execution.runner import run_study
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         save_study(self.study)  # the demo's settings are the study; a changed setting replaces it

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from pu_nnunet.study.cpu_plans import CPU_BATCH_SIZE, CPU_PLANS, write_cpu_plans
-from pu_nnunet.study.nnunet_commands import nnunet_environment
+from pu_nnunet.study.execution.nnunet_commands import nnunet_environment
 from pu_nnunet.trainers import EXT_TRAINER_DIR
 
 

@@ -29,7 +29,7 @@ from pu_nnunet.study.cpu_plans import CPU_PLANS, SOURCE_PLANS, write_cpu_plans
 from pu_nnunet.study.errors import StudyError
 from pu_nnunet.study.jobs import (INTERRUPTED_ERROR, QUEUED, Job, count, epoch_reached, finished_metrics,
                                   mark_finished, mark_started, read_state, relative_to_study, run_folder)
-from pu_nnunet.study.nnunet_commands import StoppedOnSignal, nnunet_environment, run_logged
+from pu_nnunet.study.execution.nnunet_commands import StoppedOnSignal, nnunet_environment, run_logged
 from pu_nnunet.study.spec import Study, load_study
 from pu_nnunet.user_files import read_splits, read_user_json
 
@@ -298,7 +298,7 @@ def run_job(study_dir: str | Path, job_name: str, device: str) -> dict[str, Any]
 
     ``device`` is nnU-Net's ``-device``: "cpu" or "cuda" (which GPU: CUDA_VISIBLE_DEVICES).
     This is the function a SLURM job runs (through submitit) and ``python -m
-    pu_nnunet.study.job`` runs locally."""
+    pu_nnunet.study.execution.worker`` runs locally."""
     from pu_nnunet.study.robustness_sweep import run_sweep, sweep_pending
 
     study = load_study(study_dir)
