@@ -96,3 +96,19 @@ def test_the_graph_sees_the_package():
     graph = import_graph()
     assert len(graph) > 100
     assert "pu_nnunet.trainers.registry" in graph["pu_nnunet.trainers.transfer_weights"]
+    # the two checks above cover the study's subpackages, robustness and the demo too
+    assert "pu_nnunet.study.execution.steps" in graph["pu_nnunet.study.execution.worker"]
+    assert "pu_nnunet.study.report.run_level" in graph["pu_nnunet.study.report.study_report"]
+    assert "pu_nnunet.study.api" in graph["pu_nnunet.demo.pipeline"]
+    assert any(name.startswith("pu_nnunet.robustness.") for name in graph)
+
+
+def test_the_demo_uses_only_the_study_public_api():
+    """pu_nnunet/demo reaches the study through pu_nnunet/study/api.py alone (issue 28), so the
+    study's modules and its folder layout can change without the demo noticing."""
+    graph = import_graph()
+    demo = [name for name in graph if name.startswith("pu_nnunet.demo")]
+    assert "pu_nnunet.demo.cli_demo" in demo
+    wrong = sorted(f"{a} -> {b}" for a in demo for b in graph[a]
+                   if b.startswith("pu_nnunet.study") and b not in ("pu_nnunet.study", "pu_nnunet.study.api"))
+    assert not wrong, "demo modules importing study internals:\n" + "\n".join(wrong)

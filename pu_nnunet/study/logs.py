@@ -9,6 +9,9 @@ from __future__ import annotations
 import logging
 import sys
 
+# the prefix of a job process's progress lines ("pu-nnunet demo" when the demo runs it)
+LOG_PREFIX_VARIABLE = "PU_NNUNET_LOG_PREFIX"
+
 
 def configure_logging(prefix: str) -> None:
     """The command line shows the study's progress; a library user configures logging instead."""

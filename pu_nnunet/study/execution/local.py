@@ -28,12 +28,11 @@ from pu_nnunet.study.errors import StudyError
 from pu_nnunet.study.jobs import Job, in_study, read_state, run_folder
 from pu_nnunet.study.execution.nnunet_commands import STOP_GRACE_S
 from pu_nnunet.study.execution.slurm import DEFAULT_MAX_ATTEMPTS, check_max_attempts
+# the worker's exit status of an interrupted job (not a failure)
+from pu_nnunet.study.execution.worker import EXIT_INTERRUPTED
 from pu_nnunet.study.spec import Study
 
 log = logging.getLogger("pu_nnunet.study")
-
-# pu_nnunet.study.execution.worker's exit status of an interrupted job (not a failure)
-EXIT_INTERRUPTED = 143
 
 # how long an interrupted job process gets to stop its nnU-Net command (which saves its
 # checkpoint within nnunet_commands.STOP_GRACE_S) and record its state
@@ -102,8 +101,9 @@ class LocalExecutor:
         folder.mkdir(parents=True, exist_ok=True)
         output = None if self.echo else open(folder / "job.log", "a")
         try:
-            return subprocess.Popen([sys.executable, "-m", "pu_nnunet.study.execution.worker", str(study.study_dir), job.name,
-                                     nnunet_device], env=env, stdout=output, stderr=output, start_new_session=True)
+            return subprocess.Popen([sys.executable, "-m", "pu_nnunet.study.execution.worker", str(study.study_dir),
+                                     job.name, nnunet_device], env=env, stdout=output, stderr=output,
+                                    start_new_session=True)
         finally:
             if output is not None:
                 output.close()

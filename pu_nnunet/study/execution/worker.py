@@ -20,13 +20,11 @@ import signal
 import sys
 import time
 
-from pu_nnunet.study.logs import configure_logging
+from pu_nnunet.study.logs import LOG_PREFIX_VARIABLE, configure_logging
 from pu_nnunet.study.execution.nnunet_commands import STOP_GRACE_S, StoppedOnSignal, stop_running_command
 from pu_nnunet.study.execution.steps import REQUEUE, SUBMITIT_JOB, Interrupted, run_job
 
 EXIT_INTERRUPTED = 143
-# the prefix of the job's progress lines ("pu-nnunet demo" when the demo runs it)
-LOG_PREFIX_VARIABLE = "PU_NNUNET_LOG_PREFIX"
 
 log = logging.getLogger("pu_nnunet.study")
 

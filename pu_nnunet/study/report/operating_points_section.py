@@ -20,7 +20,7 @@ from pu_nnunet.evaluation.metrics.operating_points import DEFAULT_MATCHED_LEVELS
 from pu_nnunet.evaluation.operating_points import (JSON_FILE, folder_operating_points, postprocessing_from_folder,
                                                    read_operating_points)
 from pu_nnunet.evaluation.report.markdown import number, table
-from pu_nnunet.study.jobs import Job, run_folder
+from pu_nnunet.study.jobs import PREDICTIONS_DIR, Job, run_folder
 from pu_nnunet.study.spec import Study
 
 PLOT_FILE = "operating_points.png"
@@ -30,7 +30,7 @@ def _predictions(study: Study, job: Job, held_out: str) -> Path:
     from pu_nnunet.study.execution.steps import HELD_OUT_TEST
 
     if held_out == HELD_OUT_TEST:
-        return run_folder(study.study_dir, job) / "predictions"
+        return run_folder(study.study_dir, job) / PREDICTIONS_DIR
     return study.model_folder(job.trainer, job.repeat) / f"fold_{job.fold}" / "validation"
 
 
