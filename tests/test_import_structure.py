@@ -112,3 +112,16 @@ def test_the_demo_uses_only_the_study_public_api():
     wrong = sorted(f"{a} -> {b}" for a in demo for b in graph[a]
                    if b.startswith("pu_nnunet.study") and b not in ("pu_nnunet.study", "pu_nnunet.study.api"))
     assert not wrong, "demo modules importing study internals:\n" + "\n".join(wrong)
+
+
+def test_the_study_model_imports_neither_its_execution_nor_its_report():
+    """pu_nnunet/study's top level is the study model (spec, jobs, presets, ...): running a study
+    (execution/) and reporting on it (report/) read it, never the other way (issue 28)."""
+    graph = import_graph()
+    # api.py and cli_study.py sit on top of all three; robustness_* are the sweep's own modules
+    model = [name for name in graph if name.startswith("pu_nnunet.study.") and name.count(".") == 2
+             and not name.rsplit(".", 1)[1].startswith(("api", "cli_", "robustness_", "execution", "report"))]
+    assert {"pu_nnunet.study.spec", "pu_nnunet.study.jobs", "pu_nnunet.study.presets"} <= set(model)
+    wrong = sorted(f"{a} -> {b}" for a in model for b in graph[a]
+                   if b.startswith(("pu_nnunet.study.execution", "pu_nnunet.study.report")))
+    assert not wrong, "study model modules importing execution or report:\n" + "\n".join(wrong)
