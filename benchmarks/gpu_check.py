@@ -63,7 +63,7 @@ OUTPUT_TAIL = 3000
 
 def _env(workdir: Path) -> dict:
     """The study's environment for nnU-Net's commands, with nnU-Net's three folders in the scratch folder."""
-    from pu_nnunet.study.nnunet_commands import NNUNET_FOLDER_VARIABLES, nnunet_environment
+    from pu_nnunet.study.execution.nnunet_commands import NNUNET_FOLDER_VARIABLES, nnunet_environment
 
     env = nnunet_environment(workdir)
     env.update({variable: str(workdir / variable) for variable in NNUNET_FOLDER_VARIABLES})

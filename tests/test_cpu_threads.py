@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from pu_nnunet.cpu_threads import WAIT_POLICY_VARIABLE, passive_wait_environment
-from pu_nnunet.study.nnunet_commands import nnunet_environment
+from pu_nnunet.study.execution.nnunet_commands import nnunet_environment
 
 
 def test_passive_waits_are_the_default_and_a_users_policy_is_kept():

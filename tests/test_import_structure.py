@@ -96,16 +96,45 @@ def test_the_graph_sees_the_package():
     graph = import_graph()
     assert len(graph) > 100
     assert "pu_nnunet.trainers.registry" in graph["pu_nnunet.trainers.transfer_weights"]
+    # the two checks above cover the study's subpackages, robustness and the demo too
+    assert "pu_nnunet.study.execution.steps" in graph["pu_nnunet.study.execution.worker"]
+    assert "pu_nnunet.study.report.run_level" in graph["pu_nnunet.study.report.study_report"]
+    assert "pu_nnunet.study.api" in graph["pu_nnunet.demo.pipeline"]
+    assert any(name.startswith("pu_nnunet.robustness.") for name in graph)
 
 
 def test_robustness_is_called_by_the_study_steps_never_calls_them():
     """Issue 28: the study's steps call the robustness library (its sweep takes the evaluation as
     a callable and predicts through pu_nnunet.inference); robustness never imports how a study
-    runs its jobs (steps, runner, worker: pu_nnunet.study.execution after the study's split)."""
-    execution = ("pu_nnunet.study.steps", "pu_nnunet.study.runner", "pu_nnunet.study.job", "pu_nnunet.study.execution")
+    runs its jobs (pu_nnunet.study.execution: steps, runner, worker)."""
+    execution = ("pu_nnunet.study.execution",)
     graph = import_graph()
     robustness = [name for name in graph if name.startswith("pu_nnunet.robustness")]
     assert "pu_nnunet.robustness.study_sweep" in robustness
     wrong = sorted(f"{a} -> {b}" for a in robustness for b in graph[a]
                    if any(b == module or b.startswith(module + ".") for module in execution))
     assert not wrong, "robustness importing the study's execution:\n" + "\n".join(wrong)
+
+
+def test_the_demo_uses_only_the_study_public_api():
+    """pu_nnunet/demo reaches the study through pu_nnunet/study/api.py alone (issue 28), so the
+    study's modules and its folder layout can change without the demo noticing."""
+    graph = import_graph()
+    demo = [name for name in graph if name.startswith("pu_nnunet.demo")]
+    assert "pu_nnunet.demo.cli_demo" in demo
+    wrong = sorted(f"{a} -> {b}" for a in demo for b in graph[a]
+                   if b.startswith("pu_nnunet.study") and b not in ("pu_nnunet.study", "pu_nnunet.study.api"))
+    assert not wrong, "demo modules importing study internals:\n" + "\n".join(wrong)
+
+
+def test_the_study_model_imports_neither_its_execution_nor_its_report():
+    """pu_nnunet/study's top level is the study model (spec, jobs, presets, ...): running a study
+    (execution/) and reporting on it (report/) read it, never the other way (issue 28)."""
+    graph = import_graph()
+    # api.py and cli_study.py sit on top of all three
+    model = [name for name in graph if name.startswith("pu_nnunet.study.") and name.count(".") == 2
+             and not name.rsplit(".", 1)[1].startswith(("api", "cli_", "execution", "report"))]
+    assert {"pu_nnunet.study.spec", "pu_nnunet.study.jobs", "pu_nnunet.study.presets"} <= set(model)
+    wrong = sorted(f"{a} -> {b}" for a in model for b in graph[a]
+                   if b.startswith(("pu_nnunet.study.execution", "pu_nnunet.study.report")))
+    assert not wrong, "study model modules importing execution or report:\n" + "\n".join(wrong)

@@ -46,7 +46,7 @@ def test_evaluate_refuses_an_unfinished_validation(fold, tmp_path, capsys):
 @pytest.mark.parametrize("state, expected", [("finished", None), ("marked", "--val"), ("no summary", "--val"),
                                              ("no checkpoint", "--c")])
 def test_a_study_redoes_an_unfinished_validation_with_val(fold, tmp_path, monkeypatch, state, expected):
-    from pu_nnunet.study import steps
+    from pu_nnunet.study.execution import steps
     from pu_nnunet.study.jobs import Job
 
     validation = fold / "validation"

@@ -189,7 +189,7 @@ class nnUNetTrainerPURe_NoNonlinAfterAdd(nnUNetTrainerPURe):
 # nnU-Net's poly learning rate falls to 0 over num_epochs, so a shorter schedule anneals fully
 # too; 50 epochs x 20 iterations is 1000 steps: minutes per run on 64x64 synthetic ultrasound
 # with nnUNetPlansCPU on 2 cores, where the _demo schedule's 240 steps leave the learning curves
-# still rising. Whether a run converged is measured (pu_nnunet/study/convergence.py), not assumed:
+# still rising. Whether a run converged is measured (pu_nnunet/study/report/convergence.py), not assumed:
 # 15 validation iterations per epoch (45 patches at batch 3) because with 5 the epoch-to-epoch
 # noise of the pseudo-Dice (window standard error about 0.01) hid a 0.005 plateau tolerance.
 

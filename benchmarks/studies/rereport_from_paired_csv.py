@@ -34,8 +34,8 @@ from pu_nnunet.evaluation.metrics.protocols import (DICE_PROTOCOLS, NNUNET, PROT
                                                      dice_protocols, nnunet_foreground_mean)
 from pu_nnunet.evaluation.report.markdown import number, p_value, table
 from pu_nnunet.provenance import run_record, short_form
-from pu_nnunet.study import run_level
-from pu_nnunet.study.report import COMPARISONS_DIR, short_name
+from pu_nnunet.study.report import run_level
+from pu_nnunet.study.report.study_report import COMPARISONS_DIR, short_name
 from pu_nnunet.robustness.study_report import COMPARISONS_SUBDIR
 
 PAIRED_CSV = "per_case_paired.csv"

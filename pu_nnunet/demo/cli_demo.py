@@ -27,32 +27,27 @@ def output_paths(args: argparse.Namespace) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
     import sys
     import time
 
     from pu_nnunet.demo.pipeline import Demo, DemoSettings
     from pu_nnunet.demo.summary import format_summary
     from pu_nnunet.devices import resolve_device
-    from pu_nnunet.study.cli_study import configure_logging
-    from pu_nnunet.study.job import LOG_PREFIX_VARIABLE
-    from pu_nnunet.study.nnunet_commands import StepFailed
-    from pu_nnunet.study.steps import Interrupted
+    from pu_nnunet.study import api
     from pu_nnunet.user_errors import UserInputError
 
     start = time.perf_counter()
     # nnUNetv2_train -device takes "cpu" or "cuda", hence no GPU index
     device = resolve_device(args.device, allow_index=False)
-    configure_logging("pu-nnunet demo")
-    os.environ[LOG_PREFIX_VARIABLE] = "pu-nnunet demo"  # the jobs' own progress lines
+    api.show_progress("pu-nnunet demo")  # this process's lines and the jobs' own
     demo = Demo(DemoSettings(workdir=Path(args.workdir).resolve(), device=device.type), echo_jobs=True)
     if args.fresh:
         demo.remove_previous_run()
     try:
         result = demo.run()
-    except StepFailed as error:
+    except api.StepFailed as error:
         raise UserInputError(str(error)) from error
-    except Interrupted:
+    except api.Interrupted:
         print("pu-nnunet demo: interrupted; run it again to resume", file=sys.stderr)
         return 143
     print(format_summary(result, demo))

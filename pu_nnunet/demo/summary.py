@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pu_nnunet.evaluation.report.evaluation_outputs import REPORT_FILE
 from pu_nnunet.evaluation.report.markdown import number, table
 
 FOREGROUND = "foreground"
@@ -44,16 +45,17 @@ def format_summary(result: dict, demo) -> str:
          number(timings.get(f"train_{name}"), SECONDS_DIGITS), number(timings.get(f"predict_{name}"), SECONDS_DIGITS))
         for name, trainer in demo.s.runs.items()])
     n_cases = pure["n_reference_cases"]
-    runs = {name: demo.workdir / "runs" / demo.job(name).name for name in demo.s.runs}
+    folder, jobs = demo.folder, {name: demo.job(name) for name in demo.s.runs}
     comparison = Path(result["comparison"]["comparison_dir"])
     where = "\n".join([
         f"  work folder:      {demo.workdir}",
         f"  nnU-Net results:  {demo.results}",
-        f"  predictions:      {runs[first] / 'predictions'}, {runs[second] / 'predictions'}",
-        f"  reports:          {runs[first] / 'evaluation' / 'report.md'}, {runs[second] / 'evaluation' / 'report.md'}",
-        f"  comparison:       {comparison / 'report.md'} (paired statistics, plots)",
-        f"  study report:     {demo.workdir / 'report.md'} (`pu-nnunet study status {demo.workdir}`)",
-        f"  logs:             {runs[first] / 'train.log'}, ... (one folder per run)",
+        f"  predictions:      {folder.predictions(jobs[first])}, {folder.predictions(jobs[second])}",
+        f"  reports:          {folder.evaluation(jobs[first]) / REPORT_FILE}, "
+        f"{folder.evaluation(jobs[second]) / REPORT_FILE}",
+        f"  comparison:       {comparison / REPORT_FILE} (paired statistics, plots)",
+        f"  study report:     {folder.report} (`pu-nnunet study status {demo.workdir}`)",
+        f"  logs:             {folder.train_log(jobs[first])}, ... (one folder per run)",
     ])
     return (f"\nHeld-out synthetic CT volumes: {n_cases}, scored per 3D case "
             f"(Dice/IoU: mean over cases containing the label; FPR: share of cases without the label "

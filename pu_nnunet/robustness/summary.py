@@ -32,9 +32,9 @@ from pu_nnunet.evaluation.metrics.run_stats import (DEFAULT_EQUIVALENCE_MARGIN, 
                                                     RUN_CONFIDENCE, add_family_results, run_level_difference)
 from pu_nnunet.evaluation.report.markdown import number, p_value, table
 from pu_nnunet.robustness.sweep import CLEAN, Condition
-from pu_nnunet.study.protocol_section import mean_sd
-from pu_nnunet.study.run_level import interval, sign_flip, signed
-from pu_nnunet.study.run_pooling import spread
+from pu_nnunet.study.report.protocol_section import mean_sd
+from pu_nnunet.study.report.run_level import interval, sign_flip, signed
+from pu_nnunet.study.report.run_pooling import spread
 
 
 @dataclass(frozen=True)

@@ -248,8 +248,8 @@ def resolve_study(args: argparse.Namespace):
 
 def make_executor(args: argparse.Namespace, executor_settings: dict):
     from pu_nnunet.study.errors import StudyError
-    from pu_nnunet.study.executors import (DEFAULT_MAX_ATTEMPTS, DEFAULT_SIGNAL_DELAY_S, LocalExecutor,
-                                           SlurmExecutor, parse_devices)
+    from pu_nnunet.study.execution.local import LocalExecutor, parse_devices
+    from pu_nnunet.study.execution.slurm import DEFAULT_MAX_ATTEMPTS, DEFAULT_SIGNAL_DELAY_S, SlurmExecutor
 
     settings = dict(executor_settings)
     kind = args.executor or settings.pop("kind", "local")
@@ -285,7 +285,7 @@ def format_status(study) -> str:
     from pu_nnunet.study.errors import StudyError
     from pu_nnunet.study.jobs import (DONE, RUNNING, epoch_reached, finished_metrics, in_study, job_states,
                                       run_in_progress)
-    from pu_nnunet.study.report import short_name
+    from pu_nnunet.study.report.study_report import short_name
     from pu_nnunet.robustness.study_sweep import sweep_pending, sweep_state
     from pu_nnunet.evaluation.report.markdown import table
 
@@ -345,9 +345,9 @@ def _sweep(study_dir: Path) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pu_nnunet.study.report import REPORT_FILE, SUMMARY_HEADER, summary_rows
-    from pu_nnunet.study.runner import run_study
-    from pu_nnunet.study.steps import Interrupted
+    from pu_nnunet.study.report.study_report import REPORT_FILE, SUMMARY_HEADER, summary_rows
+    from pu_nnunet.study.execution.runner import run_study
+    from pu_nnunet.study.execution.steps import Interrupted
     from pu_nnunet.evaluation.report.markdown import table
 
     configure_logging("pu-nnunet study")
@@ -385,7 +385,7 @@ def run(args: argparse.Namespace) -> int:
     if args.study_command == "status":
         print(format_status(study))
         return 0
-    from pu_nnunet.study.report import REPORT_FILE, write_study_report
+    from pu_nnunet.study.report.study_report import REPORT_FILE, write_study_report
 
     # --mid / --equivalence-margin change this report only; study.json keeps the stored values
     for name in ("mid", "equivalence_margin"):

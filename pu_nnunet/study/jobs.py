@@ -31,6 +31,8 @@ from pu_nnunet.study.spec import Study
 JOBS_DIR = "jobs"
 RUNS_DIR = "runs"
 LOCK_FILE = ".run.lock"
+# inside a job's run folder (runs/<job>/): what it predicted, its evaluation and its logs
+PREDICTIONS_DIR, EVALUATION_DIR, TRAIN_LOG, PREDICT_LOG = "predictions", "evaluation", "train.log", "predict.log"
 PENDING, QUEUED, RUNNING, DONE, FAILED = "pending", "queued", "running", "done", "failed"
 INTERRUPTED_ERROR = "interrupted"
 # nnU-Net's line at the start of each epoch ("2026-01-01 12:00:00.000000: Epoch 12")
@@ -128,7 +130,7 @@ def finished_metrics(study_dir: Path, job: Job, state: dict[str, Any]) -> Option
     at its place in this study folder, for states written before the folder moved)."""
     if state.get("state") != DONE:
         return None
-    for folder in (in_study(study_dir, state.get("evaluation")), run_folder(study_dir, job) / "evaluation"):
+    for folder in (in_study(study_dir, state.get("evaluation")), run_folder(study_dir, job) / EVALUATION_DIR):
         if folder is not None and (folder / "metrics.json").is_file():
             return folder / "metrics.json"
     return None

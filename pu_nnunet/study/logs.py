@@ -1,6 +1,6 @@
 """The study's progress lines: the ``pu_nnunet.study`` logger on stdout with a prefix.
 
-Its own module so that the job process (pu_nnunet.study.job) and the command line
+Its own module so that the job process (pu_nnunet.study.execution.worker) and the command line
 (cli_study) share it without importing each other.
 """
 
@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import sys
+
+# the prefix of a job process's progress lines ("pu-nnunet demo" when the demo runs it)
+LOG_PREFIX_VARIABLE = "PU_NNUNET_LOG_PREFIX"
 
 
 def configure_logging(prefix: str) -> None:

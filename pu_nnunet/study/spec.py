@@ -27,6 +27,9 @@ from pu_nnunet.study.errors import StudyError
 from pu_nnunet.json_files import write_json
 
 STUDY_FILE = "study.json"
+# inside the study folder: nnU-Net's planning and preprocessing logs, and the results roots of
+# repeats >= 1 (repeat 0 trains into nnUNet_results)
+LOGS_DIR, RESULTS_DIR = "logs", "results"
 STUDY_FORMAT = "pu-nnunet-study/1"
 DEFAULT_TRAINERS = ("nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline")
 DEFAULT_CONFIGURATION = "2d"
@@ -71,7 +74,7 @@ class Study:
     def results_root(self, repeat: int) -> Path:
         if repeat == 0:
             return Path(self.paths["nnUNet_results"])
-        return Path(self.paths["study_dir"]) / "results" / f"repeat_{repeat}"
+        return Path(self.paths["study_dir"]) / RESULTS_DIR / f"repeat_{repeat}"
 
     @property
     def study_dir(self) -> Path:

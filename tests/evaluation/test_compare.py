@@ -149,7 +149,7 @@ def test_pooled_runs_test_false_positives_per_image_not_as_independent_cases(two
     cluster, so McNemar on the pooled image-runs is withheld and the report names the per-image test."""
     from collections import namedtuple
 
-    from pu_nnunet.study.run_pooling import pooled_evaluation
+    from pu_nnunet.study.report.run_pooling import pooled_evaluation
 
     runs = [namedtuple("Run", "fold repeat")(0, r) for r in (0, 1)]
     pooled = [pooled_evaluation({job: json.loads((two_runs / f"eval_{side}" / "metrics.json").read_text())

@@ -7,10 +7,10 @@ import shutil
 import pytest
 
 from pu_nnunet.study.errors import StudyError
-from pu_nnunet.study.executors import SlurmExecutor
+from pu_nnunet.study.execution.slurm import SlurmExecutor
 from pu_nnunet.study.jobs import Job, finished_metrics, mark_finished, mark_started, relative_to_study, write_state
 from pu_nnunet.study.spec import Study, load_study, save_study
-from pu_nnunet.study.steps import check_folds, check_trainers
+from pu_nnunet.study.execution.steps import check_folds, check_trainers
 
 
 def _study(tmp_path, **fields) -> Study:
@@ -80,30 +80,6 @@ def test_a_moved_study_folder_keeps_its_own_folders_and_finished_runs(tmp_path):
     assert finished_metrics(moved, job, json.loads((moved / "jobs" / f"{job.name}.json").read_text())) is not None
 
 
-def test_the_study_modules_import_each_other_without_a_cycle():
-    """Every import between pu_nnunet/study modules, also those inside functions: no cycle (the
-    job process once imported its logging helper from the command line module)."""
-    import ast
-    from pathlib import Path
-
-    import pu_nnunet.study
-
-    folder = Path(pu_nnunet.study.__file__).parent
-    modules = {path.stem for path in folder.glob("*.py")} - {"__init__"}
-    graph = {}
-    for name in modules:
-        tree = ast.parse((folder / f"{name}.py").read_text())
-        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-        graph[name] = {m.rsplit(".", 1)[1] for m in imported if m.startswith("pu_nnunet.study.")} & modules
-
-    def reaches(start, target, seen=()):
-        return any(n == target or (n not in seen and reaches(n, target, (*seen, n))) for n in graph[start])
-
-    assert "cli_study" not in graph["job"]
-    assert [name for name in sorted(modules) if reaches(name, name)] == []
-
-
 def test_slurm_options_are_checked():
     for options, message in ((dict(max_concurrent=0), "--max-concurrent must be at least 1"),
                              (dict(max_attempts=0), "--max-attempts must be at least 1"),
@@ -139,7 +115,7 @@ def test_devices_and_device_refuse_a_bad_spelling_with_the_same_message(capsys):
 
 def test_the_study_rules_on_devices_are_user_errors(two_gpus):
     from pu_nnunet.devices import DeviceError
-    from pu_nnunet.study.executors import LocalExecutor, parse_devices
+    from pu_nnunet.study.execution.local import LocalExecutor, parse_devices
     from pu_nnunet.user_errors import UserInputError
 
     for devices, error, message in (
@@ -177,7 +153,7 @@ def test_a_job_sees_gpu_n_of_those_the_study_sees(tmp_path, monkeypatch):
     of cuda:1 must get GPU 7, not the machine's GPU 1."""
     import subprocess
 
-    from pu_nnunet.study.executors import LocalExecutor
+    from pu_nnunet.study.execution.local import LocalExecutor
 
     started = {}
     monkeypatch.setattr(subprocess, "Popen", lambda command, env, **kw: started.update(command=command, env=env))

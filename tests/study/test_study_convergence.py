@@ -4,7 +4,7 @@ the plateau criterion, on constructed logs."""
 import pytest
 import torch
 
-from pu_nnunet.study.convergence import (PLATEAU_TOLERANCE, fold_convergence, learning_curves, parse_training_logs,
+from pu_nnunet.study.report.convergence import (PLATEAU_TOLERANCE, fold_convergence, learning_curves, parse_training_logs,
                                          plateau)
 
 

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from pu_nnunet.evaluation import evaluate_folders
 from pu_nnunet.study.jobs import Job, mark_finished, mark_started, run_folder
-from pu_nnunet.study.report import write_study_report
+from pu_nnunet.study.report.study_report import write_study_report
 from pu_nnunet.study.spec import Study
 
 PURE, BASELINE = "nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline"

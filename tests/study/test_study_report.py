@@ -10,7 +10,7 @@ from scipy.stats import beta, t
 
 from pu_nnunet.evaluation import evaluate_folders
 from pu_nnunet.study.jobs import Job, mark_finished, mark_started
-from pu_nnunet.study.report import write_study_report
+from pu_nnunet.study.report.study_report import write_study_report
 from pu_nnunet.study.spec import Study
 
 PURE, BASELINE = "nnUNetTrainerPURe", "nnUNetTrainerPUReBaseline"
@@ -152,7 +152,7 @@ def test_a_partial_study_reports_what_finished_and_lists_the_rest(busi_like_stud
 
 def test_run_level_pairs_from_compares_paired_csv_equal_those_from_the_runs(busi_like_study):
     """A study kept without its runs (only comparisons/*/per_case_paired.csv) gives the same pairs."""
-    from pu_nnunet.study import run_level
+    from pu_nnunet.study.report import run_level
 
     study, _ = busi_like_study
     summary = write_study_report(study)

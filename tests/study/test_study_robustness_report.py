@@ -12,7 +12,7 @@ from scipy.stats import binomtest
 
 from pu_nnunet.evaluation import evaluate_folders
 from pu_nnunet.study.jobs import Job, mark_finished, mark_started
-from pu_nnunet.study.report import write_study_report
+from pu_nnunet.study.report.study_report import write_study_report
 from pu_nnunet.robustness.study_sweep import sweep_folder, write_sweep_result
 from pu_nnunet.study.spec import Study
 

@@ -108,7 +108,7 @@ def test_a_validation_mode_job_sweeps_its_fold_validation_cases_only(tmp_path):
     from pu_nnunet.robustness.sweep import CLEAN, Condition, condition_inputs
     from pu_nnunet.study.jobs import Job
     from pu_nnunet.study.spec import Study
-    from pu_nnunet.study.steps import held_out_cases
+    from pu_nnunet.study.execution.steps import held_out_cases
 
     raw = tmp_path / "raw" / "Dataset302_KvasirSEG"
     for case in ("c1", "c2", "c3"):

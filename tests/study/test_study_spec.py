@@ -9,7 +9,7 @@ import torch
 
 from pu_nnunet.study.cli_study import add_arguments, format_status, resolve_study
 from pu_nnunet.study.errors import StudyError
-from pu_nnunet.study.executors import parse_devices
+from pu_nnunet.study.execution.local import parse_devices
 from pu_nnunet.study.jobs import DONE, FAILED, Job, mark_finished, mark_started, read_state, study_jobs
 from pu_nnunet.study.spec import Study, load_study
 
@@ -145,7 +145,7 @@ def test_job_states_and_status_say_what_happened(tmp_path):
     assert "StepFailed: train failed" in status and "resume" in status
     assert rows["PUReBaseline_tiny0"][4:6] == ["1", "0"]  # attempts, preemptions
     # status and report share one rule for a finished run: done, with its evaluation
-    from pu_nnunet.study.report import _finished_runs
+    from pu_nnunet.study.report.study_report import _finished_runs
 
     assert list(_finished_runs(study)[0]) == [done]
     metrics.unlink()

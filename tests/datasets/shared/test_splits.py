@@ -81,7 +81,7 @@ def test_one_split_writer_and_one_default_seed(tmp_path):
     from pu_nnunet.datasets.converters.kvasir import convert_kvasir
     from pu_nnunet.datasets.converters.registry import CONVERTERS
     from pu_nnunet.datasets.shared import splits
-    from pu_nnunet.study.steps import _write_nnunet_split
+    from pu_nnunet.study.execution.steps import _write_nnunet_split
 
     assert splits.NNUNET_SPLIT_SEED == 12345
     for function in (splits.cross_validation_splits, splits.holdout_split, splits.stratified_holdout,

@@ -14,7 +14,7 @@ from pu_nnunet.evaluation.metrics.run_stats import (EXACT_SIGN_FLIP_MAX_RUNS, MI
                                                     min_runs_for_level, plausible_sds, run_level_difference,
                                                     runs_for_power, sign_flip_power, sign_flip_test, t_interval,
                                                     tost_p, two_way_bootstrap_ci)
-from pu_nnunet.study import run_level
+from pu_nnunet.study.report import run_level
 
 
 @pytest.mark.parametrize("n_runs", [2, 3, 5, 10])

@@ -2,13 +2,14 @@
 
 - ``LocalExecutor``: on this machine, one job at a time per device: ``["cpu"]`` runs them one
   after another (``cpu_jobs`` at a time with ``cpu_jobs``); ``["cuda:0", "cuda:1"]`` runs two at a time, each process seeing only its GPU
-  (CUDA_VISIBLE_DEVICES). The names follow the one device rule (:mod:`pu_nnunet.devices`). Each job is its own process (``python -m pu_nnunet.study.job``).
+  (CUDA_VISIBLE_DEVICES). The names follow the one device rule (:mod:`pu_nnunet.devices`). Each job is its own
+  process (``python -m pu_nnunet.study.execution.worker``).
 - ``SlurmExecutor``: the jobs as one SLURM job array submitted through submitit (partition,
   time limit, GPUs per job, the warning signal, array concurrency and extra sbatch options
   passed through), requeued after a time limit or a preemption; ``backend="local"`` uses
   submitit's LocalExecutor, the same job machinery without a cluster.
 
-Both run the same function, :func:`pu_nnunet.study.steps.run_job`, which records the job's
+Both run the same function, :func:`pu_nnunet.study.execution.steps.run_job`, which records the job's
 state; an executor runs a job that failed for real again until it has failed ``max_attempts``
 times, and reports which jobs failed.
 """
@@ -26,15 +27,13 @@ from typing import Optional
 
 from pu_nnunet.study.errors import StudyError
 from pu_nnunet.study.jobs import Job, in_study, read_state, run_folder
-from pu_nnunet.study.nnunet_commands import STOP_GRACE_S
-from pu_nnunet.study.slurm_executor import (  # noqa: F401  (SlurmExecutor: one import place for both)
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_SIGNAL_DELAY_S, SlurmExecutor, check_max_attempts)
+from pu_nnunet.study.execution.nnunet_commands import STOP_GRACE_S
+from pu_nnunet.study.execution.slurm import DEFAULT_MAX_ATTEMPTS, check_max_attempts
+# the worker's exit status of an interrupted job (not a failure)
+from pu_nnunet.study.execution.worker import EXIT_INTERRUPTED
 from pu_nnunet.study.spec import Study
 
 log = logging.getLogger("pu_nnunet.study")
-
-# pu_nnunet.study.job's exit status of an interrupted job (not a failure)
-EXIT_INTERRUPTED = 143
 
 # how long an interrupted job process gets to stop its nnU-Net command (which saves its
 # checkpoint within nnunet_commands.STOP_GRACE_S) and record its state
@@ -104,8 +103,9 @@ class LocalExecutor:
         folder.mkdir(parents=True, exist_ok=True)
         output = None if self.echo else open(folder / "job.log", "a")
         try:
-            return subprocess.Popen([sys.executable, "-m", "pu_nnunet.study.job", str(study.study_dir), job.name,
-                                     nnunet_device], env=env, stdout=output, stderr=output, start_new_session=True)
+            return subprocess.Popen([sys.executable, "-m", "pu_nnunet.study.execution.worker", str(study.study_dir),
+                                     job.name, nnunet_device], env=env, stdout=output, stderr=output,
+                                    start_new_session=True)
         finally:
             if output is not None:
                 output.close()

@@ -20,17 +20,17 @@ from pu_nnunet.evaluation.metrics.operating_points import DEFAULT_MATCHED_LEVELS
 from pu_nnunet.evaluation.operating_points import (JSON_FILE, folder_operating_points, postprocessing_from_folder,
                                                    read_operating_points)
 from pu_nnunet.evaluation.report.markdown import number, table
-from pu_nnunet.study.jobs import Job, run_folder
+from pu_nnunet.study.jobs import PREDICTIONS_DIR, Job, run_folder
 from pu_nnunet.study.spec import Study
 
 PLOT_FILE = "operating_points.png"
 
 
 def _predictions(study: Study, job: Job, held_out: str) -> Path:
-    from pu_nnunet.study.steps import HELD_OUT_TEST
+    from pu_nnunet.study.execution.steps import HELD_OUT_TEST
 
     if held_out == HELD_OUT_TEST:
-        return run_folder(study.study_dir, job) / "predictions"
+        return run_folder(study.study_dir, job) / PREDICTIONS_DIR
     return study.model_folder(job.trainer, job.repeat) / f"fold_{job.fold}" / "validation"
 
 
@@ -42,12 +42,12 @@ def run_operating_points(study: Study, job: Job, state: dict[str, Any]) -> Optio
     # one older than the run's metrics.json was made from predictions that have been replaced since
     if stored.is_file() and (not metrics.is_file() or stored.stat().st_mtime >= metrics.stat().st_mtime):
         return read_operating_points(stored)
-    from pu_nnunet.study.steps import held_out_cases
+    from pu_nnunet.study.execution.steps import held_out_cases
 
     predictions = _predictions(study, job, state.get("held_out"))
     if not predictions.is_dir():
         return None
-    from pu_nnunet.study.steps import HELD_OUT_TEST, HELD_OUT_VALIDATION
+    from pu_nnunet.study.execution.steps import HELD_OUT_TEST, HELD_OUT_VALIDATION
 
     _, reference, cases = held_out_cases(study, job, state.get("held_out"))
     dataset_json = study.raw_dataset() / "dataset.json"

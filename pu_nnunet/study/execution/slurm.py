@@ -41,7 +41,7 @@ SUBMITIT_LOCAL_CONTROLLER = "submitit.local._local"
 class SlurmExecutor:
     """Jobs as one SLURM job array (submitit), at most ``max_concurrent`` running at a time.
 
-    Each job runs :class:`pu_nnunet.study.job.StudyJob`, which submitit requeues on the warning
+    Each job runs :class:`pu_nnunet.study.execution.worker.StudyJob`, which submitit requeues on the warning
     signal (time limit or preemption) after the training saved its checkpoint. A job that failed
     for real is submitted again until it has failed ``max_attempts`` times. Job ids go into each
     job's state, so a ``study run`` started again while jobs are queued or running waits for
@@ -106,7 +106,7 @@ class SlurmExecutor:
         return None if handle.done(force_check=True) else handle
 
     def _submit(self, study: Study, executor, jobs: list[Job]) -> dict[str, object]:
-        from pu_nnunet.study.job import StudyJob
+        from pu_nnunet.study.execution.worker import StudyJob
 
         device = "cuda" if self.gpus_per_job > 0 else "cpu"
         with executor.batch():  # one job array

@@ -26,10 +26,11 @@ from pu_nnunet.nnunet_validation import validation_problem
 from pu_nnunet.provenance import MODEL_RECORD_FILE, model_record
 from pu_nnunet.study.cpu_plans import CPU_PLANS, SOURCE_PLANS, write_cpu_plans
 from pu_nnunet.study.errors import StudyError
-from pu_nnunet.study.jobs import (INTERRUPTED_ERROR, QUEUED, Job, count, epoch_reached, finished_metrics,
-                                  mark_finished, mark_started, read_state, relative_to_study, run_folder)
-from pu_nnunet.study.nnunet_commands import StoppedOnSignal, nnunet_environment, run_logged
-from pu_nnunet.study.spec import Study, load_study
+from pu_nnunet.study.execution.nnunet_commands import StoppedOnSignal, nnunet_environment, run_logged
+from pu_nnunet.study.jobs import (EVALUATION_DIR, INTERRUPTED_ERROR, PREDICT_LOG, PREDICTIONS_DIR, QUEUED, TRAIN_LOG,
+                                  Job, count, epoch_reached, finished_metrics, mark_finished, mark_started,
+                                  read_state, relative_to_study, run_folder)
+from pu_nnunet.study.spec import LOGS_DIR, Study, load_study
 from pu_nnunet.user_files import read_splits, read_user_json
 
 log = logging.getLogger("pu_nnunet.study")
@@ -95,7 +96,7 @@ def check_trainers(study: Study) -> None:
 def prepare_dataset(study: Study) -> str:
     """Dataset, plans, preprocessed data and split; returns how held-out cases are chosen."""
     env = study_environment(study)
-    logs = study.study_dir / "logs"
+    logs = study.study_dir / LOGS_DIR
     raw = study.raw_dataset()
     if study.synthetic is not None and not (raw / "dataset.json").is_file():
         from pu_nnunet.datasets.synthetic.ct import generate_synthetic_ct
@@ -297,7 +298,7 @@ def run_job(study_dir: str | Path, job_name: str, device: str) -> dict[str, Any]
 
     ``device`` is nnU-Net's ``-device``: "cpu" or "cuda" (which GPU: CUDA_VISIBLE_DEVICES).
     This is the function a SLURM job runs (through submitit) and ``python -m
-    pu_nnunet.study.job`` runs locally."""
+    pu_nnunet.study.execution.worker`` runs locally."""
     from pu_nnunet.robustness.study_sweep import run_sweep, sweep_pending
 
     study = load_study(study_dir)
@@ -317,7 +318,7 @@ def run_job(study_dir: str | Path, job_name: str, device: str) -> dict[str, Any]
 
 def _train_predict_evaluate(study: Study, job: Job, device: str, held_out: str) -> dict[str, Any]:
     folder = run_folder(study.study_dir, job)
-    train_log, predict_log = folder / "train.log", folder / "predict.log"
+    train_log, predict_log = folder / TRAIN_LOG, folder / PREDICT_LOG
     mark_started(study.study_dir, job, device, relative_to_study(study.study_dir, train_log),
                  slurm_job_id=os.environ.get("SLURM_JOB_ID"))
     env = study_environment(study, job.repeat)
@@ -327,7 +328,7 @@ def _train_predict_evaluate(study: Study, job: Job, device: str, held_out: str) 
         if seconds is not None:
             timings["train_s"] = round(seconds, 1)
         if held_out == HELD_OUT_TEST:
-            predictions = folder / "predictions"
+            predictions = folder / PREDICTIONS_DIR
             seconds = predict_test_cases(study, job, device, env, predictions, predict_log)
             if seconds is not None:
                 timings["predict_s"] = round(seconds, 1)
@@ -337,7 +338,7 @@ def _train_predict_evaluate(study: Study, job: Job, device: str, held_out: str) 
             from pu_nnunet.evaluation.jsonio import write_json
             write_json(predictions / MODEL_RECORD_FILE, model_record(predictions.parent.parent, [job.fold],
                                                                      "checkpoint_final.pth"))
-        evaluation = evaluate_job(study, job, device, held_out, predictions, folder / "evaluation")
+        evaluation = evaluate_job(study, job, device, held_out, predictions, folder / EVALUATION_DIR)
     except BaseException as error:
         if REQUEUE.is_set() or (isinstance(error, StoppedOnSignal) and SUBMITIT_JOB.is_set()):
             # stopped by the scheduler's signal: submitit requeues the job (job.StudyJob)
@@ -353,7 +354,7 @@ def _train_predict_evaluate(study: Study, job: Job, device: str, held_out: str) 
         raise
     foreground = evaluation["aggregates"]["foreground"]
     state = mark_finished(study.study_dir, job, held_out=held_out,
-                          evaluation=relative_to_study(study.study_dir, folder / "evaluation"),
+                          evaluation=relative_to_study(study.study_dir, folder / EVALUATION_DIR),
                           foreground_dice=foreground["dice_mean"], epoch=epoch_reached(train_log), **timings)
     log.info("%s: done, foreground Dice %.3f", job.name, foreground["dice_mean"] or 0.0)
     return state

@@ -15,11 +15,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from pu_nnunet.study.executors import DEFAULT_MAX_ATTEMPTS
+from pu_nnunet.study.execution.slurm import DEFAULT_MAX_ATTEMPTS
 from pu_nnunet.study.jobs import DONE, FAILED, QUEUED, RUNNING, job_states, run_lock, read_state
 from pu_nnunet.robustness.study_sweep import dataset_channel, sweep_pending, sweep_state
 from pu_nnunet.study.spec import Study
-from pu_nnunet.study.steps import Interrupted, check_trainers, prepare_dataset
+from pu_nnunet.study.execution.steps import Interrupted, check_trainers, prepare_dataset
 
 log = logging.getLogger("pu_nnunet.study")
 
@@ -42,7 +42,7 @@ def _raise_interrupted(signum, frame):
 def run_study(study: Study, executor, report: bool = True) -> StudyOutcome:
     """Runs the study's unfinished jobs with ``executor`` and writes the report (also when some
     jobs failed: it covers the finished runs and lists the missing ones)."""
-    from pu_nnunet.study.report import write_study_report
+    from pu_nnunet.study.report.study_report import write_study_report
 
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {}

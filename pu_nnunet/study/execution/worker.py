@@ -1,4 +1,4 @@
-"""One job in its own process: ``python -m pu_nnunet.study.job STUDY_DIR JOB DEVICE`` (local
+"""One job in its own process: ``python -m pu_nnunet.study.execution.worker STUDY_DIR JOB DEVICE`` (local
 executor) or :class:`StudyJob` (what a SLURM job runs, through submitit).
 
 Locally, the job runs in its own process group. SIGTERM and SIGINT become :class:`Interrupted`:
@@ -20,13 +20,11 @@ import signal
 import sys
 import time
 
-from pu_nnunet.study.logs import configure_logging
-from pu_nnunet.study.nnunet_commands import STOP_GRACE_S, StoppedOnSignal, stop_running_command
-from pu_nnunet.study.steps import REQUEUE, SUBMITIT_JOB, Interrupted, run_job
+from pu_nnunet.study.logs import LOG_PREFIX_VARIABLE, configure_logging
+from pu_nnunet.study.execution.nnunet_commands import STOP_GRACE_S, StoppedOnSignal, stop_running_command
+from pu_nnunet.study.execution.steps import REQUEUE, SUBMITIT_JOB, Interrupted, run_job
 
 EXIT_INTERRUPTED = 143
-# the prefix of the job's progress lines ("pu-nnunet demo" when the demo runs it)
-LOG_PREFIX_VARIABLE = "PU_NNUNET_LOG_PREFIX"
 
 log = logging.getLogger("pu_nnunet.study")
 
@@ -72,7 +70,7 @@ class StudyJob:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
-        print("usage: python -m pu_nnunet.study.job STUDY_DIR JOB DEVICE", file=sys.stderr)
+        print("usage: python -m pu_nnunet.study.execution.worker STUDY_DIR JOB DEVICE", file=sys.stderr)
         return 2
     study_dir, job_name, device = argv
     signal.signal(signal.SIGTERM, _interrupt)

@@ -1,5 +1,5 @@
 """The study report's Convergence and training stability section: every run's learning curves,
-the plateau criterion (:mod:`pu_nnunet.study.convergence`) met or the run marked, and the run's
+the plateau criterion (:mod:`pu_nnunet.study.report.convergence`) met or the run marked, and the run's
 training_stability.json (``pu_nnunet.trainers.stability``): non-finite steps, gradient spikes,
 final loss. Plot: ``plots/learning_curves.png``."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from pu_nnunet.evaluation.report.markdown import number, table
-from pu_nnunet.study.convergence import CRITERION, fold_convergence
+from pu_nnunet.study.report.convergence import CRITERION, fold_convergence
 from pu_nnunet.study.jobs import Job
 from pu_nnunet.study.spec import Study
 from pu_nnunet.trainers.stability import STABILITY_FILE, read_record

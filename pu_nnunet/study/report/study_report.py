@@ -4,7 +4,7 @@ Per trainer, the spread over runs (folds x repeats) of each run's evaluate aggre
 trainer against the baseline, ``compare_evaluations`` on the runs pooled over folds and repeats
 (case ids become ``case|fold_F|repeat_R``, so case i of a baseline run pairs with case i of the
 same fold and repeat of the other trainer), with Holm-adjusted p-values over labels and trainers;
-then the run-level analysis of :mod:`pu_nnunet.study.run_level` (one difference per paired run,
+then the run-level analysis of :mod:`pu_nnunet.study.report.run_level` (one difference per paired run,
 t-interval and two-way bootstrap, sign-flip test, equivalence, power), the four Dice protocols per trainer beside the
 published numbers, the Robustness section when jobs have robustness sweeps
 (:mod:`pu_nnunet.robustness.study_report`), and the run record (provenance.json). Rebuilt from the finished runs at any
@@ -27,9 +27,9 @@ from pu_nnunet.evaluation.report.markdown import number, p_value, table
 from pu_nnunet.user_files import atomic_write_path
 from pu_nnunet.provenance import RUN_RECORD_FILE, run_record, short_form
 from pu_nnunet.robustness import study_report as robustness_report
-from pu_nnunet.study import convergence_section, operating_points_section, run_level
-from pu_nnunet.study.protocol_section import mean_sd as _pm, protocol_section, published_fpr_section
-from pu_nnunet.study.run_pooling import pooled_evaluation as _pooled_evaluation, spread as _spread
+from pu_nnunet.study.report import convergence_section, operating_points_section, run_level
+from pu_nnunet.study.report.protocol_section import mean_sd as _pm, protocol_section, published_fpr_section
+from pu_nnunet.study.report.run_pooling import pooled_evaluation as _pooled_evaluation, spread as _spread
 from pu_nnunet.study.jobs import DONE, Job, finished_metrics, job_states
 from pu_nnunet.json_files import write_json
 from pu_nnunet.study.spec import Study
