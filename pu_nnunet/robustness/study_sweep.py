@@ -24,7 +24,6 @@ run`` resumes the sweep only.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -59,8 +58,8 @@ def finished_sweep(study: Study, job: Job) -> Optional[dict[str, Any]]:
     if study.robustness is None or not path.is_file():
         return None
     try:
-        result = json.loads(path.read_text())
-    except ValueError:  # damaged: the sweep runs again
+        result = read_user_json(path, SWEEP_FILE, expected_type=dict)
+    except UserInputError:  # damaged: the sweep runs again
         return None
     return result if result.get("settings") == measured(study.robustness) else None
 
@@ -101,8 +100,8 @@ def _record(study: Study, job: Job, **changes: Any) -> dict[str, Any]:
 def _prepare_folder(folder: Path, settings: dict[str, Any]) -> None:
     saved = folder / SWEEP_SETTINGS_FILE
     try:
-        same = saved.is_file() and json.loads(saved.read_text()) == settings
-    except ValueError:
+        same = saved.is_file() and read_user_json(saved, SWEEP_SETTINGS_FILE) == settings
+    except UserInputError:
         same = False
     if not same:  # another sweep's (or a damaged) folder: its conditions are not this sweep's
         shutil.rmtree(folder, ignore_errors=True)

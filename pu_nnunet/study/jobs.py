@@ -14,7 +14,6 @@ nnU-Net epoch the training reached). Only one ``study run`` works on a study at 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import socket
@@ -26,6 +25,7 @@ from typing import Any, Iterator, Optional
 from pu_nnunet.output_lock import OutputLock, is_locked
 from pu_nnunet.study.errors import StudyError
 from pu_nnunet.json_files import write_json
+from pu_nnunet.user_files import read_user_json
 from pu_nnunet.study.spec import Study
 
 JOBS_DIR = "jobs"
@@ -71,9 +71,9 @@ def read_state(study_dir: Path, job: Job) -> dict[str, Any]:
     if not path.is_file():
         return {"state": PENDING, "attempts": 0}
     try:
-        return json.loads(path.read_text())
-    except ValueError as error:
-        raise StudyError(f"{path} is not valid JSON ({error}); delete it to run the job again") from None
+        return read_user_json(path, "job state", expected_type=dict, error=StudyError)
+    except StudyError as error:
+        raise StudyError(f"{error}; delete it to run the job again") from None
 
 
 def write_state(study_dir: Path, job: Job, **changes: Any) -> dict[str, Any]:

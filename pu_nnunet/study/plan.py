@@ -9,13 +9,13 @@ trainer's foreground sd and its 80 % and 95 % upper confidence bounds).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND
 from pu_nnunet.evaluation.metrics.run_stats import DEFAULT_MID, plausible_sds, power_plan
 from pu_nnunet.evaluation.report.markdown import number, table
+from pu_nnunet.user_files import read_user_json
 from pu_nnunet.study.errors import StudyError
 
 # where a pilot study keeps its run-level analysis: the report's summary, or a re-report's file
@@ -27,10 +27,7 @@ def pilot_analysis(study_dir: Path) -> tuple[dict[str, Any], Optional[float]]:
     for name, key in PILOT_FILES:
         path = study_dir / name
         if path.is_file():
-            try:
-                content = json.loads(path.read_text())
-            except ValueError as error:
-                raise StudyError(f"{path} is not valid JSON: {error}") from None
+            content = read_user_json(path, name, error=StudyError)
             if isinstance(content, dict) and content.get(key):
                 return content[key], (content.get("planning") or {}).get("mid")
     raise StudyError(f"{study_dir}: no run-level analysis (summary.json or run_level.json with 'run_level'); "

@@ -16,7 +16,6 @@ nnU-Net's ``DatasetX/Trainer__Plans__Config/fold_F``, so ``nnUNetv2_predict`` wo
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, Optional
 from pu_nnunet.evaluation.metrics.run_stats import DEFAULT_EQUIVALENCE_MARGIN, DEFAULT_MID
 from pu_nnunet.study.errors import StudyError
 from pu_nnunet.json_files import write_json
+from pu_nnunet.user_files import read_user_json
 
 STUDY_FILE = "study.json"
 # inside the study folder: nnU-Net's planning and preprocessing logs, and the results roots of
@@ -164,10 +164,7 @@ def load_study(study_dir: str | Path) -> Study:
     path = Path(study_dir) / STUDY_FILE
     if not path.is_file():
         raise StudyError(f"{path} not found: not a study folder (start one with pu-nnunet study run)")
-    try:
-        content = json.loads(path.read_text())
-    except ValueError as error:
-        raise StudyError(f"{path} is not valid JSON: {error}") from None
+    content = read_user_json(path, STUDY_FILE, error=StudyError)
     if not isinstance(content, dict) or content.get("format") != STUDY_FORMAT:
         raise StudyError(f"{path} is not a {STUDY_FORMAT} file")
     content.pop("format")
