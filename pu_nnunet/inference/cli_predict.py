@@ -43,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--backend torch on the CPU: run the network as channels-last, frozen TorchScript "
                              "(jit.trace + freeze) or torch.compile (inductor; needs a C++ compiler, compiles per batch "
                              "size); falls back to eager with a warning where it cannot be applied. none (default): "
-                             "eager, which none of them beat on the benchmark's network; channels-last and compile "
-                             "change the logits' last bits. See benchmarks/bench_predict_forward.py")
+                             "eager. freeze and compile were 1.1-1.35x faster per forward pass on the benchmark's "
+                             "network but take seconds to minutes to build; channels-last and compile change the "
+                             "logits' last bits. See benchmarks/bench_predict_forward.py")
     parser.add_argument("--batch-size", type=int, metavar="N",
                         help="2d models: patches per forward pass (default: on a GPU as many as fit a memory budget; "
                              "on a CPU "

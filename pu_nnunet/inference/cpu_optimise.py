@@ -1,8 +1,10 @@
 """``pu-nnunet predict --cpu-optimise``: PyTorch's inference options for the forward pass on a CPU.
 
-Opt-in, because none was faster than eager float32 on the benchmark's network where it was
-measured (``benchmarks/bench_predict_forward.py``, RESULTS.md "Prediction") and two of them
-change the logits' last bits (so a voxel where two classes tie can flip):
+Opt-in: on the benchmark's network (``benchmarks/bench_predict_forward.py``, RESULTS.md
+"Prediction", measured on a busy machine) the frozen and compiled forms were 1.1-1.35x faster
+per forward pass than eager float32, but cost seconds (freeze) to minutes (compile) to build
+per run, and channels-last was slower; channels-last and compile change the logits' last bits
+(so a voxel where two classes tie can flip), freeze gave eager's logits bit for bit:
 
 - ``channels-last``: network and input in ``torch.channels_last`` (oneDNN's preferred layout;
   the sums run in another order);
