@@ -129,7 +129,8 @@ def main() -> None:
     network = build(nnUNetTrainerPURe, planner_2d_plans("SynthCT", SPEC), SPEC, deep_supervision=False).eval()
     shape = (SPEC["channels"], *SPEC["patch"])
     # CT-like preprocessed intensities (z-scored): roughly standard normal
-    sizes = sorted(set(args.batch_sizes) | (set(args.compile_batch_sizes) if set(COMPILED) & set(args.variants) else set()))
+    compiled_sizes = set(args.compile_batch_sizes) if set(COMPILED) & set(args.variants) else set()
+    sizes = sorted(set(args.batch_sizes) | compiled_sizes)
     inputs = {b: torch.randn(b, *shape, generator=torch.Generator().manual_seed(b)) for b in sizes}
     results = {"machine": machine_info(torch.device("cpu")), "settings": {**vars(args), "output": str(args.output),
                "network": type(network).__name__, "patch": list(SPEC["patch"])},

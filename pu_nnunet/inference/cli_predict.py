@@ -41,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "pu-nnunet export-onnx for MODEL_DIR; its folds are the default folds")
     parser.add_argument("--cpu-optimise", choices=("none", "channels-last", "freeze", "compile"), default="none",
                         help="--backend torch on the CPU: run the network as channels-last, frozen TorchScript "
-                             "(jit.trace + freeze) or torch.compile (inductor; needs a C++ compiler, compiles per batch "
-                             "size); falls back to eager with a warning where it cannot be applied. none (default): "
+                             "(jit.trace + freeze) or torch.compile (inductor; needs a C++ compiler, compiles on the "
+                             "first two batch sizes); falls back to eager with a warning where it cannot be applied. "
+                             "none (default): "
                              "eager. freeze and compile were 1.1-1.35x faster per forward pass on the benchmark's "
                              "network but take seconds to minutes to build; channels-last and compile change the "
                              "logits' last bits. See benchmarks/bench_predict_forward.py")

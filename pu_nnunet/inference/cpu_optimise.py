@@ -10,11 +10,13 @@ per run, and channels-last was slower; channels-last and compile change the logi
   the sums run in another order);
 - ``freeze``: ``torch.jit.trace``, ``torch.jit.freeze`` and ``torch.jit.optimize_for_inference``
   (weights folded into the graph, oneDNN's layouts and conv fusions), one graph per fold,
-  traced on the first batch (later batch sizes run the same graph); building it takes about as
-  long as a few dozen patches' forward passes; deprecated by PyTorch in favour of torch.compile;
+  traced on the first batch (later batch sizes run the same graph); building it took 9-16 s per
+  fold on the benchmark's network; deprecated by PyTorch in favour of torch.compile;
 - ``compile``: ``torch.compile`` with inductor (C++ kernels; needs a C++ compiler), weights
-  left as graph inputs so that switching folds stays a ``load_state_dict``; each new batch
-  shape compiles (about 100 s on 2 busy cores), so it pays only on long runs.
+  left as graph inputs so that switching folds stays a ``load_state_dict``; the first batch
+  shape compiles (50-150 s on 2 busy cores, measured with static shapes), a second one compiles
+  once more into a graph of dynamic batch size (dynamo's automatic dynamic shapes; its speed
+  is unmeasured), so it pays only on long runs.
 
 Where an option cannot be applied (no C++ compiler for inductor, tracing or compiling fails) the
 prediction falls back to the eager network and logs why, once. The setting is recorded in the
@@ -115,7 +117,8 @@ class CpuOptimisedNetwork(torch.nn.Module):
             return self._compiled(x)
         except Exception as error:  # noqa: BLE001 - tracing and inductor raise anything; eager tells
             output = self.network(x)  # a real fault of the network or input raises here
-            self._fall_back(f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}")
+            message = str(error).strip()
+            self._fall_back(f"{type(error).__name__}: {message.splitlines()[0][:300] if message else ''}")
             return output
 
     def _frozen_network(self, example: torch.Tensor) -> torch.jit.ScriptModule:

@@ -206,11 +206,24 @@ def test_the_model_record_pins_the_option_only_when_given():
     default = prediction_settings(True, None, "auto", cpu, "torch", None)
     assert "cpu_optimise" not in default  # folders predicted before the option existed still continue
     assert prediction_settings(True, None, "auto", cpu, "torch", None, "none") == default
-    assert prediction_settings(True, None, "auto", cpu, "torch", None, "freeze") == {**default, "cpu_optimise": "freeze"}
+    frozen = prediction_settings(True, None, "auto", cpu, "torch", None, "freeze")
+    assert frozen == {**default, "cpu_optimise": "freeze"}
 
 
 @pytest.mark.slow  # the shared tiny trained model
-def test_predict_with_a_frozen_network_writes_eager_segmentations_and_records_it(tiny_trained_model, tmp_path, capsys):
+def test_predict_2d_with_a_frozen_network_writes_eager_segmentations(tiny_trained_model, tmp_path, capsys):
+    """Our batched sliding window."""
+    _predict_frozen_and_eager(tiny_trained_model, tmp_path, capsys)
+
+
+@pytest.mark.slow  # the shared tiny trained model
+def test_predict_3d_with_a_frozen_network_writes_eager_segmentations(tiny_trained_model_3d, tmp_path, capsys):
+    """nnU-Net's own 3d sliding window, which loads each fold's weights into the network it holds."""
+    _predict_frozen_and_eager(tiny_trained_model_3d, tmp_path, capsys)
+
+
+def _predict_frozen_and_eager(trained: dict, tmp_path, capsys) -> None:
+    """The same segmentation voxel for voxel; the option in the model record; --continue without it refused."""
     import json
 
     import numpy as np
@@ -219,8 +232,8 @@ def test_predict_with_a_frozen_network_writes_eager_segmentations_and_records_it
     from pu_nnunet.cli import main
     from pu_nnunet.provenance import MODEL_RECORD_FILE
 
-    model = tiny_trained_model["fold"].parent
-    image = sorted((tiny_trained_model["dataset"] / "imagesTs").glob("*_0000.nii.gz"))[0]
+    model = trained["fold"].parent
+    image = sorted((trained["dataset"] / "imagesTs").glob("*_0000.nii.gz"))[0]
     common = ["predict", "-i", str(image), "-m", str(model), "--device", "cpu"]
     assert main([*common, "-o", str(tmp_path / "eager")]) == 0
     assert main([*common, "-o", str(tmp_path / "frozen"), "--cpu-optimise", "freeze"]) == 0
