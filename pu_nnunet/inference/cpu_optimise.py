@@ -1,10 +1,11 @@
 """``pu-nnunet predict --cpu-optimise``: PyTorch's inference options for the forward pass on a CPU.
 
-Opt-in: on the benchmark's network (``benchmarks/bench_predict_forward.py``, RESULTS.md
-"Prediction", measured on a busy machine) the frozen and compiled forms were 1.1-1.35x faster
-per forward pass than eager float32, but cost seconds (freeze) to minutes (compile) to build
-per run, and channels-last was slower; channels-last and compile change the logits' last bits
-(so a voxel where two classes tie can flip), freeze gave eager's logits bit for bit:
+Opt-in. On the benchmark's network (``benchmarks/bench_predict_forward.py``, RESULTS.md
+"Prediction") only inductor with freezing was clearly faster than eager float32 on a quiet
+machine (1.44x), and it changes the logits' last bits (a voxel where two classes tie can flip,
+so agreement Dice 1.0 with nnU-Net is not guaranteed) and takes 20-150 s to compile per run;
+freeze gave eager's logits bit for bit but no reliable gain (0.93-1.03x), channels-last was
+slower and changes the last bits too:
 
 - ``channels-last``: network and input in ``torch.channels_last`` (oneDNN's preferred layout;
   the sums run in another order);
@@ -12,11 +13,13 @@ per run, and channels-last was slower; channels-last and compile change the logi
   (weights folded into the graph, oneDNN's layouts and conv fusions), one graph per fold,
   traced on the first batch (later batch sizes run the same graph); building it took 9-16 s per
   fold on the benchmark's network; deprecated by PyTorch in favour of torch.compile;
-- ``compile``: ``torch.compile`` with inductor (C++ kernels; needs a C++ compiler), weights
-  left as graph inputs so that switching folds stays a ``load_state_dict``; the first batch
-  shape compiles (50-150 s on 2 busy cores, measured with static shapes), a second one compiles
-  once more into a graph of dynamic batch size (dynamo's automatic dynamic shapes; its speed
-  is unmeasured), so it pays only on long runs.
+- ``compile``: ``torch.compile`` with inductor (C++ kernels; needs a C++ compiler); with one
+  fold, inductor's freezing (weights as constants, convolutions prepacked for oneDNN): 1.44x
+  eager on a quiet machine, 72 % of the float32 matmul roof, onnxruntime's level; with several
+  folds the weights stay graph inputs so that switching folds stays a ``load_state_dict`` (no
+  gain measured then). The first batch shape compiles (20-150 s on 2 cores), a second one once
+  more into a graph of dynamic batch size (dynamo's automatic dynamic shapes; that graph's
+  speed is unmeasured), so it pays only on long runs.
 
 Where an option cannot be applied (no C++ compiler for inductor, tracing or compiling fails) the
 prediction falls back to the eager network and logs why, once. The setting is recorded in the
@@ -36,6 +39,10 @@ from pu_nnunet.inference.errors import PredictionError
 logger = logging.getLogger(__name__)
 
 CPU_OPTIMISATIONS = ("none", "channels-last", "freeze", "compile")
+# the optimised forms' logits must agree with eager's on the first batch of each fold and shape
+# to within the ONNX export's check (onnx_export.LOGIT_ATOL / LOGIT_RTOL): float32 summed in
+# another order differs by ~3e-5 on the benchmark's network, wrong weights by whole units
+CHECK_ATOL = CHECK_RTOL = 1e-3
 
 
 def check_cpu_optimisation(option: str, device: torch.device, backend: str) -> None:
@@ -71,9 +78,16 @@ class CpuOptimisedNetwork(torch.nn.Module):
     """Stands in for the network inside nnU-Net's predictor (as ``OnnxRuntimeNetwork`` does):
     ``forward`` runs the optimised form of the current fold's network; ``load_state_dict``
     loads the fold's weights into the eager network, as nnU-Net's predictors switch folds.
-    A failure to build the optimised form is logged and the eager network used from then on."""
+    A failure to build the optimised form is logged and the eager network used from then on.
 
-    def __init__(self, network: torch.nn.Module, option: str):
+    ``folds``: how many folds the predictor switches between; inductor's freezing (weights
+    compiled in as constants, about 1.4x faster on the benchmark's network) is used with one
+    fold only, since nnU-Net switches folds by loading weights into the same network. The first
+    call of each fold and batch shape is checked against the eager network (one eager forward
+    each), so stale or miscompiled weights fall back to eager instead of writing a wrong
+    segmentation."""
+
+    def __init__(self, network: torch.nn.Module, option: str, folds: int = 1):
         super().__init__()
         if option not in CPU_OPTIMISATIONS[1:]:
             raise ValueError(f"option must be one of {CPU_OPTIMISATIONS[1:]}, got {option!r}")
@@ -85,6 +99,8 @@ class CpuOptimisedNetwork(torch.nn.Module):
         self._frozen: dict[int, torch.jit.ScriptModule] = {}
         self._fold_key: int | None = None
         self._compiled = None
+        self.freezing = option == "compile" and folds == 1
+        self._checked: set[tuple] = set()
         if option == "channels-last":
             self.network.to(memory_format=_layout(max(p.dim() for p in network.parameters())))
         elif option == "compile":
@@ -113,13 +129,28 @@ class CpuOptimisedNetwork(torch.nn.Module):
             return self.network(x.contiguous(memory_format=_layout(x.dim()))).contiguous()
         try:
             if self.option == "freeze":
-                return self._frozen_network(x)(x)
-            return self._compiled(x)
+                output = self._frozen_network(x)(x)
+            else:
+                import torch._inductor.config as inductor_config
+
+                # read when a graph compiles: on the first call of each new input shape
+                with inductor_config.patch(freezing=self.freezing):
+                    output = self._compiled(x)
         except Exception as error:  # noqa: BLE001 - tracing and inductor raise anything; eager tells
             output = self.network(x)  # a real fault of the network or input raises here
             message = str(error).strip()
             self._fall_back(f"{type(error).__name__}: {message.splitlines()[0][:300] if message else ''}")
             return output
+        key = (self._fold_key, tuple(x.shape))
+        if key not in self._checked:
+            expected = self.network(x)
+            if not torch.allclose(output, expected, rtol=CHECK_RTOL, atol=CHECK_ATOL):
+                difference = float((output - expected).abs().max())
+                self._fall_back(f"its logits differ from the eager network's by up to {difference:.3g} on a batch "
+                                f"of shape {list(x.shape)}")
+                return expected
+            self._checked.add(key)
+        return output
 
     def _frozen_network(self, example: torch.Tensor) -> torch.jit.ScriptModule:
         frozen = self._frozen.get(self._fold_key)
@@ -144,4 +175,4 @@ def use_cpu_optimisation(predictor, option: str) -> None:
         return
     network = predictor.network
     plain = getattr(network, "_orig_mod", network)  # nnU-Net compiles it itself under nnUNet_compile
-    predictor.network = CpuOptimisedNetwork(plain, option)
+    predictor.network = CpuOptimisedNetwork(plain, option, folds=len(predictor.list_of_parameters))

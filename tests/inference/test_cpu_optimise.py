@@ -143,12 +143,13 @@ def test_compile_that_fails_falls_back_to_eager(plain_plans, monkeypatch):
 
 
 @pytest.mark.slow  # a real inductor compile: tens of seconds on 2 busy cores
-def test_compiled_forward_equals_eager(plain_plans, tmp_path, monkeypatch):
+@pytest.mark.parametrize("folds", [1, 2])  # 1: inductor's freezing; 2: weights as graph inputs
+def test_compiled_forward_equals_eager(plain_plans, tmp_path, monkeypatch, folds):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     torch._dynamo.reset()
     eager = small_pure_network(plain_plans, "2d")
-    folds = [{k: v.clone() for k, v in eager.state_dict().items()}, perturbed(eager.state_dict(), 1)]
-    optimised = CpuOptimisedNetwork(copy.deepcopy(eager), "compile")
+    folds = [{k: v.clone() for k, v in eager.state_dict().items()}, perturbed(eager.state_dict(), 1)][:folds]
+    optimised = CpuOptimisedNetwork(copy.deepcopy(eager), "compile", folds=len(folds))
     x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         for fold in folds:  # the weights are graph inputs: switching folds needs no recompile
@@ -247,3 +248,24 @@ def _predict_frozen_and_eager(trained: dict, tmp_path, capsys) -> None:
     code = main([*common, "-o", str(tmp_path / "frozen"), "--continue"])
     assert code == 1
     assert "cpu_optimise freeze there, None now" in capsys.readouterr().err
+
+
+def test_an_optimised_form_that_disagrees_with_eager_is_dropped(plain_plans, monkeypatch, caplog):
+    """Stale weights (another fold's constants) or a miscompile: caught on the first batch of each
+    fold and shape, the eager network's logits used."""
+    eager = small_pure_network(plain_plans, "2d")
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: lambda x: model(x) + 0.5)
+    optimised = CpuOptimisedNetwork(copy.deepcopy(eager), "compile")
+    x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with caplog.at_level(logging.WARNING, logger=cpu_optimise.__name__), torch.inference_mode():
+        assert torch.equal(optimised(x), eager(x)) and torch.equal(optimised(x), eager(x))
+    assert optimised.fallback_reason == "its logits differ from the eager network's by up to 0.5 on a batch of " \
+                                        "shape [2, 1, 32, 32]"
+    assert caplog.text.count("not applied") == 1
+
+
+def test_inductor_freezes_the_weights_only_with_one_fold(plain_plans):
+    network = small_pure_network(plain_plans, "2d")
+    assert CpuOptimisedNetwork(network, "compile").freezing
+    assert not CpuOptimisedNetwork(network, "compile", folds=2).freezing
+    assert not CpuOptimisedNetwork(network, "freeze").freezing
