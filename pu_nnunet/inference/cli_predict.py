@@ -43,10 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--backend torch on the CPU: run the network as channels-last, frozen TorchScript "
                              "(jit.trace + freeze) or torch.compile (inductor; needs a C++ compiler, compiles on the "
                              "first two batch sizes); falls back to eager with a warning where it cannot be applied. "
-                             "none (default): "
-                             "eager. freeze and compile were 1.1-1.35x faster per forward pass on the benchmark's "
-                             "network but take seconds to minutes to build; channels-last and compile change the "
-                             "logits' last bits. See benchmarks/bench_predict_forward.py")
+                             "none (default): eager. On the benchmark's network only compile with one fold (inductor's "
+                             "freezing) was faster, 1.44x per forward pass after 20-36 s of compiling per batch size; "
+                             "channels-last and compile change the logits' last bits (a voxel can flip). See "
+                             "benchmarks/bench_predict_forward.py")
     parser.add_argument("--batch-size", type=int, metavar="N",
                         help="2d models: patches per forward pass (default: on a GPU as many as fit a memory budget; "
                              "on a CPU "
