@@ -18,6 +18,9 @@ On the CPU, and on CUDA when torch sees a GPU, it times:
   ``predict_logits_from_preprocessed_data`` (one patch per forward pass) vs
   ``BatchedSlicePredictor.predict_logits`` (batch chosen by timing on a CPU), with each backend;
   its FLOPs and the fraction of the machine's float32 matmul throughput (measured in the run);
+- with ``--cpu-optimise MODE``, also pu-nnunet's PyTorch path with that ``predict --cpu-optimise``
+  (channels-last, frozen TorchScript, torch.compile; ``bench_predict_forward.py`` times the
+  forward pass alone), end to end and in process;
 - the opt-in modes that do less work (a TTA subset, no TTA, bf16 where the CPU has it) with
   their agreement Dice against the full-precision, full-TTA segmentation.
 
@@ -125,8 +128,12 @@ OURS = "pu-nnunet predict"
 OURS_ONNX = "pu-nnunet predict, onnxruntime"
 
 
+def ours_optimised(mode: str) -> str:
+    return f"pu-nnunet predict, --cpu-optimise {mode}"
+
+
 def time_commands(model_dir: Path, images: Path, work: Path, device: str, repeats: int, threads: int,
-                  folds: list[str], onnx_file: Path | None) -> dict:
+                  folds: list[str], onnx_file: Path | None, cpu_optimise: str | None = None) -> dict:
     """Wall seconds of the commands (each run into a fresh folder); returns times, pu-nnunet's step
     times (median over repeats) and output folders.
 
@@ -141,6 +148,8 @@ def time_commands(model_dir: Path, images: Path, work: Path, device: str, repeat
     }
     if onnx_file is not None:
         commands[OURS_ONNX] = [*ours, "--backend", "onnxruntime", "--onnx", str(onnx_file)]
+    if cpu_optimise is not None:
+        commands[ours_optimised(cpu_optimise)] = [*ours, "--cpu-optimise", cpu_optimise]
     results = {tool: {"seconds": [], "steps": []} for tool in commands}
     for repeat in range(repeats):
         for index, (tool, command) in enumerate(commands.items()):
@@ -174,7 +183,7 @@ def export_onnx(model_dir: Path, work: Path, folds: list[str], threads: int) -> 
 
 
 def time_sliding_window(model_dir: Path, images: Path, device: str, threads: int, folds: list[str],
-                        repeats: int, onnx_file: Path | None) -> dict:
+                        repeats: int, onnx_file: Path | None, cpu_optimise: str | None = None) -> dict:
     """Seconds of nnU-Net's and our sliding windows (PyTorch, and onnxruntime with ``onnx_file``)
     over all preprocessed volumes, in this process; and nnU-Net's read + preprocess and export.
 
@@ -204,6 +213,14 @@ def time_sliding_window(model_dir: Path, images: Path, device: str, threads: int
         use_onnxruntime(onnx_predictor, model, onnx_file, threads=min(default_num_processes, threads))
         batched_onnx = BatchedSlicePredictor(onnx_predictor)
         tools.append((OURS_ONNX, batched_onnx.predict_logits))
+    batched_optimised = None
+    if cpu_optimise is not None:
+        from pu_nnunet.inference.cpu_optimise import use_cpu_optimisation
+
+        optimised_predictor = load_predictor(model, resolve_device(device))
+        use_cpu_optimisation(optimised_predictor, cpu_optimise)
+        batched_optimised = BatchedSlicePredictor(optimised_predictor)
+        tools.append((ours_optimised(cpu_optimise), batched_optimised.predict_logits))
     totals = {tool: [0.0] * repeats for tool, _ in tools}
     agreement = {tool: [] for tool, _ in tools[1:]}
     shapes = []
@@ -242,6 +259,8 @@ def time_sliding_window(model_dir: Path, images: Path, device: str, threads: int
     batch_sizes = {OURS: _batch_choice(batched)}
     if batched_onnx is not None:
         batch_sizes[OURS_ONNX] = _batch_choice(batched_onnx)
+    if batched_optimised is not None:
+        batch_sizes[ours_optimised(cpu_optimise)] = _batch_choice(batched_optimised)
     return {"seconds": {tool: float(np.median(values)) for tool, values in totals.items()},
             "seconds_per_repeat": totals, "batch_size": batch_sizes, "nnunet_steps": nnunet_steps,
             "patch_size": list(predictor.configuration_manager.patch_size),
@@ -463,6 +482,8 @@ def main() -> None:
                              "nnUNetTrainerPURe_demo, 240 iterations, segments well enough for the modes' "
                              "agreement Dice to mean something)")
     parser.add_argument("--no-onnx", action="store_true", help="leave out the onnxruntime backend")
+    parser.add_argument("--cpu-optimise", choices=("channels-last", "freeze", "compile"),
+                        help="also time pu-nnunet predict --cpu-optimise MODE (CPU only)")
     args = parser.parse_args()
     if (args.model_dir is None) != (args.images is None):
         parser.error("--model-dir and --images go together")
@@ -472,7 +493,8 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_predict_"))
     work.mkdir(parents=True, exist_ok=True)
     results = {"machine": machine(), "load_average_at_start": os.getloadavg(), "settings": {"threads": args.threads, "repeats": args.repeats,
-                                                  "folds": args.folds, "tta": "mirroring (default of both)"}}
+                                                  "folds": args.folds, "tta": "mirroring (default of both)",
+                                                  "cpu_optimise": args.cpu_optimise}}
     try:
         if args.model_dir is None:
             model_dir, images, setup = make_model(work, args.cases, tuple(args.shape), args.trainer)
@@ -494,10 +516,12 @@ def main() -> None:
         for device in devices:
             # onnxruntime's CPU package runs on the CPU only
             device_onnx = onnx_file if device == "cpu" else None
+            # --cpu-optimise is refused on a GPU
+            optimise = args.cpu_optimise if device == "cpu" else None
             end_to_end = time_commands(model_dir, images, work, device, args.repeats, args.threads, args.folds,
-                                       device_onnx)
+                                       device_onnx, optimise)
             window = time_sliding_window(model_dir, images, device, args.threads, args.folds, args.repeats,
-                                         device_onnx)
+                                         device_onnx, optimise)
             results["devices"][device] = {
                 "matmul_gflops": matmul_gflops(args.threads, device),
                 "modes": time_modes(model_dir, images, device, args.threads, args.folds),

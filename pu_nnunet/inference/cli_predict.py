@@ -39,6 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", metavar="FILE",
                         help="with --backend onnxruntime: the .onnx file (or the .json beside it) written by "
                              "pu-nnunet export-onnx for MODEL_DIR; its folds are the default folds")
+    parser.add_argument("--cpu-optimise", choices=("none", "channels-last", "freeze", "compile"), default="none",
+                        help="--backend torch on the CPU: run the network as channels-last, frozen TorchScript "
+                             "(jit.trace + freeze) or torch.compile (inductor; needs a C++ compiler, compiles on the "
+                             "first two batch sizes); falls back to eager with a warning where it cannot be applied. "
+                             "none (default): eager. On the benchmark's network only compile with one fold (inductor's "
+                             "freezing) was faster, 1.44x per forward pass after 20-36 s of compiling per batch size; "
+                             "channels-last and compile change the logits' last bits (a voxel can flip). See "
+                             "benchmarks/bench_predict_forward.py")
     parser.add_argument("--batch-size", type=int, metavar="N",
                         help="2d models: patches per forward pass (default: on a GPU as many as fit a memory budget; "
                              "on a CPU "
@@ -67,6 +75,7 @@ def _command_line(args: argparse.Namespace) -> list[str]:
     if args.folds:
         line += ["-f", *map(str, args.folds)]
     line += ["--device", str(args.device), "--chk", args.chk, "--precision", args.precision, "--backend", args.backend]
+    line += ["--cpu-optimise", args.cpu_optimise] if args.cpu_optimise != "none" else []
     if args.onnx is not None:
         line += ["--onnx", str(args.onnx)]
     if args.tta_axes is not None:
@@ -96,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
                      use_mirroring=not args.disable_tta, batch_size=args.batch_size, overwrite=args.overwrite,
                      continue_prediction=args.continue_prediction, argv=_command_line(args),
                      precision=args.precision, tta_axes=args.tta_axes, backend=args.backend, onnx=args.onnx,
-                     output_format=args.output_format, nifti=args.nifti, save_probabilities=args.save_probabilities)
+                     output_format=args.output_format, nifti=args.nifti, save_probabilities=args.save_probabilities,
+                     cpu_optimise=args.cpu_optimise)
     kept = f" (kept {len(result.skipped)} complete one(s))" if result.skipped else ""
     print(f"wrote {len(result.outputs)} segmentation(s) to {args.output} in {result.loop_seconds:.1f} s{kept}")
     if result.outputs:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from pu_nnunet.inference.cpu_optimise import check_cpu_optimisation, use_cpu_optimisation
 from pu_nnunet.inference.dicom_seg import check_output_format, seg_output_name, write_dicom_seg
 from pu_nnunet.inference.errors import PredictionError
 from pu_nnunet.inference.inputs import OUTPUT_ENDING, PROBABILITY_ENDINGS, InputCase, check_channels, find_input_cases, materialise_case
@@ -77,10 +78,11 @@ def _shown(value):
 
 
 def prediction_settings(use_mirroring: bool, tta_axes: list[int] | None, precision: str, device,
-                        backend: str, onnx: str | Path | None) -> dict:
+                        backend: str, onnx: str | Path | None, cpu_optimise: str = "none") -> dict:
     """Everything besides the weights that changes a segmentation, as the model record pins it:
     ``--continue`` refuses a folder predicted with other settings. Precision ``auto`` is recorded
-    as what it means on the device (fp16 autocast on CUDA, fp32 elsewhere)."""
+    as what it means on the device (fp16 autocast on CUDA, fp32 elsewhere). ``--cpu-optimise`` is
+    recorded only when given, so that folders predicted before it existed still continue."""
     from pu_nnunet.inference.model_folder import TILE_STEP_SIZE
     from pu_nnunet.inference.onnx_backend import exported_graph_hashes
 
@@ -88,9 +90,12 @@ def prediction_settings(use_mirroring: bool, tta_axes: list[int] | None, precisi
         precision = "fp16" if device.type == "cuda" else "fp32"
     mirroring = "off" if not use_mirroring or tta_axes == [] else \
         ("all model axes" if tta_axes is None else sorted(set(tta_axes)))
-    return {"mirroring": mirroring, "precision": precision, "backend": backend,
-            "onnx_sha256": exported_graph_hashes(onnx) if backend == "onnxruntime" else None,
-            "tile_step_size": TILE_STEP_SIZE}
+    settings = {"mirroring": mirroring, "precision": precision, "backend": backend,
+                "onnx_sha256": exported_graph_hashes(onnx) if backend == "onnxruntime" else None,
+                "tile_step_size": TILE_STEP_SIZE}
+    if cpu_optimise != "none":
+        settings["cpu_optimise"] = cpu_optimise
+    return settings
 
 
 def same_output(earlier: dict, record: dict) -> list[str]:
@@ -328,7 +333,7 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
             argv: list[str] | None = None, precision: str = "auto",
             tta_axes: list[int] | None = None, backend: str = "torch",
             onnx: str | Path | None = None, output_format: str = "nifti", nifti: bool = True,
-            save_probabilities: bool = False) -> PredictionRun:
+            save_probabilities: bool = False, cpu_optimise: str = "none") -> PredictionRun:
     """Segments every case in ``input_path`` into ``output_dir/CASE.nii.gz``.
 
     Bad input (unreadable header, truncated file, damaged DICOM slice, empty folder, incomplete
@@ -345,7 +350,8 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     the series (:mod:`pu_nnunet.inference.dicom_seg`), only that with ``nifti=False``;
     ``save_probabilities`` also writes nnU-Net's ``CASE.npz`` (softmax probabilities, for operating
     points) and ``CASE.pkl``, as ``nnUNetv2_predict --save_probabilities``; a case counts as done
-    when all its files are there.
+    when all its files are there. ``cpu_optimise`` runs the PyTorch network on the CPU in one of
+    PyTorch's inference forms (:mod:`pu_nnunet.inference.cpu_optimise`; ``none``: eager).
     """
     if overwrite and continue_prediction:
         raise PredictionError("--overwrite and --continue exclude each other")
@@ -367,8 +373,10 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     check_output_format(output_format, cases, nifti)
     output_dir = Path(output_dir)
     torch_device = resolve_device(device)
+    check_cpu_optimisation(cpu_optimise, torch_device, backend)
     record = {**model_record(model.path, model.folds, model.checkpoint),
-              "prediction": prediction_settings(use_mirroring, tta_axes, precision, torch_device, backend, onnx)}
+              "prediction": prediction_settings(use_mirroring, tta_axes, precision, torch_device, backend, onnx,
+                                                cpu_optimise)}
     if save_probabilities and not nifti:
         raise PredictionError("--save_probabilities needs the NIfTI segmentation beside the probabilities: drop "
                               "--no-nifti")
@@ -381,6 +389,7 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
         from pu_nnunet.inference.onnx_backend import use_onnxruntime
 
         use_onnxruntime(predictor, model, onnx, threads=min(default_num_processes, torch.get_num_threads()))
+    use_cpu_optimisation(predictor, cpu_optimise)
     loading_seconds = time.perf_counter() - loading_started
     plans_manager, configuration = predictor.plans_manager, predictor.configuration_manager
     check_precision(precision, torch_device, is_2d=len(configuration.patch_size) == 2)
@@ -404,7 +413,8 @@ def predict(input_path: str | Path, output_dir: str | Path, model_dir: str | Pat
     log(f"{len(to_predict)} case(s)" + (f" ({len(run.skipped)} already complete, kept)" if run.skipped else "")
         + f", model {model.path.name} (folds {', '.join(map(str, model.folds))}), "
         f"device {torch_device}" + (", onnxruntime" if backend == "onnxruntime" else "")
-        + f", precision {precision}, mirroring "
+        + f", precision {precision}" + (f", --cpu-optimise {cpu_optimise}" if cpu_optimise != "none" else "")
+        + ", mirroring "
         + (f"along axes {list(mirror_axes)}" if run.mirroring else "off")
         + (f", {batched.describe_batch_size()}" if batched else ""))
 
