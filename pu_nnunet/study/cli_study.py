@@ -348,14 +348,24 @@ def _run(args: argparse.Namespace) -> int:
     from pu_nnunet.study.report.study_report import REPORT_FILE, SUMMARY_HEADER, summary_rows
     from pu_nnunet.study.execution.runner import run_study
     from pu_nnunet.study.execution.steps import Interrupted
+    from pu_nnunet.study.spec import STUDY_FILE
     from pu_nnunet.evaluation.report.markdown import table
+    from pu_nnunet.user_errors import UserInputError
 
     configure_logging("pu-nnunet study")
-    study, executor_settings = resolve_study(args)
-    executor = make_executor(args, executor_settings)
+    # the executor first: a bad --devices (or [executor] table) is refused before study.json is written
+    executor = make_executor(args, _study_values(args)[1])
+    study_dir = Path(args.study_dir)
+    before = {p.name for p in study_dir.iterdir()} if study_dir.is_dir() else None
+    new_study = not (study_dir / STUDY_FILE).exists()
+    study, _ = resolve_study(args)
     _sweep(study.study_dir)
     try:
         outcome = run_study(study, executor, report=not args.no_report)
+    except UserInputError:
+        if new_study:
+            _forget_unstarted_study(study_dir, before)
+        raise
     except Interrupted as signal_name:
         print(f"pu-nnunet study: interrupted ({signal_name}); resume with `pu-nnunet study run -o {study.study_dir}`",
               file=sys.stderr)
@@ -368,6 +378,19 @@ def _run(args: argparse.Namespace) -> int:
               f"see `pu-nnunet study status {study.study_dir}`; re-running retries them", file=sys.stderr)
         return 1
     return 0
+
+
+def _forget_unstarted_study(study_dir: Path, before: set[str] | None) -> None:
+    """Removes the study.json this run wrote (and the folder, if this run made it) when the study
+    was refused before anything else was written (an unknown dataset, missing plans): bad input
+    leaves no half-made study behind, and the corrected command starts afresh instead of
+    contradicting it. ``before``: the folder's entries before the run, None if it did not exist."""
+    from pu_nnunet.study.spec import STUDY_FILE
+
+    if {p.name for p in study_dir.iterdir()} - (before or set()) == {STUDY_FILE}:
+        (study_dir / STUDY_FILE).unlink()
+        if before is None:
+            study_dir.rmdir()
 
 
 def run(args: argparse.Namespace) -> int:

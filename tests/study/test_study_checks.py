@@ -161,3 +161,21 @@ def test_a_job_sees_gpu_n_of_those_the_study_sees(tmp_path, monkeypatch):
     study = _study(tmp_path, trainers=["nnUNetTrainerPURe_tiny"])
     LocalExecutor(["cuda:1"], echo=True)._start(study, Job("nnUNetTrainerPURe_tiny", 0, 0), "cuda:1")
     assert started["env"]["CUDA_VISIBLE_DEVICES"] == "7" and started["command"][-1] == "cuda"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--devices", "cuda:7"], "--devices 'cuda:7'"),  # refused before study.json is written
+    (["--devices", "cpu"], "found no folder named Dataset990_"),  # refused by the run: its study.json removed
+])
+def test_a_refused_new_study_leaves_nothing_behind(tmp_path, monkeypatch, capsys, extra, message):
+    from pu_nnunet.cli import main
+
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "empty_raw"))
+    (tmp_path / "empty_raw").mkdir()
+    (tmp_path / "users_folder").mkdir()
+    (tmp_path / "users_folder" / "notes.txt").write_text("mine")
+    for out in (tmp_path / "new_study", tmp_path / "users_folder"):
+        assert main(["study", "run", "-d", "990", "--trainers", "nnUNetTrainerPURe_tiny", "-o", str(out), *extra]) == 1
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "new_study").exists()
+    assert [p.name for p in (tmp_path / "users_folder").iterdir()] == ["notes.txt"]
