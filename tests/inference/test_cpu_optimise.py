@@ -27,19 +27,9 @@ FLOAT32_TOLERANCE = dict(rtol=1e-4, atol=1e-5)
 FP16_TOLERANCE = 1e-2
 
 
-def small_pure_network(plain_plans: dict, configuration: str) -> torch.nn.Module:
+def small_pure_network(small_plans, configuration: str) -> torch.nn.Module:
     """PURe's network for 3 small stages (2d: 32x32 patch; 3d: 8x16x16, anisotropic as CT's 3d_fullres)."""
-    plans = copy.deepcopy(plain_plans)
-    config = plans["configurations"].pop("2d")
-    arch = config["architecture"]["arch_kwargs"]
-    arch.update(n_stages=3, features_per_stage=[4, 8, 8], n_conv_per_stage=[2] * 3, n_conv_per_stage_decoder=[1] * 2,
-                kernel_sizes=[[3, 3]] * 3, strides=[[1, 1]] + [[2, 2]] * 2)
-    config.update(patch_size=[32, 32])
-    if configuration == "3d_fullres":
-        arch.update(conv_op="torch.nn.modules.conv.Conv3d", norm_op="torch.nn.modules.instancenorm.InstanceNorm3d",
-                    kernel_sizes=[[1, 3, 3]] + [[3, 3, 3]] * 2, strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]])
-        config.update(data_identifier="nnUNetPlans_3d_fullres", patch_size=[8, 16, 16], spacing=[3.0, 0.8, 0.8])
-    plans["configurations"][configuration] = config
+    plans = small_plans(configuration)
     manager = PlansManager(plans)
     torch.manual_seed(0)
     network = nnUNetTrainerPURe.build_network_architecture(manager, manager.get_configuration(configuration), 1,
@@ -56,18 +46,15 @@ def perturbed(state: dict, seed: int) -> dict:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Tiny networks run fastest on one thread (tests/conftest.py)."""
 
 
 @pytest.mark.parametrize("configuration, patch", [("2d", (32, 32)), ("3d_fullres", (8, 16, 16))])
 @pytest.mark.parametrize("option", ["channels-last", "freeze"])
-def test_optimised_forward_equals_eager_for_each_fold_and_batch_size(plain_plans, configuration, patch, option,
+def test_optimised_forward_equals_eager_for_each_fold_and_batch_size(small_plans, configuration, patch, option,
                                                                     recwarn):
-    eager = small_pure_network(plain_plans, configuration)
+    eager = small_pure_network(small_plans, configuration)
     folds = [{k: v.clone() for k, v in eager.state_dict().items()}, perturbed(eager.state_dict(), 1)]
     optimised = CpuOptimisedNetwork(copy.deepcopy(eager), option)
     # the batch traced first, then larger and smaller ones (the tuner's sizes, a volume's last partial batch)
@@ -88,8 +75,8 @@ def test_optimised_forward_equals_eager_for_each_fold_and_batch_size(plain_plans
     assert not [w for w in recwarn if issubclass(w.category, (FutureWarning, torch.jit.TracerWarning))]
 
 
-def test_freezing_that_fails_falls_back_to_eager_and_says_why(plain_plans, monkeypatch, caplog):
-    eager = small_pure_network(plain_plans, "2d")
+def test_freezing_that_fails_falls_back_to_eager_and_says_why(small_plans, monkeypatch, caplog):
+    eager = small_pure_network(small_plans, "2d")
     optimised = CpuOptimisedNetwork(copy.deepcopy(eager), "freeze")
 
     def no_tracing(*args, **kwargs):
@@ -106,18 +93,18 @@ def test_freezing_that_fails_falls_back_to_eager_and_says_why(plain_plans, monke
         "--cpu-optimise freeze not applied, running the eager network: RuntimeError: tracer cannot follow this network"]
 
 
-def test_a_fault_of_the_input_is_raised_not_hidden_by_the_fallback(plain_plans):
-    optimised = CpuOptimisedNetwork(small_pure_network(plain_plans, "2d"), "freeze")
+def test_a_fault_of_the_input_is_raised_not_hidden_by_the_fallback(small_plans):
+    optimised = CpuOptimisedNetwork(small_pure_network(small_plans, "2d"), "freeze")
     with torch.inference_mode(), pytest.raises(RuntimeError):
         optimised(torch.randn(2, 3, 32, 32))  # 3 channels for a 1-channel network: eager fails too
     assert optimised.fallback_reason is None
 
 
-def test_compile_without_a_cpp_compiler_falls_back_to_eager(plain_plans, monkeypatch, caplog):
+def test_compile_without_a_cpp_compiler_falls_back_to_eager(small_plans, monkeypatch, caplog):
     import torch._inductor.config as inductor_config
 
     monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "no-such-compiler-pu-nnunet"))
-    eager = small_pure_network(plain_plans, "2d")
+    eager = small_pure_network(small_plans, "2d")
     with caplog.at_level(logging.WARNING, logger=cpu_optimise.__name__):
         optimised = CpuOptimisedNetwork(copy.deepcopy(eager), "compile")
     assert optimised.fallback_reason == ("no C++ compiler for torch.compile's CPU kernels (looked for "
@@ -128,13 +115,13 @@ def test_compile_without_a_cpp_compiler_falls_back_to_eager(plain_plans, monkeyp
         assert torch.equal(optimised(x), eager(x))
 
 
-def test_compile_that_fails_falls_back_to_eager(plain_plans, monkeypatch):
+def test_compile_that_fails_falls_back_to_eager(small_plans, monkeypatch):
     def failing_compile(model, **kwargs):
         def forward(x):
             raise RuntimeError("BackendCompilerFailed: inductor could not build")
         return forward
     monkeypatch.setattr(torch, "compile", failing_compile)
-    eager = small_pure_network(plain_plans, "2d")
+    eager = small_pure_network(small_plans, "2d")
     optimised = CpuOptimisedNetwork(copy.deepcopy(eager), "compile")
     x = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
@@ -144,10 +131,10 @@ def test_compile_that_fails_falls_back_to_eager(plain_plans, monkeypatch):
 
 @pytest.mark.slow  # a real inductor compile: tens of seconds on 2 busy cores
 @pytest.mark.parametrize("folds", [1, 2])  # 1: inductor's freezing; 2: weights as graph inputs
-def test_compiled_forward_equals_eager(plain_plans, tmp_path, monkeypatch, folds):
+def test_compiled_forward_equals_eager(small_plans, tmp_path, monkeypatch, folds):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     torch._dynamo.reset()
-    eager = small_pure_network(plain_plans, "2d")
+    eager = small_pure_network(small_plans, "2d")
     folds = [{k: v.clone() for k, v in eager.state_dict().items()}, perturbed(eager.state_dict(), 1)][:folds]
     optimised = CpuOptimisedNetwork(copy.deepcopy(eager), "compile", folds=len(folds))
     x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -161,9 +148,9 @@ def test_compiled_forward_equals_eager(plain_plans, tmp_path, monkeypatch, folds
     assert optimised.fallback_reason is None
 
 
-def test_sliding_window_with_a_frozen_network_agrees_with_eager(plain_plans):
+def test_sliding_window_with_a_frozen_network_agrees_with_eager(small_plans, plain_plans):
     """Through the predictor: two folds (weights switched by load_state_dict), mirroring TTA."""
-    eager = small_pure_network(plain_plans, "2d")
+    eager = small_pure_network(small_plans, "2d")
     parameters = [{k: v.clone() for k, v in eager.state_dict().items()}, perturbed(eager.state_dict(), 1)]
     plans = copy.deepcopy(plain_plans)
     plans["configurations"]["2d"]["patch_size"] = [32, 32]
@@ -250,10 +237,10 @@ def _predict_frozen_and_eager(trained: dict, tmp_path, capsys) -> None:
     assert "cpu_optimise freeze there, None now" in capsys.readouterr().err
 
 
-def test_an_optimised_form_that_disagrees_with_eager_is_dropped(plain_plans, monkeypatch, caplog):
+def test_an_optimised_form_that_disagrees_with_eager_is_dropped(small_plans, monkeypatch, caplog):
     """Stale weights (another fold's constants) or a miscompile: caught on the first batch of each
     fold and shape, the eager network's logits used."""
-    eager = small_pure_network(plain_plans, "2d")
+    eager = small_pure_network(small_plans, "2d")
     monkeypatch.setattr(torch, "compile", lambda model, **kwargs: lambda x: model(x) + 0.5)
     optimised = CpuOptimisedNetwork(copy.deepcopy(eager), "compile")
     x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -264,8 +251,8 @@ def test_an_optimised_form_that_disagrees_with_eager_is_dropped(plain_plans, mon
     assert caplog.text.count("not applied") == 1
 
 
-def test_inductor_freezes_the_weights_only_with_one_fold(plain_plans):
-    network = small_pure_network(plain_plans, "2d")
+def test_inductor_freezes_the_weights_only_with_one_fold(small_plans):
+    network = small_pure_network(small_plans, "2d")
     assert CpuOptimisedNetwork(network, "compile").freezing
     assert not CpuOptimisedNetwork(network, "compile", folds=2).freezing
     assert not CpuOptimisedNetwork(network, "freeze").freezing

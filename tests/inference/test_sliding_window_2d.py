@@ -42,12 +42,8 @@ def make_predictor(trainer_class, plans: dict, use_mirroring: bool, folds: int) 
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread, above all on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Tiny networks run fastest on one thread, above all on a shared, busy CPU (tests/conftest.py)."""
 
 
 @pytest.fixture
