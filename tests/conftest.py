@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -293,7 +294,11 @@ LONGEST_MODULES_FIRST = (
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     rank = {module: index for index, module in enumerate(LONGEST_MODULES_FIRST)}
-    # a stable sort: the other modules keep pytest's order, after the longest
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+    module_of = lambda item: item.nodeid.split("::")[0]  # noqa: E731
+    size = Counter(module_of(item) for item in items)
+    # after the longest, the modules with the most tests first (xdist's own order, which
+    # --no-loadscope-reorder turns off; the quick lane, where the long ones are deselected, needs it);
+    # a stable sort keeps each module's tests in pytest's order
+    items.sort(key=lambda item: (rank.get(module_of(item), len(rank)), -size[module_of(item)], module_of(item)))
     for item in items:
         item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
