@@ -203,7 +203,8 @@ def _build_tiny_model(root: Path) -> dict:
     dataset = generate_synthetic_ct(root / "raw", TINY_DATASET_ID, num_cases=8, num_test=2, shape=(16, 48, 48),
                                     num_organs=2, seed=0)
     env = nnunet_env(root)
-    run(["nnUNetv2_plan_and_preprocess", "-d", str(TINY_DATASET_ID), "-c", "2d", "-np", "1",
+    # -npfp 1: nnU-Net's integrity check and fingerprint otherwise start 8 processes each
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(TINY_DATASET_ID), "-c", "2d", "-np", "1", "-npfp", "1",
          "--verify_dataset_integrity"], env)
     train_env = nnunet_env(root, nnUNet_n_proc_DA="0")
     first_run = train_until_epoch_1_starts(train_env)
@@ -243,7 +244,8 @@ def _build_tiny_model_3d(root: Path) -> dict:
                                     num_organs=2, seed=0)
     env = nnunet_env(root)
     # the 2d fixture runs nnU-Net's dataset integrity check on the same generator's output
-    run(["nnUNetv2_plan_and_preprocess", "-d", str(TINY_3D_DATASET_ID), "-c", TINY_3D_CONFIGURATION, "-np", "1"], env)
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(TINY_3D_DATASET_ID), "-c", TINY_3D_CONFIGURATION, "-np", "1",
+         "-npfp", "1"], env)
     # the demo's narrower features (16..256 instead of 32..320): a 3d network costs 3x less per iteration
     write_cpu_plans(root / "preprocessed" / dataset.name, TINY_3D_CONFIGURATION)
     training = run(["nnUNetv2_train", str(TINY_3D_DATASET_ID), TINY_3D_CONFIGURATION, "0", "-tr", TINY_TRAINER,

@@ -146,8 +146,11 @@ def plan_and_preprocess(study: Study, env: dict, logs: Path) -> None:
             command = ["nnUNetv2_preprocess", "-d", str(study.dataset_id), "-plans_name", source,
                        "-c", study.configuration, "-np", env["nnUNet_def_n_proc"]]
         elif source in PLANNERS:
+            # -npfp: the integrity check and the fingerprint otherwise start 8 processes each (nnU-Net's
+            # default), every one importing torch: on a 2-core machine about a minute of CPU for nothing
             command = ["nnUNetv2_plan_and_preprocess", "-d", str(study.dataset_id), "-c", study.configuration,
-                       "-pl", PLANNERS[source], "-np", env["nnUNet_def_n_proc"], "--verify_dataset_integrity"]
+                       "-pl", PLANNERS[source], "-np", env["nnUNet_def_n_proc"], "-npfp", env["nnUNet_def_n_proc"],
+                       "--verify_dataset_integrity"]
         else:
             raise StudyError(f"plans {source!r} not found ({_plans_file(study, source)}); plan them with "
                              "nnUNetv2_plan_and_preprocess first, or use one of "

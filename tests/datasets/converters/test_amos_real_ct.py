@@ -76,7 +76,7 @@ def test_real_ct_converts_plans_and_preprocesses(real_ct, totalsegmentator, tmp_
     env = dict(os.environ, nnUNet_raw=str(raw), nnUNet_preprocessed=str(preprocessed),
                nnUNet_results=str(tmp_path / "results"), nnUNet_def_n_proc="1")
     result = subprocess.run([str(Path(sys.executable).parent / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID),
-                             "-c", "3d_fullres", "-np", "1"], env=env,
+                             "-c", "3d_fullres", "-np", "1", "-npfp", "1"], env=env,
                             capture_output=True, text=True, encoding="utf-8", timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     folder = preprocessed / summary.dataset_folder.name
