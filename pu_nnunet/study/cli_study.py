@@ -387,7 +387,7 @@ def _forget_unstarted_study(study_dir: Path, before: set[str] | None) -> None:
     contradicting it. ``before``: the folder's entries before the run, None if it did not exist."""
     from pu_nnunet.study.spec import STUDY_FILE
 
-    if {p.name for p in study_dir.iterdir()} - (before or set()) == {STUDY_FILE}:
+    if study_dir.is_dir() and {p.name for p in study_dir.iterdir()} - (before or set()) == {STUDY_FILE}:
         (study_dir / STUDY_FILE).unlink()
         if before is None:
             study_dir.rmdir()
