@@ -19,7 +19,7 @@ import numpy as np
 from pu_nnunet.evaluation.case_io import (CasePair, DatasetInfo, describe_dataset, pair_cases,
                                           predictions_under_other_endings, read_case, read_meta)
 from pu_nnunet.evaluation.run_records import evaluation_record, reference_set
-from pu_nnunet.evaluation.metrics.boundary import BoundarySettings, boundary_device, case_boundary
+from pu_nnunet.evaluation.metrics.boundary import BoundarySettings, case_boundary
 from pu_nnunet.evaluation.metrics.confusion import LabelConfusion, counting_device, label_confusion
 from pu_nnunet.evaluation.errors import EvaluationError
 from pu_nnunet.evaluation.output_folder import check_output_dir, replaced_outputs
@@ -56,7 +56,6 @@ class BoundaryJob:
     classes: dict[str, tuple[int, ...]] | None
     settings: BoundarySettings
     ignore_label: int | None
-    device: str
 
 
 def _count(pair: CasePair, device: str, boundary: BoundaryJob | None = None) -> CaseCounts:
@@ -67,7 +66,7 @@ def _count(pair: CasePair, device: str, boundary: BoundaryJob | None = None) -> 
         classes = boundary.classes or label_classes(sorted(confusion.present_labels() - {0, boundary.ignore_label}))
         classes = {**classes, FOREGROUND: foreground_values(classes)}
         scores = case_boundary(pred, pair.ref, classes, pair.spacing, pair.is_2d, boundary.settings,
-                               boundary.ignore_label, boundary.device)
+                               boundary.ignore_label)
     return CaseCounts(pair.case, confusion, pair.spacing, pair.is_2d, missing_prediction=pair.pred is None,
                       reference_sha256=pair.reference_sha256, boundary=scores)
 
@@ -244,8 +243,7 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
     planned = _planned_classes(labels, info)
     if planned is not None:
         _check_tolerance_keys(nsd_tolerance, list(planned))
-    boundary_job = BoundaryJob(planned, nsd_tolerance, info.ignore_label,
-                               boundary_device(used_device)) if boundary else None
+    boundary_job = BoundaryJob(planned, nsd_tolerance, info.ignore_label) if boundary else None
 
     jobs = [(case, None if case in missing else pred_dir, ref_dir, info) for case in cases]
     counted = list(_count_all(jobs, used_device, num_processes, boundary_job))
@@ -280,7 +278,6 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | P
             "boundary": boundary,
             "nsd_tolerance": {key: nsd_tolerance.tolerance(key) for key in label_keys} if boundary else None,
             "distance_unit": "pixels" if records[0]["volume_unit"] == "pixels" else "mm",
-            "boundary_device": boundary_job.device if boundary_job else None,
             "ignore_label": info.ignore_label,
             "meta": str(meta) if meta is not None and not isinstance(meta, dict) else None,
             "split_file": str(Path(split_file).resolve()) if split_file is not None else None,

@@ -106,8 +106,9 @@ def boundary_lines(results: dict[str, Any]) -> list[str]:
     unit = results["settings"].get("distance_unit", "mm")
     return [f"NSD: normalised surface distance (Metrics Reloaded's boundary metric), the share of both surfaces "
             f"within the label's tolerance of the other; HD{HD_PERCENTILE:g}: the larger of the two directed "
-            f"{HD_PERCENTILE:g}th percentiles of the surface distances. Computed with MONAI "
-            f"(compute_surface_dice, compute_hausdorff_distance), distances in {unit} (3D: the image spacing; "
+            f"{HD_PERCENTILE:g}th percentiles of the surface distances. Computed by MONAI's "
+            f"definitions (compute_surface_dice, compute_hausdorff_distance; edge voxels, exact Euclidean "
+            f"distances between voxel centres), distances in {unit} (3D: the image spacing; "
             "2D images: pixels). Empty conventions: reference and prediction empty: NSD and HD95 undefined (as "
             "Dice); one of them empty: NSD 0, HD95 undefined. NSD mean over the cases whose reference has the "
             "label (a missing or empty prediction counts 0); HD95 over the cases where both reference and "

@@ -1,11 +1,11 @@
-"""NSD and HD95 (MONAI) against values computed by hand on shapes where they are known exactly.
+"""NSD and HD95 against values computed by hand on shapes where they are known exactly.
 
 Two 4x4x4 cubes k voxels apart along one axis (k >= 4, so they do not touch): every surface
 (edge) voxel of one cube is nearest to the facing side of the other, so the directed surface
 distances of either cube are, per layer across the shift axis, 16 voxels (the face towards the
 other cube) at (k-3), 12 (a ring) at (k-2), 12 at (k-1) and 16 (the far face) at k voxel steps,
-times the spacing along that axis. Of 56 distances per direction the 95th percentile (torch.quantile,
-linear) falls among the 16 largest: HD95 = k * spacing. NSD at tolerance t counts the distances
+times the spacing along that axis. Of 56 distances per direction the 95th percentile (linear, as
+torch.quantile) falls among the 16 largest: HD95 = k * spacing. NSD at tolerance t counts the distances
 <= t: t = (k-2) * spacing gives (16 + 12) / 56 = 1/2.
 """
 
