@@ -33,6 +33,7 @@ class Converter:
     description: str              # its help line: the dataset and the folder it expects
     load: Callable[[], Callable]  # returns the conversion function (imported on use)
     options: tuple[Option, ...] = field(default=())
+    paired_spec: PairedFolderSpec | None = None  # the layout of a paired-folder converter (its contract test reads it)
 
 
 def _function(module: str, name: str) -> Callable[[], Callable]:
@@ -51,7 +52,7 @@ def paired_folder_converter(key: str, spec: PairedFolderSpec) -> Converter:
 
     return Converter(key, spec.default_name,
                      f"{spec.title} (folder with {spec.images_folder}/ and {spec.masks_folder}/)",
-                     lambda: partial(convert_paired_folders, spec), (SEED, FIVE_FOLD))
+                     lambda: partial(convert_paired_folders, spec), (SEED, FIVE_FOLD), spec)
 
 
 def _busi_options() -> tuple[Option, ...]:
