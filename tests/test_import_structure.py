@@ -106,14 +106,25 @@ def test_the_graph_sees_the_package():
 def test_robustness_is_called_by_the_study_steps_never_calls_them():
     """Issue 28: the study's steps call the robustness library (its sweep takes the evaluation as
     a callable and predicts through pu_nnunet.inference); robustness never imports how a study
-    runs its jobs (pu_nnunet.study.execution: steps, runner, worker)."""
-    execution = ("pu_nnunet.study.execution",)
+    runs its jobs (pu_nnunet.study.execution: steps, runner, worker) nor how it reports them (its
+    statistics and formatting come from pu_nnunet.evaluation, as the study report's do)."""
+    execution = ("pu_nnunet.study.execution", "pu_nnunet.study.report")
     graph = import_graph()
     robustness = [name for name in graph if name.startswith("pu_nnunet.robustness")]
     assert "pu_nnunet.robustness.study_sweep" in robustness
     wrong = sorted(f"{a} -> {b}" for a in robustness for b in graph[a]
                    if any(b == module or b.startswith(module + ".") for module in execution))
-    assert not wrong, "robustness importing the study's execution:\n" + "\n".join(wrong)
+    assert not wrong, "robustness importing the study's execution or report:\n" + "\n".join(wrong)
+
+
+def test_the_study_report_reads_the_model_never_the_execution():
+    """report/ reads what execution/ wrote through the study model (which cases score a run:
+    Study.held_out_cases), so how jobs run can change without the report noticing, and back."""
+    graph = import_graph()
+    report = [name for name in graph if name.startswith("pu_nnunet.study.report.")]
+    assert "pu_nnunet.study.report.operating_points_section" in report
+    wrong = sorted(f"{a} -> {b}" for a in report for b in graph[a] if b.startswith("pu_nnunet.study.execution"))
+    assert not wrong, "study report modules importing execution:\n" + "\n".join(wrong)
 
 
 def test_the_demo_uses_only_the_study_public_api():

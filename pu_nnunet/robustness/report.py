@@ -32,7 +32,7 @@ def summarize(models: Sequence[ModelRun], conditions: Sequence[Condition], metri
 def report_markdown(summary: dict[str, Any], settings: dict[str, Any], provenance_lines: list[str]) -> str:
     names = summary["trainers"]
     lines = ["# Robustness under image corruptions", "",
-             f"Models: " + "; ".join(f"{name} ({len(summary['runs'][name])} run(s))" for name in names)
+             "Models: " + "; ".join(f"{name} ({len(summary['runs'][name])} run(s))" for name in names)
              + f". Held-out images: `{settings['images']}`; seed {settings['seed']}; mirroring "
              f"{'on' if settings['mirroring'] else 'off'}; intensity model `{settings['intensity_model']}`.", "",
              "## Per trainer", "", *per_trainer_lines(summary)]

@@ -29,12 +29,10 @@ from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND
 from pu_nnunet.evaluation.metrics.flag_rates import PAIRED_FLAG_HEADER, flag_rate, paired_flag_cells, rate_text
 from pu_nnunet.evaluation.metrics.paired_stats import CONFIDENCE_LEVEL
 from pu_nnunet.evaluation.metrics.run_stats import (DEFAULT_EQUIVALENCE_MARGIN, DEFAULT_MID, MIN_RUNS_FOR_INTERVAL,
-                                                    RUN_CONFIDENCE, add_family_results, run_level_difference)
-from pu_nnunet.evaluation.report.markdown import number, p_value, table
+                                                    RUN_CONFIDENCE, add_family_results, run_level_difference,
+                                                    spread)
+from pu_nnunet.evaluation.report.markdown import interval, mean_sd, number, p_value, sign_flip, signed, table
 from pu_nnunet.robustness.sweep import CLEAN, Condition
-from pu_nnunet.study.report.protocol_section import mean_sd
-from pu_nnunet.study.report.run_level import interval, sign_flip, signed
-from pu_nnunet.study.report.run_pooling import spread
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,9 @@ DEFAULT_FOLDS = (0,)
 # the fields that define a study; anything else (devices, executor) may change between runs
 IDENTITY_FIELDS = ("dataset_id", "configuration", "plans", "trainers", "baseline", "folds", "repeats", "held_out",
                    "synthetic")
-HELD_OUT_CHOICES = ("auto", "test", "validation")
+# the held-out cases a run is scored on: imagesTs (with labelsTs), or the fold's validation cases
+HELD_OUT_TEST, HELD_OUT_VALIDATION = "test", "validation"
+HELD_OUT_CHOICES = ("auto", HELD_OUT_TEST, HELD_OUT_VALIDATION)
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
 
@@ -96,6 +98,18 @@ class Study:
 
     def preprocessed_dataset(self) -> Path:
         return Path(self.paths["nnUNet_preprocessed"]) / self.dataset_folder_name()
+
+    def held_out_cases(self, fold: int, held_out: str) -> tuple[Path, Path, Optional[list[str]]]:
+        """The images, references and case ids (None: every case) that score a run of ``fold``:
+        imagesTs/labelsTs for ``test``, else the fold's validation cases of imagesTr/labelsTr (from
+        the split nnU-Net trained with)."""
+        from pu_nnunet.datasets.shared.splits import SPLITS_FILE_NAME
+        from pu_nnunet.evaluation.evaluate import cases_of_fold
+
+        raw = self.raw_dataset()
+        if held_out == HELD_OUT_TEST:
+            return raw / "imagesTs", raw / "labelsTs", None
+        return raw / "imagesTr", raw / "labelsTr", cases_of_fold(self.preprocessed_dataset() / SPLITS_FILE_NAME, fold)
 
     def dataset_json(self) -> dict[str, Any]:
         """The raw dataset's dataset.json (a user file: read strictly, a problem names it)."""

@@ -106,9 +106,7 @@ def test_a_validation_mode_job_sweeps_its_fold_validation_cases_only(tmp_path):
     """--held-out validation: the job's sweep reads the fold's validation cases of imagesTr, copied
     (clean) or corrupted into its scratch folder; imagesTr itself is only read."""
     from pu_nnunet.robustness.sweep import CLEAN, Condition, condition_inputs
-    from pu_nnunet.study.jobs import Job
     from pu_nnunet.study.spec import Study
-    from pu_nnunet.study.execution.steps import held_out_cases
 
     raw = tmp_path / "raw" / "Dataset302_KvasirSEG"
     for case in ("c1", "c2", "c3"):
@@ -122,7 +120,7 @@ def test_a_validation_mode_job_sweeps_its_fold_validation_cases_only(tmp_path):
                                                        "nnUNet_raw": str(tmp_path / "raw"),
                                                        "nnUNet_preprocessed": str(tmp_path / "pre"),
                                                        "nnUNet_results": str(tmp_path / "res")})
-    images, labels, cases = held_out_cases(study, Job("nnUNetTrainerPURe", 1, 0), "validation")
+    images, labels, cases = study.held_out_cases(1, "validation")  # fold 1
     assert (images, labels, cases) == (raw / "imagesTr", raw / "labelsTr", ["c1"])
     before = {p.name: p.read_bytes() for p in images.iterdir()}
     scratch = tmp_path / "scratch"

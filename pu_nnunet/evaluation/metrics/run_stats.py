@@ -75,6 +75,15 @@ def _finite(value: Optional[float]) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
+def spread(values: Sequence[Optional[float]]) -> dict[str, Any]:
+    """A value's spread over runs: n, mean, sd (None below two values), min and max of those not None."""
+    kept = np.asarray([v for v in values if v is not None], dtype=float)
+    if len(kept) == 0:
+        return {"n": 0, "mean": None, "sd": None, "min": None, "max": None}
+    return {"n": int(len(kept)), "mean": float(kept.mean()), "sd": float(kept.std(ddof=1)) if len(kept) > 1 else None,
+            "min": float(kept.min()), "max": float(kept.max())}
+
+
 def holm(p_values: Sequence[Optional[float]]) -> list[Optional[float]]:
     """Holm's step-down adjusted p-values; None and NaN stay None and are not in the family."""
     indexed = sorted((float(p), i) for i, p in enumerate(p_values) if _finite(p))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 # Digits shown for Dice/IoU and rates in reports (metrics.json keeps full precision).
 SCORE_DIGITS = 4
@@ -40,6 +40,30 @@ def p_value(value: float | None) -> str:
     if value is None or math.isnan(value):
         return NOT_AVAILABLE
     return f"{value:.2e}" if value < 1e-3 else f"{value:.4f}"
+
+
+def signed(value: float | None) -> str:
+    """A difference with its sign: '+0.0123'."""
+    return number(value) if value is None else f"{value:+.{SCORE_DIGITS}f}"
+
+
+def interval(low: float | None, high: float | None) -> str:
+    """A confidence interval of a difference: '[-0.0100, +0.0300]'."""
+    return NOT_AVAILABLE if low is None or high is None else f"[{signed(low)}, {signed(high)}]"
+
+
+def sign_flip(entry: Mapping[str, Any]) -> str:
+    """The sign-flip p of a run-level entry with its method: exact, or Monte-Carlo ± its standard error."""
+    if entry.get("sign_flip_p") is None:
+        return NOT_AVAILABLE
+    if entry.get("sign_flip_method") == "monte-carlo":
+        return f"{p_value(entry['sign_flip_p'])} ± {number(entry['sign_flip_mc_se'])} (MC)"
+    return p_value(entry["sign_flip_p"])
+
+
+def mean_sd(spread: Mapping[str, Any]) -> str:
+    """A value's spread over runs (:func:`~pu_nnunet.evaluation.metrics.run_stats.spread`) as mean ± sd."""
+    return mean_std(spread.get("mean"), spread.get("sd"))
 
 
 def _reads_as_number(text: str) -> bool:

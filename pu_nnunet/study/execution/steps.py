@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from pu_nnunet.datasets.shared.splits import SPLITS_FILE_NAME
 from pu_nnunet.nnunet_validation import validation_problem
 from pu_nnunet.provenance import MODEL_RECORD_FILE, model_record
 from pu_nnunet.study.cpu_plans import CPU_PLANS, SOURCE_PLANS, write_cpu_plans
@@ -30,16 +31,14 @@ from pu_nnunet.study.execution.nnunet_commands import StoppedOnSignal, nnunet_en
 from pu_nnunet.study.jobs import (EVALUATION_DIR, INTERRUPTED_ERROR, PREDICT_LOG, PREDICTIONS_DIR, QUEUED, TRAIN_LOG,
                                   Job, count, epoch_reached, finished_metrics, mark_finished, mark_started,
                                   read_state, relative_to_study, run_folder)
-from pu_nnunet.study.spec import LOGS_DIR, Study, load_study
+from pu_nnunet.study.spec import HELD_OUT_TEST, HELD_OUT_VALIDATION, LOGS_DIR, Study, load_study
 from pu_nnunet.user_files import read_splits, read_user_json
 
 log = logging.getLogger("pu_nnunet.study")
 
-SPLITS_FILE = "splits_final.json"
 # planners of nnU-Net's plans presets (nnUNetv2_plan_and_preprocess -pl)
 PLANNERS = {"nnUNetPlans": "ExperimentPlanner", "nnUNetResEncUNetMPlans": "nnUNetPlannerResEncM",
             "nnUNetResEncUNetLPlans": "nnUNetPlannerResEncL", "nnUNetResEncUNetXLPlans": "nnUNetPlannerResEncXL"}
-HELD_OUT_TEST, HELD_OUT_VALIDATION = "test", "validation"
 
 
 class Interrupted(Exception):
@@ -110,7 +109,7 @@ def prepare_dataset(study: Study) -> str:
         log.info("synthetic CT dataset: reusing %s", raw)
     if not (raw / "dataset.json").is_file():
         raise StudyError(f"{raw / 'dataset.json'} not found: convert the dataset first (pu-nnunet convert)")
-    for split in (study.preprocessed_dataset() / SPLITS_FILE, raw / SPLITS_FILE):
+    for split in (study.preprocessed_dataset() / SPLITS_FILE_NAME, raw / SPLITS_FILE_NAME):
         if split.is_file():  # the folds against the split already there, before preprocessing
             check_folds(study, split)
             break
@@ -166,13 +165,13 @@ def plan_and_preprocess(study: Study, env: dict, logs: Path) -> None:
 def install_split(study: Study) -> None:
     """The converter's split when the raw dataset has one, else nnU-Net's own 5-fold split,
     written now; then every fold of the study must exist in it."""
-    target = study.preprocessed_dataset() / SPLITS_FILE
+    target = study.preprocessed_dataset() / SPLITS_FILE_NAME
     if not target.is_file():
-        if (study.raw_dataset() / SPLITS_FILE).is_file():
+        if (study.raw_dataset() / SPLITS_FILE_NAME).is_file():
             from pu_nnunet.datasets.shared.splits import install_splits
 
             install_splits(study.dataset_id, study.paths["nnUNet_raw"], study.paths["nnUNet_preprocessed"])
-            log.info("installed the dataset's %s", SPLITS_FILE)
+            log.info("installed the dataset's %s", SPLITS_FILE_NAME)
         else:
             _write_nnunet_split(study, target)
     check_folds(study, target)
@@ -272,22 +271,12 @@ def predict_test_cases(study: Study, job: Job, device: str, env: dict, out: Path
     return time.perf_counter() - start
 
 
-def held_out_cases(study: Study, job: Job, held_out: str) -> tuple[Path, Path, Optional[list[str]]]:
-    """The images, references and case ids (None: every case) that score a job."""
-    from pu_nnunet.evaluation.evaluate import cases_of_fold
-
-    raw = study.raw_dataset()
-    if held_out == HELD_OUT_TEST:
-        return raw / "imagesTs", raw / "labelsTs", None
-    return raw / "imagesTr", raw / "labelsTr", cases_of_fold(study.preprocessed_dataset() / SPLITS_FILE, job.fold)
-
-
 def evaluate_job(study: Study, job: Job, device: str, held_out: str, predictions: Path, out: Path,
                  plots: bool = True) -> dict:
     from pu_nnunet.evaluation import evaluate_folders
 
     raw = study.raw_dataset()
-    images, reference, cases = held_out_cases(study, job, held_out)
+    images, reference, cases = study.held_out_cases(job.fold, held_out)
     meta = raw / "cases.json"  # per-class results (BUSI's normal images) where the converter wrote it
     return evaluate_folders(predictions, reference, out, device="cuda" if device.startswith("cuda") else "cpu",
                             images=images, dataset_json=raw / "dataset.json", overwrite=True, cases=cases,
@@ -313,7 +302,7 @@ def run_job(study_dir: str | Path, job_name: str, device: str) -> dict[str, Any]
     else:
         log.info("%s: trained and evaluated before", job.name)
     if sweep_pending(study, job):
-        images, _, cases = held_out_cases(study, job, held_out)
+        images, _, cases = study.held_out_cases(job.fold, held_out)
         state = run_sweep(study, job, device, images, cases, lambda predictions, out: evaluate_job(
             study, job, device, held_out, predictions, out, plots=False))
     return state

@@ -21,14 +21,12 @@ from pu_nnunet.evaluation.operating_points import (JSON_FILE, folder_operating_p
                                                    read_operating_points)
 from pu_nnunet.evaluation.report.markdown import number, table
 from pu_nnunet.study.jobs import PREDICTIONS_DIR, Job, run_folder
-from pu_nnunet.study.spec import Study
+from pu_nnunet.study.spec import HELD_OUT_TEST, HELD_OUT_VALIDATION, Study
 
 PLOT_FILE = "operating_points.png"
 
 
 def _predictions(study: Study, job: Job, held_out: str) -> Path:
-    from pu_nnunet.study.execution.steps import HELD_OUT_TEST
-
     if held_out == HELD_OUT_TEST:
         return run_folder(study.study_dir, job) / PREDICTIONS_DIR
     return study.model_folder(job.trainer, job.repeat) / f"fold_{job.fold}" / "validation"
@@ -42,20 +40,17 @@ def run_operating_points(study: Study, job: Job, state: dict[str, Any]) -> Optio
     # one older than the run's metrics.json was made from predictions that have been replaced since
     if stored.is_file() and (not metrics.is_file() or stored.stat().st_mtime >= metrics.stat().st_mtime):
         return read_operating_points(stored)
-    from pu_nnunet.study.execution.steps import held_out_cases
-
     predictions = _predictions(study, job, state.get("held_out"))
     if not predictions.is_dir():
         return None
-    from pu_nnunet.study.execution.steps import HELD_OUT_TEST, HELD_OUT_VALIDATION
 
-    _, reference, cases = held_out_cases(study, job, state.get("held_out"))
+    _, reference, cases = study.held_out_cases(job.fold, state.get("held_out"))
     dataset_json = study.raw_dataset() / "dataset.json"
     choice = None
     validation = study.model_folder(job.trainer, job.repeat) / f"fold_{job.fold}" / "validation"
     if state.get("held_out") == HELD_OUT_TEST and validation.is_dir():
         # as nnU-Net: postprocessing decided on the fold's validation cases, applied to the test cases
-        _, train_labels, fold_cases = held_out_cases(study, job, HELD_OUT_VALIDATION)
+        _, train_labels, fold_cases = study.held_out_cases(job.fold, HELD_OUT_VALIDATION)
         choice = postprocessing_from_folder(validation, train_labels, fold_cases, dataset_json)
     return folder_operating_points(predictions, reference, evaluation, cases=cases, name=job.name,
                                    dataset_json=dataset_json, plot=False, postprocessing=choice)

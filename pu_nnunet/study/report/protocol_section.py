@@ -13,13 +13,7 @@ from typing import Any, Optional
 from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND
 from pu_nnunet.evaluation.metrics.protocols import DICE_PROTOCOLS, PROTOCOL_DEFINITIONS, PROTOCOL_TITLES
 from pu_nnunet.evaluation.published import PROTOCOL_NOT_STATED, PUBLISHED_SOURCE
-from pu_nnunet.evaluation.report.markdown import number, table
-
-
-def mean_sd(spread: dict[str, Any]) -> str:
-    if spread["mean"] is None:
-        return "n/a"
-    return number(spread["mean"]) + ("" if spread["sd"] is None else f" ± {number(spread['sd'])}")
+from pu_nnunet.evaluation.report.markdown import mean_sd, table
 
 
 def protocol_rows(summary: dict[str, Any], published: Optional[dict[str, Any]], short_name) -> list[list[str]]:

@@ -26,7 +26,7 @@ from pu_nnunet.evaluation.metrics.run_stats import (ALPHA, TARGET_POWER, DEFAULT
                                                     SIGN_FLIP_SEED, TWO_WAY_RESAMPLES, DIFFERENT,
                                                     EQUIVALENT, INCONCLUSIVE, NOT_TESTED, add_family_results,
                                                     run_level_difference)
-from pu_nnunet.evaluation.report.markdown import number, p_value, table
+from pu_nnunet.evaluation.report.markdown import interval, number, p_value, sign_flip, signed, table
 
 # run id -> (case ids, baseline scores, trainer scores), cases in the same order
 RunScores = dict[str, tuple[list[str], list[float], list[float]]]
@@ -117,23 +117,6 @@ def run_level_analysis(pairs: RunPairs, mid: float = DEFAULT_MID, margin: float 
               for trainer, by_key in pairs.items()}
     add_family_results([entry for by_key in result.values() for entry in by_key.values()], mid)
     return result
-
-
-def signed(value: float | None) -> str:
-    return number(value) if value is None else f"{value:+.4f}"
-
-
-def interval(low: float | None, high: float | None) -> str:
-    return "n/a" if low is None or high is None else f"[{signed(low)}, {signed(high)}]"
-
-
-def sign_flip(entry: Mapping[str, Any]) -> str:
-    """The sign-flip p with its method: exact, or Monte-Carlo ± its standard error."""
-    if entry.get("sign_flip_p") is None:
-        return "n/a"
-    if entry.get("sign_flip_method") == "monte-carlo":
-        return f"{p_value(entry['sign_flip_p'])} ± {number(entry['sign_flip_mc_se'])} (MC)"
-    return p_value(entry["sign_flip_p"])
 
 
 def runs_for_power_text(entry: Mapping[str, Any]) -> str:

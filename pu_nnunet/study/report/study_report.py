@@ -21,15 +21,15 @@ from pu_nnunet.evaluation.metrics.case_metrics import FOREGROUND, aggregate_case
 from pu_nnunet.evaluation.metrics.flag_rates import (PAIRED_FLAG_HEADER, flag_rate, paired_flag_cells, rate_text,
                                                     split_run_tag)
 from pu_nnunet.evaluation.metrics.protocols import DICE_PROTOCOLS
-from pu_nnunet.evaluation.metrics.run_stats import holm
+from pu_nnunet.evaluation.metrics.run_stats import holm, spread
 from pu_nnunet.evaluation.published import PUBLISHED, PUBLISHED_NORMAL_FPR_DIFFERENCE, published_for
-from pu_nnunet.evaluation.report.markdown import number, p_value, table
+from pu_nnunet.evaluation.report.markdown import mean_sd, number, p_value, table
 from pu_nnunet.user_files import atomic_write_path
 from pu_nnunet.provenance import RUN_RECORD_FILE, run_record, short_form
 from pu_nnunet.robustness import study_report as robustness_report
 from pu_nnunet.study.report import convergence_section, operating_points_section, run_level
-from pu_nnunet.study.report.protocol_section import mean_sd as _pm, protocol_section, published_fpr_section
-from pu_nnunet.study.report.run_pooling import pooled_evaluation as _pooled_evaluation, spread as _spread
+from pu_nnunet.study.report.protocol_section import protocol_section, published_fpr_section
+from pu_nnunet.study.report.run_pooling import pooled_evaluation as _pooled_evaluation
 from pu_nnunet.study.jobs import DONE, Job, finished_metrics, job_states
 from pu_nnunet.json_files import write_json
 from pu_nnunet.study.spec import Study
@@ -63,15 +63,15 @@ def _per_trainer(study: Study, evaluations: dict[Job, dict], states: dict[Job, d
     for trainer in study.trainers:
         runs = [job for job in evaluations if job.trainer == trainer]
         entry: dict[str, Any] = {"n_runs": len(runs), "runs": [job.name for job in runs],
-                                 "train_s": _spread([states[job].get("train_s") for job in runs])}
+                                 "train_s": spread([states[job].get("train_s") for job in runs])}
         # the runs' cases with run-tagged ids: flags clustered by image, never pooled as independent
         cases = _pooled_evaluation(evaluations, runs)["cases"] if runs else []
         for key in label_keys:
             aggregates = [evaluations[job]["aggregates"][key] for job in runs]
             empty = [c for c in cases if c["labels"][key]["ref_empty"]]
-            entry[key] = {"dice": _spread([a["dice_mean"] for a in aggregates]),
-                          "iou": _spread([a["iou_mean"] for a in aggregates]),
-                          "fpr": _spread([a["false_positive_rate"] for a in aggregates]),
+            entry[key] = {"dice": spread([a["dice_mean"] for a in aggregates]),
+                          "iou": spread([a["iou_mean"] for a in aggregates]),
+                          "fpr": spread([a["false_positive_rate"] for a in aggregates]),
                           "fpr_images": flag_rate([c["case"] for c in empty],
                                                   [c["labels"][key]["false_positive"] for c in empty])}
         # each label on the cases that lack it, over labels and runs: the (case, label) pairs are the sample
@@ -83,10 +83,10 @@ def _per_trainer(study: Study, evaluations: dict[Job, dict], states: dict[Job, d
         for job in runs:
             for name, aggregates in evaluations[job].get("per_class", {}).items():
                 by_class.setdefault(name, []).append(aggregates[FOREGROUND]["false_positive_rate"])
-        entry["per_class_foreground_fpr"] = {name: _spread(values) for name, values in by_class.items()}
+        entry["per_class_foreground_fpr"] = {name: spread(values) for name, values in by_class.items()}
         # every protocol from the per-case records, so that runs evaluated by older versions count too
         protocols = [aggregate_cases(evaluations[job]["cases"], label_keys) for job in runs]
-        entry["dice_protocols"] = {key: {name: _spread([p[key]["dice_protocols"][name] for p in protocols])
+        entry["dice_protocols"] = {key: {name: spread([p[key]["dice_protocols"][name] for p in protocols])
                                          for name in DICE_PROTOCOLS} for key in label_keys}
         result[trainer] = entry
     return result
@@ -158,8 +158,8 @@ def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
             "n/a" if dice is None or dice["mean_difference"] is None else
             f"{dice['mean_difference']:+.4f} [{dice['ci_low']:+.4f}, {dice['ci_high']:+.4f}] "
             f"p={p_value(dice['wilcoxon_p'])} W/T/L {dice['b_better']}/{dice['ties']}/{dice['a_better']}")
-        rows.append([short_name(trainer), str(entry["n_runs"]), _pm(entry[FOREGROUND]["dice"]),
-                     _pm(entry[FOREGROUND]["iou"]), rate_text(entry[FOREGROUND]["fpr_images"]),
+        rows.append([short_name(trainer), str(entry["n_runs"]), mean_sd(entry[FOREGROUND]["dice"]),
+                     mean_sd(entry[FOREGROUND]["iou"]), rate_text(entry[FOREGROUND]["fpr_images"]),
                      rate_text(entry["per_label_fpr_images"]), difference])
     return rows
 
@@ -224,7 +224,7 @@ def report_markdown(summary: dict[str, Any]) -> str:
              "the correlation between runs of a case; `pu_nnunet.evaluation.metrics.flag_rates`).", "",
              table(SUMMARY_HEADER, summary_rows(summary)), ""]
     names = summary["label_names"]
-    rows = [[short_name(t), *[_pm(e[key]["dice"]) for key in summary["label_keys"]],
+    rows = [[short_name(t), *[mean_sd(e[key]["dice"]) for key in summary["label_keys"]],
              _seconds(e["train_s"])] for t, e in summary["per_trainer"].items()]
     lines += ["Dice per label (mean ± sd over runs) and training time (s):", "",
               table(["trainer", *[names.get(k, k) for k in summary["label_keys"]], "training s"], rows), ""]
